@@ -1,0 +1,34 @@
+"""The ``buscad`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from buscad import __version__
+from buscad.cli import data
+
+app = typer.Typer(
+    name="buscad",
+    help="Breast UltraSound Computer-Aided Diagnosis: prepare data, train, evaluate, predict, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data", help="Prepare, inspect, de-duplicate and split datasets.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"buscad {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Breast UltraSound Computer-Aided Diagnosis."""
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Data stages: dataset adapters → manifest → duplicates → splits → training arrays."""

@@ -1,0 +1,101 @@
+"""What every dataset adapter shares: candidates found by file names, then decoded and checked here.
+
+An adapter only knows its folder layout: it lists :class:`Candidate` cases (image, masks, label, ids)
+and :class:`Problem` entries for files it cannot pair. :func:`build_cases` then decodes every image and
+mask (in threads: PNG decoding releases the GIL), checks sizes, counts lesion pixels, and turns each
+failure into a one-line problem instead of an exception, so one bad file never stops a dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from buscad.data.images import image_size
+from buscad.data.manifest import Case, Problem, relative_to_root
+from buscad.data.masks import merge_masks
+from buscad.errors import DataError
+
+
+@dataclass
+class Candidate:
+    """A case as named by the folder layout, before any file is decoded."""
+
+    case_id: str
+    label: str
+    image: Path
+    masks: list[Path]
+    patient_id: str = ""
+    pixel_spacing_mm: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    require_mask: bool = True
+
+
+@dataclass
+class ScanResult:
+    """What an adapter found: cases that passed every check, and problems (file + reason)."""
+
+    cases: list[Case]
+    problems: list[Problem]
+
+
+def _build_one(candidate: Candidate, root: Path, dataset: str) -> Case:
+    if candidate.require_mask and not candidate.masks:
+        raise DataError(f"{candidate.image}: image has no mask file")
+    width, height = image_size(candidate.image)
+    mask = merge_masks(candidate.masks, shape=(height, width))
+    return Case(
+        case_id=candidate.case_id,
+        dataset=dataset,
+        label=candidate.label,
+        image_path=relative_to_root(candidate.image, root),
+        mask_paths=[relative_to_root(m, root) for m in candidate.masks],
+        width=width,
+        height=height,
+        lesion_pixels=int(mask.sum()),
+        patient_id=candidate.patient_id,
+        pixel_spacing_mm=candidate.pixel_spacing_mm,
+        extra=dict(candidate.extra),
+    )
+
+
+def build_cases(
+    candidates: Sequence[Candidate], root: Path, dataset: str, workers: int = 4
+) -> tuple[list[Case], list[Problem]]:
+    """Decode and check every candidate; return the good cases and one problem per bad one."""
+
+    def attempt(candidate: Candidate) -> Case | Problem:
+        try:
+            return _build_one(candidate, root, dataset)
+        except DataError as exc:
+            return _as_problem(exc, candidate.image)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(attempt, candidates))
+    cases = [r for r in results if isinstance(r, Case)]
+    problems = [r for r in results if isinstance(r, Problem)]
+    return cases, problems
+
+
+def _as_problem(exc: DataError, fallback: Path) -> Problem:
+    message = str(exc)
+    file, sep, reason = message.partition(": ")
+    return Problem(file, reason) if sep else Problem(str(fallback), message)
+
+
+def list_files(folder: Path, accept: Callable[[Path], bool] = lambda p: True) -> list[Path]:
+    """Files (not folders, not hidden) of ``folder`` in a stable, natural order."""
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and accept(p)),
+        key=natural_key,
+    )
+
+
+def natural_key(path: Path) -> tuple[Any, ...]:
+    """Sort ``x (2)`` before ``x (10)``."""
+    import re
+
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name))
