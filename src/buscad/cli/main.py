@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from buscad import __version__
-from buscad.cli import data
+from buscad.cli import data, training
 
 app = typer.Typer(
     name="buscad",
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data", help="Prepare, inspect, de-duplicate and split datasets.")
+training.register(app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,72 @@
+"""``buscad train`` and ``buscad cv``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from buscad.cli.common import console, user_errors
+
+CONFIG_HELP = "Experiment YAML (see configs/); keys can be overridden with key=value, e.g. train.epochs=5."
+
+
+def _default_run_dir(config_name: str, fold: int | None = None) -> Path:
+    suffix = f"_fold{fold}" if fold is not None else ""
+    return Path("runs") / f"{config_name}{suffix}"
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, dict)) and not str(k).startswith("_")}
+    console.print(f"[bold]{title}[/]")
+    console.print(json.dumps(shown, indent=1, default=str)[:3000], highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training commands to the root app."""
+
+    @app.command("train")
+    @user_errors
+    def train_command(
+        config: Path = typer.Argument(..., help=CONFIG_HELP),
+        overrides: list[str] = typer.Argument(None, help="key=value overrides", show_default=False),
+        fold: int = typer.Option(None, "--fold", help="Test fold (default 0 when the manifest has folds)."),
+        output: Path = typer.Option(None, "-o", "--output", help="Run directory (default runs/<name>)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
+    ) -> None:
+        """Train one model on one fold and evaluate it on that fold's test part."""
+        from buscad.training.config import load_config
+        from buscad.training.runner import train
+
+        cfg = load_config(config, overrides or [])
+        run_dir = output or _default_run_dir(cfg.name, fold)
+        result = train(cfg, run_dir, fold=fold, resume=resume)
+        if result.metrics:
+            _print_metrics(f"test metrics ({result.seconds:.0f} s) → {run_dir}", _headline(result.metrics))
+
+    @app.command("cv")
+    @user_errors
+    def cv_command(
+        config: Path = typer.Argument(..., help=CONFIG_HELP),
+        overrides: list[str] = typer.Argument(None, help="key=value overrides", show_default=False),
+        output: Path = typer.Option(None, "-o", "--output", help="Run directory (default runs/<name>_cv)."),
+        resume: bool = typer.Option(False, "--resume", help="Skip finished folds, resume an interrupted one."),
+    ) -> None:
+        """Cross-validate: train every fold, then aggregate mean ± std over folds."""
+        from buscad.training.config import load_config
+        from buscad.training.runner import cross_validate
+
+        cfg = load_config(config, overrides or [])
+        run_dir = output or Path("runs") / f"{cfg.name}_cv"
+        result = cross_validate(cfg, run_dir, resume=resume)
+        _print_metrics(f"cross-validation summary ({result.seconds:.0f} s) → {run_dir}/summary.json",
+                       _headline(result.metrics))
+
+
+HEADLINE_KEYS = ("dice", "dice_raw", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auc_macro")
+
+
+def _headline(metrics: dict) -> dict:
+    picked = {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
+    return picked or metrics

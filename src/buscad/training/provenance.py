@@ -1,0 +1,42 @@
+"""What a run directory records about how it was made: git commit, package versions, machine."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+TRACKED_PACKAGES = (
+    "buscad", "torch", "torchvision", "lightning", "monai", "segmentation-models-pytorch", "timm",
+    "numpy", "opencv-python-headless", "scikit-image", "pandas", "onnxruntime",
+)
+
+
+def git_commit(start: Path | None = None) -> str:
+    """The commit of the source tree buscad runs from ('' outside a git checkout; '+dirty' if modified)."""
+    where = start or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{commit}+dirty" if dirty else commit
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def machine() -> dict[str, str | int]:
+    import os
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count() or 0}

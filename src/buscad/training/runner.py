@@ -1,0 +1,311 @@
+"""``buscad train`` and ``buscad cv``: build the data, fit with Lightning, predict the test part, evaluate.
+
+A run directory holds everything about a run (see docs/architecture.md): config.yaml, run_info.json,
+cases.csv, history.csv, checkpoints/{best,last}.ckpt, logs/ (CSV + TensorBoard), predictions/ and
+evaluation/. ``cv`` writes one such directory per fold plus summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from buscad import LABELS
+from buscad.checkpoint import ModelSpec
+from buscad.data.manifest import read_manifest, write_manifest
+from buscad.data.preprocess import from_square, letterbox_geometry, normalize
+from buscad.data.sampling import oversampled_indices
+from buscad.errors import ConfigError
+from buscad.io import atomic_path, write_text_atomic
+from buscad.training import provenance
+from buscad.training.config import ExperimentConfig
+from buscad.training.data import CaseArrays, CaseDataset, EpochSampler, load_case_arrays
+from buscad.training.splits import assign_parts, ensure_folds, filter_cases, uses_ratio_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its outputs and its headline test metrics."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
+    """The :class:`ModelSpec` (architecture + preprocessing) a config trains."""
+    create_kwargs: dict[str, Any] = {
+        "in_channels": 1,
+        "seg_classes": 3 if config.data.target == "class-coded" else 1,
+        "cls_classes": len(LABELS) if config.model.cls_head else 0,
+        "cls_head": config.model.cls_head,
+        "deep_supervision": config.model.deep_supervision,
+        **config.model.options,
+    }
+    return ModelSpec(
+        name=config.model.name,
+        create_kwargs=create_kwargs,
+        preprocessing=config.data.preprocessing(),
+        target=config.data.target,
+        seg_threshold=config.eval.seg_threshold,
+        uncertainty_threshold=config.eval.uncertainty_threshold,
+        min_lesion_pixels=config.eval.min_lesion_pixels,
+        training_data=training_data,
+    )
+
+
+def _build_model(config: ExperimentConfig, spec: ModelSpec) -> torch.nn.Module:
+    from buscad.models import create
+
+    extra = {}
+    if config.model.pretrained:
+        extra["pretrained"] = config.model.pretrained
+    if config.model.weights:
+        extra["weights"] = str(config.model.weights)
+    return create(spec.name, **spec.create_kwargs, **extra)
+
+
+def _loaders(arrays: CaseArrays, parts: pd.Series, config: ExperimentConfig) -> tuple[Any, Any, int]:
+    from torch.utils.data import DataLoader
+
+    prep = config.data.preprocessing()
+    index = np.arange(len(arrays))
+    train_idx = index[(parts == "train").to_numpy()]
+    val_idx = index[(parts == "val").to_numpy()]
+    train_labels = [LABELS[i] if i >= 0 else "" for i in arrays.labels[train_idx]]
+    order = [int(train_idx[i]) for i in oversampled_indices(train_labels)] if config.data.oversample else train_idx
+    seed = config.train.seed
+    train_set = CaseDataset(arrays, order, prep, config.data.target, config.data.augment, seed=seed)
+    val_set = CaseDataset(arrays, val_idx.tolist(), prep, config.data.target, None, seed=seed)
+    common = {"batch_size": config.train.batch_size, "num_workers": config.train.num_workers,
+              "persistent_workers": config.train.num_workers > 0}
+    train_loader = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed=seed), drop_last=len(train_set) > config.train.batch_size, **common)
+    val_loader = DataLoader(val_set, sampler=EpochSampler(len(val_set), shuffle=False), **common)
+    return train_loader, val_loader, len(train_set)
+
+
+def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from buscad.training.callbacks import HistoryWriter
+
+    train = config.train
+    mode = "min" if train.monitor == "val_loss" else "max"
+    callbacks: list[Any] = [
+        HistoryWriter(run_dir / "history.csv"),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=train.monitor, mode=mode,
+                        save_last=True, save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if train.early_stopping:
+        callbacks.append(EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping,
+                                       check_on_train_epoch_end=True))
+    loggers = [CSVLogger(run_dir / "logs", name="csv", version=""),
+               TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
+    max_time = {"minutes": train.max_time_minutes} if train.max_time_minutes else None
+    return pl.Trainer(
+        max_epochs=train.epochs,
+        max_time=max_time,
+        accelerator=train.accelerator,
+        devices=train.devices,
+        strategy=train.strategy,
+        precision=train.precision,
+        callbacks=callbacks,
+        logger=loggers,
+        default_root_dir=run_dir,
+        deterministic="warn",
+        use_distributed_sampler=False,
+        enable_progress_bar=train.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+
+
+def _configure_threads(config: ExperimentConfig) -> None:
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+
+
+@torch.no_grad()
+def predict_arrays(model: torch.nn.Module, images: np.ndarray, config: ExperimentConfig,
+                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """Lesion probability maps [N, S, S] and class probabilities [N, K] (or None) for cached arrays."""
+    from buscad.training.module import lesion_probability
+
+    model.eval()
+    prep = config.data.preprocessing()
+    maps, probs = [], []
+    for start in range(0, len(images), batch_size):
+        batch = np.stack([normalize(im, prep.normalization) for im in images[start:start + batch_size]])
+        output = model(torch.from_numpy(batch)[:, None])
+        maps.append(lesion_probability(output.segmentation).numpy() if output.segmentation is not None
+                    else np.zeros(batch.shape, np.float32))
+        if output.classification is not None:
+            probs.append(torch.softmax(output.classification, dim=1).numpy())
+    return np.concatenate(maps), (np.concatenate(probs) if probs else None)
+
+
+def mask_file_name(case_id: str) -> str:
+    """A flat, safe PNG name for a case id such as ``busi/benign/12``."""
+    return case_id.replace("/", "__").replace("\\", "__") + ".png"
+
+
+def write_test_predictions(model: torch.nn.Module, arrays: CaseArrays, test: pd.DataFrame,
+                           positions: np.ndarray, config: ExperimentConfig, run_dir: Path) -> Path:
+    """Write predictions/predictions.csv and probability masks at each image's original size."""
+    import cv2
+
+    out_dir = run_dir / "predictions"
+    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    maps, probs = predict_arrays(model, arrays.images[positions], config)
+    prep = config.data.preprocessing()
+    rows = []
+    for i, (_, case) in enumerate(test.iterrows()):
+        box = letterbox_geometry(int(case["height"]), int(case["width"]), prep.image_size, prep.keep_aspect)
+        full = from_square(maps[i], box)
+        name = f"masks/{mask_file_name(case['case_id'])}"
+        with atomic_path(out_dir / name) as tmp:
+            cv2.imwrite(str(tmp), np.clip(np.rint(full * 255), 0, 255).astype(np.uint8))
+        row = {"case_id": case["case_id"], "label": case["label"], "mask_file": name}
+        for k, label in enumerate(LABELS):
+            row[f"prob_{label}"] = float(probs[i, k]) if probs is not None else np.nan
+        rows.append(row)
+    path = out_dir / "predictions.csv"
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    return path
+
+
+def _evaluate(run_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
+    from buscad.evaluation.run_eval import evaluate_run
+
+    return evaluate_run(run_dir)
+
+
+def _write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    write_text_atomic(run_dir / "run_info.json", json.dumps(info, indent=2, default=str))
+
+
+def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int | None = None,
+          resume: bool = False, frame: pd.DataFrame | None = None) -> RunResult:
+    """Train one model (one fold) into ``run_dir``; predict and evaluate its test part."""
+    import lightning.pytorch as pl
+
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    _configure_threads(config)
+    if frame is None:
+        if config.data.manifest is None:
+            raise ConfigError("data.manifest is required (a CSV from buscad data prepare / split)")
+        frame = filter_cases(read_manifest(config.data.manifest), config)
+        if not uses_ratio_split(frame, fold):
+            frame = ensure_folds(frame, config)
+    parts = assign_parts(frame, fold)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise ConfigError(f"{last}: nothing to resume (no last checkpoint)")
+    if not resume and last.is_file():
+        raise ConfigError(f"{run_dir}: already holds a run (use --resume to continue it, or another -o)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(config.train.seed, workers=True, verbose=False)
+
+    cases = frame.assign(split=parts.to_numpy())
+    write_manifest(cases, run_dir / "cases.csv")
+    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+    info: dict[str, Any] = {
+        "name": config.name, "seed": config.train.seed, "fold": fold, "git_commit": provenance.git_commit(),
+        "packages": provenance.package_versions(), "machine": provenance.machine(),
+        "model": {"name": config.model.name, "options": config.model.options},
+        "monitor": config.train.monitor, "split_counts": parts.value_counts().to_dict(),
+    }
+    _write_run_info(run_dir, info)
+
+    prep = config.data.preprocessing()
+    cache_start = time.perf_counter()
+    arrays = load_case_arrays(frame, prep, config.data.target, config.data.cache_dir)
+    cache_seconds = time.perf_counter() - cache_start
+    spec = model_spec(config, training_data=str(config.data.manifest or ""))
+    model = _build_model(config, spec)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    from buscad.training.module import SegClsModule
+
+    module = SegClsModule(model, config, spec)
+    train_loader, val_loader, n_train = _loaders(arrays, parts, config)
+    trainer = _trainer(config, run_dir)
+    fit_start = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    fit_seconds = time.perf_counter() - fit_start
+    if not trainer.is_global_zero:
+        return RunResult(run_dir, {}, time.perf_counter() - start)
+
+    best = run_dir / "checkpoints" / "best.ckpt"
+    if best.is_file():
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    test_positions = np.flatnonzero((parts == "test").to_numpy())
+    metrics: dict[str, Any] = {}
+    if len(test_positions):
+        write_test_predictions(module.model, arrays, frame.iloc[test_positions], test_positions, config, run_dir)
+        metrics = _evaluate(run_dir, config)
+    history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else pd.DataFrame()
+    best_epoch = None
+    if not history.empty and config.train.monitor in history:
+        column = history[config.train.monitor]
+        best_epoch = int(history.loc[column.idxmin() if config.train.monitor == "val_loss" else column.idxmax(), "epoch"])
+    info.update({
+        "best_epoch": best_epoch,
+        "epochs_run": int(len(history)),
+        "train_items_per_epoch": n_train,
+        "timings": {
+            "total_seconds": round(time.perf_counter() - start, 2),
+            "fit_seconds": round(fit_seconds, 2),
+            "cache_seconds": round(cache_seconds, 2),
+            "mean_epoch_seconds": round(float(history["epoch_seconds"].mean()), 3) if not history.empty else None,
+            "train_images_per_second": round(float(history["train_images_per_second"].median()), 2)
+            if not history.empty else None,
+        },
+        "test_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    })
+    _write_run_info(run_dir, info)
+    return RunResult(run_dir, metrics, time.perf_counter() - start)
+
+
+def cross_validate(config: ExperimentConfig, run_dir: str | os.PathLike[str], resume: bool = False) -> RunResult:
+    """Train every fold into ``run_dir/fold_K`` and aggregate the folds into ``summary.json``."""
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    if config.data.manifest is None:
+        raise ConfigError("data.manifest is required (a CSV from buscad data prepare / split)")
+    frame = ensure_folds(filter_cases(read_manifest(config.data.manifest), config), config)
+    folds = sorted(int(f) for f in pd.to_numeric(frame["fold"]).dropna().unique())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+    for fold in folds:
+        fold_dir = run_dir / f"fold_{fold}"
+        done = (fold_dir / "evaluation" / "metrics.json").is_file()
+        if done and resume:
+            continue
+        fold_resume = resume and (fold_dir / "checkpoints" / "last.ckpt").is_file()
+        train(config, fold_dir, fold=fold, resume=fold_resume, frame=frame)
+    from buscad.evaluation.run_eval import evaluate_cv
+
+    summary = evaluate_cv(run_dir)
+    return RunResult(run_dir, summary, time.perf_counter() - start)
