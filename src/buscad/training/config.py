@@ -61,6 +61,7 @@ class ModelConfig(_Strict):
     """Architecture: a name from ``buscad models list`` and its options."""
 
     name: str = "unet"
+    segmentation: bool = Field(True, description="false for image classifiers (cnn, vgg19, mobilenet)")
     cls_head: Literal["dense", "multiscale"] | None = Field("multiscale", description="None = segmentation only")
     deep_supervision: bool = False
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the model")

@@ -48,7 +48,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
     """The :class:`ModelSpec` (architecture + preprocessing) a config trains."""
     create_kwargs: dict[str, Any] = {
         "in_channels": 1,
-        "seg_classes": 3 if config.data.target == "class-coded" else 1,
+        "seg_classes": (3 if config.data.target == "class-coded" else 1) if config.model.segmentation else 0,
         "cls_classes": len(LABELS) if config.model.cls_head else 0,
         "cls_head": config.model.cls_head,
         "deep_supervision": config.model.deep_supervision,
