@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from buscad.data.manifest import Case, cases_to_frame, read_manifest, write_manifest
+from buscad.data.preprocess import Preprocessing
+from buscad.training import data as tdata
+from buscad.training.config import AugmentConfig
+from buscad.training.data import CaseDataset, EpochSampler, augment_pair, load_case_arrays
+
+
+@pytest.fixture()
+def tiny_manifest(tmp_path):
+    root = tmp_path / "ds"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    cases = []
+    for i, label in enumerate(["normal", "benign", "malignant", "benign"]):
+        image = rng.integers(0, 255, (40 + i, 50), dtype=np.uint8)
+        mask = np.zeros_like(image)
+        if label != "normal":
+            mask[10:20, 15:30] = 255
+        Image.fromarray(image).save(root / f"im{i}.png")
+        Image.fromarray(mask).save(root / f"im{i}_mask.png")
+        cases.append(Case(f"t/{i}", "t", label, f"im{i}.png", [f"im{i}_mask.png"], 50, 40 + i, int((mask > 0).sum())))
+    path = write_manifest(cases_to_frame(cases, root), tmp_path / "m.csv")
+    return read_manifest(path)
+
+
+def test_cache_is_used_on_the_second_load(tiny_manifest, tmp_path, monkeypatch):
+    prep = Preprocessing(image_size=32)
+    first = load_case_arrays(tiny_manifest, prep, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 4
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} although it is cached")
+
+    monkeypatch.setattr(tdata, "read_grayscale", no_decoding)
+    second = load_case_arrays(tiny_manifest, prep, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(first.images, second.images)
+    np.testing.assert_array_equal(first.masks, second.masks)
+    assert first.images.shape == (4, 32, 32) and list(first.labels) == [0, 1, 2, 1]
+
+
+def test_class_coded_targets_carry_the_label(tiny_manifest, tmp_path):
+    arrays = load_case_arrays(tiny_manifest, Preprocessing(image_size=32), "class-coded", tmp_path / "c")
+    assert [set(np.unique(m)) for m in arrays.masks] == [{0}, {0, 1}, {0, 2}, {0, 1}]
+
+
+def test_augmentation_moves_image_and_mask_together():
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 10:30] = 1
+    image = (mask * 200).astype(np.uint8)
+    cfg = AugmentConfig(hflip=0.5, vflip=0.5, rotation=180, shift=0.1, zoom_min=0.8)
+    for seed in range(5):
+        out_image, out_mask = augment_pair(image, mask, cfg, np.random.default_rng(seed))
+        inside = out_image[out_mask > 0]
+        outside = out_image[out_mask == 0]
+        assert inside.mean() > 150 and outside.mean() < 30
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_position(tiny_manifest, tmp_path):
+    prep = Preprocessing(image_size=32)
+    arrays = load_case_arrays(tiny_manifest, prep, cache_dir=tmp_path / "cache")
+    dataset = CaseDataset(arrays, [0, 1, 1, 2], prep, "binary", AugmentConfig(rotation=180), seed=3)
+    again = CaseDataset(arrays, [0, 1, 1, 2], prep, "binary", AugmentConfig(rotation=180), seed=3)
+    for key in (1, 2, 5, 6):
+        assert dataset[key][0].equal(again[key][0])
+    assert not dataset[1][0].equal(dataset[2][0])  # same image, other position: another augmentation
+    assert not dataset[1][0].equal(dataset[5][0])  # same position, next epoch
+    image, mask, label = dataset[0]
+    assert image.shape == (1, 32, 32) and mask.shape == (1, 32, 32) and label.item() == 0
+
+
+def test_epoch_sampler_is_deterministic_and_covers_every_position():
+    sampler = EpochSampler(10, seed=1)
+    sampler.set_epoch(2)
+    keys = list(sampler)
+    assert sorted(k - 20 for k in keys) == list(range(10))
+    again = EpochSampler(10, seed=1)
+    again.set_epoch(2)
+    assert list(again) == keys
+    sampler.set_epoch(3)
+    assert sorted(k - 30 for k in sampler) == list(range(10))
+    assert [k - 30 for k in sampler] != [k - 20 for k in keys]
+
+
+def test_epoch_sampler_shards_across_ranks(monkeypatch):
+    sampler = EpochSampler(7, seed=0)
+    shards = []
+    for rank in range(2):
+        monkeypatch.setattr(EpochSampler, "_rank_world", staticmethod(lambda rank=rank: (rank, 2)))
+        shards.append(list(sampler))
+    assert len(shards[0]) == len(shards[1]) == 4
+    assert set(shards[0]) | set(shards[1]) == set(range(7))
