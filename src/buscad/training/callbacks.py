@@ -32,12 +32,14 @@ class HistoryWriter(pl.Callback):
         self._images = 0
         self._loss_sum = 0.0
         self._batches = 0
+        self._lr: float | None = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
         self._images = 0
         self._loss_sum = 0.0
         self._batches = 0
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -54,7 +56,7 @@ class HistoryWriter(pl.Callback):
             "epoch": trainer.current_epoch,
             "train_loss": self._loss_sum / max(self._batches, 1),
             **{key: metrics.get(key) for key in HISTORY_COLUMNS[2:6]},
-            "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None,
+            "lr": self._lr,
             "epoch_seconds": round(time.perf_counter() - self._epoch_start, 3),
             "train_images_per_second": round(self._images / train_seconds, 2),
         }
