@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,9 +57,12 @@ class SegClsModule(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
-    def on_train_epoch_start(self) -> None:
-        # Dropout and other in-model randomness: seeded per epoch so a resumed run matches.
-        torch.manual_seed(self.config.train.seed * 100_003 + self.current_epoch)
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout and other in-model randomness: seeded per (seed, epoch, batch, rank), independent of
+        # whatever else drew from the global generator (e.g. Lightning re-creating loaders on resume),
+        # so a resumed run repeats the uninterrupted one exactly.
+        seed = np.random.SeedSequence([self.config.train.seed, self.current_epoch, batch_idx, self.global_rank])
+        torch.manual_seed(int(seed.generate_state(1)[0]))
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         images, masks, labels = batch
