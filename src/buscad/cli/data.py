@@ -77,3 +77,58 @@ def inspect(manifest: Path = typer.Argument(..., help="Manifest CSV.")) -> None:
             console.print(f"  {problem}", highlight=False, markup=False)
     else:
         console.print("no problems found")
+
+
+@app.command()
+@user_errors
+def split(
+    manifest: Path = typer.Argument(..., help="Manifest CSV (with dup_group / patient_id when known)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Manifest CSV to write with the split columns."),
+    folds: int | None = typer.Option(None, "--folds", help="K for grouped stratified k-fold."),
+    ratios: str | None = typer.Option(None, "--ratios", help="train:val:test or train:test, e.g. 80:10:10."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same split."),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", help="k-fold: share of each training part "
+                                       "used for validation (at most 1/(K-1))."),
+    stratify: str = typer.Option("label", "--stratify", help="Column to stratify by ('none' to disable)."),
+) -> None:
+    """Split a manifest so that no duplicate group or patient straddles two parts, and verify it."""
+    from buscad.data.manifest import read_manifest, write_manifest
+    from buscad.data.splits import check_no_leakage, kfold_split, parse_ratios, part_proportions, ratio_split
+
+    if (folds is None) == (ratios is None):
+        fail("give exactly one of --folds K or --ratios 80:10:10")
+    frame = read_manifest(manifest)
+    by = None if stratify.lower() == "none" else stratify
+    if folds is not None:
+        result = kfold_split(frame, folds, seed=seed, val_fraction=val_fraction, stratify=by)
+        column = "fold"
+    else:
+        result = ratio_split(frame, parse_ratios(ratios or ""), seed=seed, stratify=by)
+        column = "split"
+    problems = check_no_leakage(result)
+    for problem in problems:
+        err_console.print(f"problem: {problem}", highlight=False, soft_wrap=True, markup=False)
+    if problems:
+        fail(f"{len(problems)} group(s) straddle two parts: nothing written")
+    write_manifest(result, output)
+    shown = by or "label"
+    proportions = part_proportions(result, column, shown).astype(object)  # object: counts print as ints
+    console.print(frame_table(proportions, f"Cases and % {shown} per {column}"))
+    if folds is not None and val_fraction > 0:
+        validation = _validation_table(result, folds, shown)
+        console.print(frame_table(validation.astype(object), f"Validation part of each run (% {shown})"))
+    console.print(f"no group straddles two parts; {len(result)} cases written to {output}", highlight=False)
+
+
+def _validation_table(frame: pd.DataFrame, k: int, stratify: str) -> pd.DataFrame:
+    """For each run (test fold f): training and validation sizes and the validation class shares."""
+    rows = {}
+    for f in range(k):
+        train = frame[frame["fold"] != f]
+        val = train[train["val_fold"] == f]
+        shares = val[stratify].astype(str).replace("", "(none)").value_counts(normalize=True) * 100
+        rows[f] = {"train+val": len(train), "val": len(val)}
+        rows[f].update({c: round(float(v), 1) for c, v in shares.items()})
+    table = pd.DataFrame.from_dict(rows, orient="index").fillna(0.0)
+    table.index.name = "run"
+    return table
