@@ -196,5 +196,5 @@ class EpochSampler(Sampler[int]):
         return iter([base + p for p in positions])
 
     def __len__(self) -> int:
-        rank, world = self._rank_world()
+        _, world = self._rank_world()
         return math.ceil(self.length / world)

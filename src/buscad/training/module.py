@@ -67,7 +67,7 @@ class SegClsModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         images, masks, labels = batch
         output = self(images)
-        loss, parts = self.loss(output, masks, labels if self.has_classifier else None)
+        loss, _ = self.loss(output, masks, labels if self.has_classifier else None)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         return loss
 

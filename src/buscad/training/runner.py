@@ -221,7 +221,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
         frame = filter_cases(read_manifest(config.data.manifest), config)
         if not uses_ratio_split(frame, fold):
             frame = ensure_folds(frame, config)
-    parts = assign_parts(frame, fold)
+    parts = assign_parts(frame, fold, config.data.val_fraction, config.data.split_seed)
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise ConfigError(f"{last}: nothing to resume (no last checkpoint)")
@@ -276,7 +276,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
         best_epoch = int(history.loc[column.idxmin() if config.train.monitor == "val_loss" else column.idxmax(), "epoch"])
     info.update({
         "best_epoch": best_epoch,
-        "epochs_run": int(len(history)),
+        "epochs_run": len(history),
         "train_items_per_epoch": n_train,
         "timings": {
             "total_seconds": round(time.perf_counter() - start, 2),

@@ -40,13 +40,30 @@ def uses_ratio_split(frame: pd.DataFrame, fold: int | None) -> bool:
     return fold is None and _has(frame, "split") and not _has(frame, "fold")
 
 
-def assign_parts(frame: pd.DataFrame, fold: int | None) -> pd.Series:
-    """Series of ``train|val|test`` for every row, from ``split`` (ratio split) or ``fold``/``val_fold``."""
+def _carve_validation(frame: pd.DataFrame, parts: pd.Series, val_fraction: float, seed: int) -> pd.Series:
+    """A train/test split without ``val``: move ``val_fraction`` of train (grouped, stratified) to val."""
+    from buscad.data.splits import ratio_split
+
+    train = frame[parts == "train"]
+    inner = ratio_split(train, (1.0 - val_fraction, val_fraction), seed=seed)
+    parts = parts.copy()
+    parts[inner.index[inner["split"].to_numpy() == "test"]] = "val"
+    return parts
+
+
+def assign_parts(frame: pd.DataFrame, fold: int | None, val_fraction: float = 0.15, seed: int = 0) -> pd.Series:
+    """Series of ``train|val|test`` for every row, from ``split`` (ratio split) or ``fold``/``val_fold``.
+
+    A ratio split without a ``val`` part (e.g. 90:10) gets ``val_fraction`` of its training cases as
+    validation, grouped and stratified like every other split.
+    """
     if uses_ratio_split(frame, fold):
         parts = frame["split"].astype(str)
         unknown = sorted(set(parts) - {"train", "val", "test"})
         if unknown:
             raise DataError(f"manifest split column has unknown values {unknown}")
+        if not (parts == "val").any():
+            parts = _carve_validation(frame, parts, val_fraction, seed)
         return parts
     if not _has(frame, "fold"):
         raise DataError("manifest has neither a fold nor a split column (see buscad data split)")
