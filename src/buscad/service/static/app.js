@@ -1,0 +1,379 @@
+// buscad web page: upload one image to POST /v1/analyze and show the result.
+// Plain browser JavaScript, no dependencies, no network access beyond this server.
+"use strict";
+
+const FLAG_TEXT = {
+  inconsistent:
+    "The classifier and the outlined lesion disagree (for example a lesion was outlined in an image " +
+    "classified as normal). The result was corrected automatically; check the image yourself.",
+  uncertain:
+    "The model is not confident about this image: no class is clearly more likely than the others.",
+};
+
+const LABEL_TEXT = {
+  normal: "normal (no lesion found)",
+  benign: "benign lesion",
+  malignant: "malignant lesion",
+  lesion: "lesion (no benign/malignant classifier in this model)",
+};
+
+const OUTLINE_RGB = [255, 212, 0];
+
+const state = { result: null, image: null, overlayFill: null, outline: null, fileName: "image" };
+
+const $ = (id) => document.getElementById(id);
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+function formatNumber(value, digits = 1) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return Number(value).toLocaleString(undefined, { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+function loadImage(src) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("the returned image could not be displayed"));
+    img.src = src;
+  });
+}
+
+// Boolean lesion mask (Uint8Array, 1 = lesion) from the mask PNG.
+function maskPixels(maskImage) {
+  const canvas = document.createElement("canvas");
+  canvas.width = maskImage.naturalWidth;
+  canvas.height = maskImage.naturalHeight;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(maskImage, 0, 0);
+  const rgba = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  const mask = new Uint8Array(canvas.width * canvas.height);
+  for (let i = 0; i < mask.length; i++) mask[i] = rgba[4 * i] > 127 ? 1 : 0;
+  return { mask, width: canvas.width, height: canvas.height };
+}
+
+// Outline pixels: lesion pixels with a 4-neighbour outside the lesion (or at the image border).
+function outlineOf({ mask, width, height }) {
+  const edge = new Uint8Array(mask.length);
+  let count = 0;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = y * width + x;
+      if (!mask[i]) continue;
+      const border = x === 0 || y === 0 || x === width - 1 || y === height - 1;
+      if (border || !mask[i - 1] || !mask[i + 1] || !mask[i - width] || !mask[i + width]) {
+        edge[i] = 1;
+        count++;
+      }
+    }
+  }
+  return { edge, count };
+}
+
+// Draw the edge 2-3 px thick for large images so it stays visible once the canvas is scaled down.
+function thicken(edge, width, height, radius) {
+  if (radius <= 0) return edge;
+  const out = new Uint8Array(edge.length);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (!edge[y * width + x]) continue;
+      for (let dy = -radius; dy <= radius; dy++) {
+        for (let dx = -radius; dx <= radius; dx++) {
+          const yy = y + dy;
+          const xx = x + dx;
+          if (yy >= 0 && xx >= 0 && yy < height && xx < width) out[yy * width + xx] = 1;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+function prepareOverlay(maskImage) {
+  const pixels = maskPixels(maskImage);
+  const { edge, count } = outlineOf(pixels);
+  const radius = Math.floor(Math.max(pixels.width, pixels.height) / 500);
+  state.overlayFill = pixels;
+  state.outline = { edge: thicken(edge, pixels.width, pixels.height, radius), count };
+}
+
+function draw() {
+  const canvas = $("view");
+  const img = state.image;
+  const { mask, width, height } = state.overlayFill;
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0, width, height);
+  const opacity = Number($("opacity").value) / 100;
+  const frame = ctx.getImageData(0, 0, width, height);
+  const data = frame.data;
+  const edge = state.outline.edge;
+  for (let i = 0; i < mask.length; i++) {
+    const p = 4 * i;
+    if (edge[i]) {
+      data[p] = OUTLINE_RGB[0];
+      data[p + 1] = OUTLINE_RGB[1];
+      data[p + 2] = OUTLINE_RGB[2];
+    } else if (mask[i] && opacity > 0) {
+      for (let c = 0; c < 3; c++) data[p + c] = Math.round(data[p + c] * (1 - opacity) + OUTLINE_RGB[c] * opacity);
+    }
+  }
+  ctx.putImageData(frame, 0, 0);
+  canvas.dataset.outlinePixels = String(state.outline.count);
+  canvas.dataset.state = "drawn";
+}
+
+function showProbabilities(result) {
+  const list = $("probabilities");
+  list.replaceChildren();
+  const probabilities = result.probabilities || {};
+  const entries = Object.entries(probabilities).filter(([, p]) => p !== null && p !== undefined);
+  if (entries.length === 0) {
+    const li = document.createElement("li");
+    li.textContent = "This model has no classifier: only the lesion outline is predicted.";
+    list.append(li);
+    return;
+  }
+  const top = Math.max(...entries.map(([, p]) => p));
+  for (const [label, p] of entries) {
+    const li = document.createElement("li");
+    li.className = p === top ? "top" : "";
+    li.dataset.label = label;
+    const name = document.createElement("span");
+    name.textContent = label;
+    const track = document.createElement("span");
+    track.className = "track";
+    track.setAttribute("role", "img");
+    track.setAttribute("aria-label", `${label}: ${(100 * p).toFixed(1)} percent`);
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.display = "block";
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = `${(100 * p).toFixed(1)}%`;
+    li.append(name, track, value);
+    list.append(li);
+  }
+}
+
+function showLabel(result) {
+  const refined = result.refined_label;
+  $("refined-label").textContent = LABEL_TEXT[refined] || refined;
+  const note = $("label-note");
+  if (result.label && result.label !== refined) {
+    note.textContent = `The classifier alone said "${result.label}"; see the warnings below.`;
+  } else {
+    note.textContent = "";
+  }
+}
+
+function showFlags(result) {
+  const list = $("flags");
+  list.replaceChildren();
+  const flags = result.flags || {};
+  const raised = Object.keys(flags).filter((k) => flags[k]);
+  for (const flag of raised) {
+    const li = document.createElement("li");
+    li.dataset.flag = flag;
+    li.textContent = FLAG_TEXT[flag] || `Warning: ${flag}.`;
+    list.append(li);
+  }
+  for (const reason of result.reasons || []) {
+    const li = document.createElement("li");
+    li.className = "reason";
+    li.textContent = reason;
+    list.append(li);
+  }
+  $("warnings").hidden = list.children.length === 0;
+}
+
+function cell(row, text, numeric = false) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (numeric) td.className = "num";
+  row.append(td);
+}
+
+function showMeasurements(result) {
+  const box = $("measurements");
+  box.replaceChildren();
+  const m = result.measurements || {};
+  const lesions = m.lesions || [];
+  const mm = Array.isArray(m.spacing_mm) && m.spacing_mm.length === 2;
+  const p = document.createElement("p");
+  if (lesions.length === 0) {
+    p.textContent = "No lesion outlined, nothing to measure.";
+    box.append(p);
+    return;
+  }
+  p.textContent = mm
+    ? `Pixel size ${formatNumber(m.spacing_mm[0], 3)} × ${formatNumber(m.spacing_mm[1], 3)} mm.`
+    : "Pixel size unknown: sizes are in pixels. Enter the pixel size above to get millimetres.";
+  box.append(p);
+  const unit = mm ? "mm" : "px";
+  const area = mm ? "area_mm2" : "area_px";
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const title of [
+    "lesion",
+    `area (${mm ? "mm²" : "px"})`,
+    `longest (${unit})`,
+    `perpendicular (${unit})`,
+    `width (${unit})`,
+    `depth (${unit})`,
+    "depth/width",
+  ]) {
+    const th = document.createElement("th");
+    th.textContent = title;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const lesion of lesions) {
+    const row = body.insertRow();
+    cell(row, String(lesion.id));
+    cell(row, formatNumber(lesion[area], mm ? 1 : 0), true);
+    cell(row, formatNumber(lesion[`longest_diameter_${unit}`]), true);
+    cell(row, formatNumber(lesion[`perpendicular_diameter_${unit}`]), true);
+    cell(row, formatNumber(lesion[`width_${unit}`]), true);
+    cell(row, formatNumber(lesion[`height_${unit}`]), true);
+    cell(row, formatNumber(lesion.depth_to_width, 2), true);
+  }
+  box.append(table);
+  if (lesions.some((lesion) => lesion.depth_to_width > 1)) {
+    const note = document.createElement("p");
+    note.className = "note";
+    note.textContent = "Depth/width above 1 means taller than wide.";
+    box.append(note);
+  }
+}
+
+function download(name, blob) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+function base64Bytes(b64) {
+  const raw = atob(b64);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return bytes;
+}
+
+function stem(name) {
+  const dot = name.lastIndexOf(".");
+  return (dot > 0 ? name.slice(0, dot) : name) || "image";
+}
+
+async function analyze(file) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("include_image", "true");
+  form.append("tta", $("tta").checked ? "true" : "false");
+  const spacing = $("spacing").value.trim();
+  if (spacing) form.append("pixel_spacing_mm", spacing);
+  state.fileName = file.name || "image";
+  $("view").dataset.state = "busy";
+  setStatus(`Analysing ${state.fileName}…`);
+  let response;
+  try {
+    response = await fetch("/v1/analyze", { method: "POST", body: form });
+  } catch (err) {
+    setStatus("The server could not be reached.", true);
+    return;
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch (err) {
+    body = { detail: `unexpected answer (HTTP ${response.status})` };
+  }
+  if (!response.ok) {
+    setStatus(`Could not analyse ${state.fileName}: ${body.detail || response.statusText}`, true);
+    return;
+  }
+  await show(body);
+  const seconds = body.timings && body.timings.service_s;
+  setStatus(`Analysed ${state.fileName}${seconds ? ` in ${seconds.toFixed(2)} s` : ""}.`);
+}
+
+async function show(result) {
+  state.result = result;
+  const [image, mask] = await Promise.all([
+    loadImage(`data:image/png;base64,${result.image_png_base64}`),
+    loadImage(`data:image/png;base64,${result.mask_png_base64}`),
+  ]);
+  state.image = image;
+  prepareOverlay(mask);
+  $("result").hidden = false;
+  draw();
+  showLabel(result);
+  showProbabilities(result);
+  showFlags(result);
+  showMeasurements(result);
+}
+
+async function showModel() {
+  try {
+    const response = await fetch("/v1/model");
+    const card = await response.json();
+    const parts = [`Model ${card.model_id || "unknown"}`];
+    if (card.architecture) parts.push(`architecture ${card.architecture}`);
+    if (card.training_data) parts.push(`trained on ${card.training_data}`);
+    if (card.version) parts.push(`buscad ${card.version}`);
+    $("model-info").textContent = `${parts.join(" · ")}.`;
+  } catch (err) {
+    $("model-info").textContent = "Model information unavailable.";
+  }
+}
+
+function wire() {
+  const zone = $("dropzone");
+  const input = $("file");
+  input.addEventListener("change", () => {
+    if (input.files.length) analyze(input.files[0]);
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("over");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    zone.addEventListener(type, () => zone.classList.remove("over"));
+  }
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file) analyze(file);
+  });
+  const opacity = $("opacity");
+  opacity.addEventListener("input", () => {
+    $("opacity-value").textContent = `${opacity.value}%`;
+    if (state.result) draw();
+  });
+  $("download-mask").addEventListener("click", () => {
+    if (!state.result) return;
+    download(`${stem(state.fileName)}_mask.png`, new Blob([base64Bytes(state.result.mask_png_base64)], { type: "image/png" }));
+  });
+  $("download-json").addEventListener("click", () => {
+    if (!state.result) return;
+    const { image_png_base64: _image, ...record } = state.result;
+    download(`${stem(state.fileName)}.json`, new Blob([JSON.stringify(record, null, 2)], { type: "application/json" }));
+  });
+  showModel();
+}
+
+document.addEventListener("DOMContentLoaded", wire);
