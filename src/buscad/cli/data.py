@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -35,10 +36,12 @@ def frame_table(frame: pd.DataFrame, title: str) -> Table:
 @app.command()
 @user_errors
 def prepare(
-    src: Path = typer.Argument(..., help="Dataset folder."),
-    fmt: DatasetFormat = typer.Option(..., "--format", "-f", help="Layout of the dataset folder."),
-    output: Path = typer.Option(..., "-o", "--output", help="Manifest CSV to write."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 (and write nothing) if any file is a problem."),
+    src: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    fmt: Annotated[DatasetFormat, typer.Option("--format", "-f", help="Layout of the dataset folder.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Manifest CSV to write.")],
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 (and write nothing) if any file is a problem.")
+    ] = False,
 ) -> None:
     """Scan a dataset folder and write its manifest (one row per image)."""
     from buscad.data.prepare import prepare as run_prepare
@@ -55,9 +58,41 @@ def prepare(
     )
 
 
+def _parse_size(text: str) -> tuple[int, int]:
+    """``HxW`` (e.g. ``256x320``) → (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise typer.BadParameter(f"{text!r} is not HEIGHTxWIDTH, e.g. 256x320")
+    return int(parts[0]), int(parts[1])
+
+
 @app.command()
 @user_errors
-def inspect(manifest: Path = typer.Argument(..., help="Manifest CSV.")) -> None:
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write (BUSI layout: benign/, malignant/, normal/).")],
+    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Number of images.")] = 30,
+    seed: Annotated[int, typer.Option("--seed", help="Dataset seed; the same seed gives the same images.")] = 0,
+    size: Annotated[str, typer.Option("--size", help="Image size HEIGHTxWIDTH.")] = "256x320",
+) -> None:
+    """Write a synthetic B-mode-like dataset with known lesions (for tests, demos, smoke runs)."""
+    import time
+
+    from buscad.data.synthetic import write_busi_dataset
+
+    height, width = _parse_size(size)
+    start = time.perf_counter()
+    write_busi_dataset(out_dir, n, seed=seed, height=height, width=width)
+    console.print(
+        f"{n} synthetic cases ({height}x{width}, seed {seed}) written to {out_dir} "
+        f"in {time.perf_counter() - start:.1f} s; next: buscad data prepare {out_dir} --format busi -o M.csv",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@user_errors
+def inspect(manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")]) -> None:
     """Print a readable summary of a manifest: counts, sizes, masks, problems."""
     from buscad.data.inspect import summarize
     from buscad.data.manifest import read_manifest

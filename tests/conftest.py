@@ -1,0 +1,62 @@
+"""Fixtures shared by every test package: the real BUSI folder (or a skip) and small synthetic data.
+
+The synthetic fixtures are session-scoped and must be treated as read-only: copy them before changing
+anything (``shutil.copytree(synthetic_busi_dir, tmp_path / "ds")``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BUSI_CANDIDATES: tuple[Path, ...] = (
+    PROJECT_ROOT.parent / "shared" / "datasets" / "BUSI" / "Dataset_BUSI_with_GT",
+)
+"""Where the real BUSI copy is looked for; ``BUSCAD_BUSI_ROOT`` overrides."""
+
+SYNTHETIC_CASES = 24
+SYNTHETIC_SEED = 0
+SYNTHETIC_SIZE = (96, 128)  # height, width
+
+
+def find_busi_root() -> Path | None:
+    """The real ``Dataset_BUSI_with_GT`` folder, or None when this machine does not have it."""
+    override = os.environ.get("BUSCAD_BUSI_ROOT")
+    candidates = (Path(override),) if override else BUSI_CANDIDATES
+    for candidate in candidates:
+        if all((candidate / label).is_dir() for label in ("benign", "malignant", "normal")):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def busi_root() -> Path:
+    """Path to the real BUSI dataset; the test is skipped when it is absent (users download it)."""
+    root = find_busi_root()
+    if root is None:
+        pytest.skip("real BUSI dataset not found (set BUSCAD_BUSI_ROOT to its Dataset_BUSI_with_GT folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_busi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic cases (seed 0, 96x128) in the BUSI layout, with one two-lesion case. Read-only."""
+    from buscad.data.synthetic import write_busi_dataset
+
+    height, width = SYNTHETIC_SIZE
+    out = tmp_path_factory.mktemp("synthetic_busi") / "Dataset_BUSI_with_GT"
+    return write_busi_dataset(out, SYNTHETIC_CASES, seed=SYNTHETIC_SEED, height=height, width=width)
+
+
+@pytest.fixture(scope="session")
+def synthetic_manifest(synthetic_busi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Manifest CSV of :func:`synthetic_busi_dir` written by ``prepare --format busi``. Read-only."""
+    from buscad.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("synthetic_manifest") / "manifest.csv"
+    result = prepare(synthetic_busi_dir, "busi", out, strict=True)
+    assert result.manifest is not None, [str(p) for p in result.problems]
+    return result.manifest
