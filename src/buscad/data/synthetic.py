@@ -132,7 +132,9 @@ def _fat_lobules(
     return factor
 
 
-def _lesion_shape(rng: np.random.Generator, label: str, h: int, w: int, centre: tuple[float, float]) -> np.ndarray:
+def _lesion_shape(
+    rng: np.random.Generator, label: str, h: int, w: int, centre: tuple[float, float]
+) -> np.ndarray:
     """Boolean lesion mask drawn in polar form: an ellipse whose radius is perturbed by harmonics
     (smooth for benign, irregular for malignant) and, for malignant, narrow spicules."""
     cy, cx = centre
@@ -275,7 +277,9 @@ def synthesize_case(
                 centre = (centre[0], first_x + (0.35 if first_x < width / 2 else -0.35) * width)
             shape = _lesion_shape(rng, label, height, width, centre)
             if index == 1:
-                shape = cv2.erode(shape.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2).astype(bool)
+                shape = cv2.erode(shape.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2).astype(
+                    bool
+                )
                 shape &= ~cv2.dilate(lesion_masks[0].astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
             if shape.any():
                 lesion_masks.append(shape)
@@ -338,7 +342,9 @@ def write_busi_dataset(
     multi = set(np.random.default_rng([seed, 2]).choice(lesion_indices, n_multi, replace=False).tolist())
     numbers = dict.fromkeys(LABELS, 0)
     for index, label in enumerate(labels):
-        case = synthesize_case(case_seed(seed, index), label, height, width, n_lesions=2 if index in multi else 1)
+        case = synthesize_case(
+            case_seed(seed, index), label, height, width, n_lesions=2 if index in multi else 1
+        )
         numbers[label] += 1
         stem = f"{label} ({numbers[label]})"
         folder = out / label

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buscad.data.images import image_size
+from buscad.data.images import RASTER_SUFFIXES, image_size
 from buscad.data.manifest import Case, Problem, relative_to_root
 from buscad.data.masks import merge_masks
 from buscad.errors import DataError
@@ -99,3 +99,48 @@ def natural_key(path: Path) -> tuple[Any, ...]:
     import re
 
     return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name))
+
+
+def read_table(path: Path, required: Sequence[str], sep: str = ",") -> list[dict[str, str]]:
+    """Rows of a dataset's CSV as stripped strings; tolerates a UTF-8 BOM and CRLF line ends.
+
+    A missing file or missing columns is a :class:`DataError`: the whole dataset cannot be labelled.
+    """
+    import csv
+
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter=sep)
+            columns = {(name or "").strip() for name in reader.fieldnames or []}
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV table ({exc})") from exc
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {', '.join(missing)} (separator {sep!r})")
+    return [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in rows]
+
+
+def index_by_stem(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
+    """Raster files of ``folder`` keyed by file stem; other files and clashing stems become problems."""
+    found: dict[str, Path] = {}
+    problems: list[Problem] = []
+    for path in list_files(folder):
+        if path.suffix.lower() not in RASTER_SUFFIXES:
+            problems.append(Problem(str(path), f"not an image file (suffix {path.suffix or 'none'!r})"))
+        elif path.stem in found:
+            problems.append(
+                Problem(str(path), f"same name as {found[path.stem].name}; cannot tell which to use")
+            )
+        else:
+            found[path.stem] = path
+    return found, problems
+
+
+def require_folder(path: Path) -> Path:
+    """``path`` if it is a folder, else a one-line :class:`DataError` naming what the layout needs."""
+    if not path.is_dir():
+        raise DataError(f"{path}: folder not found (expected by this dataset layout)")
+    return path

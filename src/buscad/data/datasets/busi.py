@@ -32,7 +32,9 @@ def scan(root: Path) -> ScanResult:
     candidates: list[Candidate] = []
     problems: list[Problem] = []
     for child in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in LABELS):
-        problems.append(Problem(str(child), f"unknown label folder {child.name!r} (expected {', '.join(LABELS)})"))
+        problems.append(
+            Problem(str(child), f"unknown label folder {child.name!r} (expected {', '.join(LABELS)})")
+        )
     for folder in label_dirs:
         label = folder.name
         images: dict[str, Path] = {}
