@@ -1,0 +1,179 @@
+"""Segmentation and classification losses, deep-supervision weighting and the multi-task sum.
+
+Conventions (as MONAI states them, per sample): logits in, probabilities by sigmoid (1 channel) or
+softmax (C > 1 channels). Pixel targets are a binary lesion mask ``[B, 1, H, W]`` float in {0, 1} or a
+class-coded mask ``[B, H, W]`` integer (0 background, 1 benign, 2 malignant). Dice and IoU are computed
+per sample and per channel with ε = 1, so an empty mask predicted empty costs 0 (a normal image is a
+correct, free prediction) and an empty mask predicted full costs almost 1.
+
+Multi-task loss: ``λ · Σ_i w_i · seg_loss(output_i) + (1 − λ) · cls_loss`` with deep-supervision weights
+``w_i = 1/i`` normalised to sum 1 (i = 1 is the main output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss, FocalLoss
+from torch import Tensor, nn
+
+SegLossName = Literal["dice", "bce", "dice+bce", "iou", "mse", "focal"]
+ClsLossName = Literal["ce", "focal"]
+SEG_LOSSES: tuple[str, ...] = ("dice", "bce", "dice+bce", "iou", "mse", "focal")
+CLS_LOSSES: tuple[str, ...] = ("ce", "focal")
+IGNORE_LABEL = -1
+
+
+def _onehot_or_binary(logits: Tensor, target: Tensor) -> Tensor:
+    """Target as MONAI wants it: ``[B, 1, H, W]`` float (binary) or ``[B, 1, H, W]`` long (class-coded)."""
+    if target.dim() == 3:
+        target = target[:, None]
+    return (target > 0.5).to(logits.dtype) if logits.shape[1] == 1 else target.long()
+
+
+def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """1 − (2·Σpg + 1) / (Σp² + Σg² + 1), per sample and channel, averaged (MONAI ``DiceLoss``)."""
+    multi = logits.shape[1] > 1
+    loss = DiceLoss(sigmoid=not multi, softmax=multi, to_onehot_y=multi, squared_pred=True,
+                    smooth_nr=1.0, smooth_dr=1.0)
+    return loss(logits, _onehot_or_binary(logits, target))
+
+
+def iou_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Soft Jaccard: 1 − (Σpg + 1) / (Σp + Σg − Σpg + 1), per sample and channel (MONAI, jaccard=True)."""
+    multi = logits.shape[1] > 1
+    # MONAI's jaccard form is 1 − (2I + s_nr) / (2U + s_dr); s = 2 makes it exactly (I + 1) / (U + 1).
+    loss = DiceLoss(sigmoid=not multi, softmax=multi, to_onehot_y=multi, jaccard=True,
+                    smooth_nr=2.0, smooth_dr=2.0)
+    return loss(logits, _onehot_or_binary(logits, target))
+
+
+def bce_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy (1 channel) or pixel-wise cross-entropy (C channels), mean over pixels."""
+    target = _onehot_or_binary(logits, target)
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    return F.cross_entropy(logits, target[:, 0])
+
+
+def mse_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error between probabilities and the (one-hot) mask."""
+    target = _onehot_or_binary(logits, target)
+    if logits.shape[1] == 1:
+        return F.mse_loss(torch.sigmoid(logits), target)
+    onehot = F.one_hot(target[:, 0], logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+    return F.mse_loss(torch.softmax(logits, 1), onehot)
+
+
+def pixel_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
+    """Focal loss (γ = 2) per pixel: sigmoid form for 1 channel, softmax form for C (MONAI ``FocalLoss``)."""
+    multi = logits.shape[1] > 1
+    loss = FocalLoss(gamma=gamma, use_softmax=multi, to_onehot_y=multi)
+    return loss(logits, _onehot_or_binary(logits, target))
+
+
+def dice_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Dice + (binary) cross-entropy."""
+    return dice_loss(logits, target) + bce_loss(logits, target)
+
+
+SEG_LOSS_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "dice": dice_loss,
+    "bce": bce_loss,
+    "dice+bce": dice_bce_loss,
+    "iou": iou_loss,
+    "mse": mse_loss,
+    "focal": pixel_focal_loss,
+}
+
+
+def focal_cross_entropy(logits: Tensor, labels: Tensor, gamma: float = 2.0) -> Tensor:
+    """Softmax focal loss ``mean((1 − p_t)^γ · (−log p_t))`` over samples whose label is not −1."""
+    valid = labels != IGNORE_LABEL
+    ce = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    focal = (1.0 - torch.exp(-ce)).pow(gamma) * ce
+    return (focal * valid).sum() / valid.sum().clamp(min=1)
+
+
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy over samples whose label is not −1 (0 when none is labelled)."""
+    valid = labels != IGNORE_LABEL
+    ce = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    return (ce * valid).sum() / valid.sum().clamp(min=1)
+
+
+def deep_supervision_weights(n: int, weighting: str = "harmonic") -> list[float]:
+    """Weights of n segmentation outputs (main first): ``1/i`` normalised (harmonic) or equal (none)."""
+    if n < 1:
+        raise ValueError("need at least one output")
+    if weighting == "harmonic":
+        raw = [1.0 / i for i in range(1, n + 1)]
+    elif weighting == "none":
+        raw = [1.0] * n
+    else:
+        raise ValueError(f"unknown deep-supervision weighting {weighting!r} (harmonic, none)")
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def resize_target(target: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of a binary ``[B, 1, H, W]`` or class-coded ``[B, H, W]`` mask."""
+    if tuple(target.shape[-2:]) == tuple(size):
+        return target
+    if target.dim() == 3:
+        return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].to(target.dtype)
+    return F.interpolate(target.float(), size=size, mode="nearest").to(target.dtype)
+
+
+class MultiTaskLoss(nn.Module):
+    """``λ · seg + (1 − λ) · cls`` over a :class:`buscad.models.ModelOutput`.
+
+    ``seg`` is the deep-supervision-weighted sum of ``seg_loss`` over the main and extra outputs (targets
+    resized by nearest neighbour). Without labels (or without class logits) the loss is ``seg`` alone;
+    for image classifiers (no segmentation) it is ``cls`` alone.
+    """
+
+    def __init__(self, seg_loss: str = "dice", cls_loss: str = "focal", seg_weight: float = 0.85,
+                 ds_weighting: str = "harmonic", gamma: float = 2.0) -> None:
+        super().__init__()
+        if seg_loss not in SEG_LOSS_FUNCTIONS:
+            raise ValueError(f"unknown segmentation loss {seg_loss!r} ({', '.join(SEG_LOSSES)})")
+        if cls_loss not in CLS_LOSSES:
+            raise ValueError(f"unknown classification loss {cls_loss!r} ({', '.join(CLS_LOSSES)})")
+        if not 0.0 <= seg_weight <= 1.0:
+            raise ValueError(f"seg_weight must be in [0, 1], got {seg_weight}")
+        deep_supervision_weights(1, ds_weighting)
+        self.seg_loss, self.cls_loss = seg_loss, cls_loss
+        self.seg_weight, self.ds_weighting, self.gamma = seg_weight, ds_weighting, gamma
+
+    def segmentation(self, logits: list[Tensor], masks: Tensor) -> Tensor:
+        fn = SEG_LOSS_FUNCTIONS[self.seg_loss]
+        weights = deep_supervision_weights(len(logits), self.ds_weighting)
+        return sum(w * fn(out, resize_target(masks, tuple(out.shape[-2:])))
+                   for w, out in zip(weights, logits, strict=True))  # type: ignore[return-value]
+
+    def classification(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.cls_loss == "ce":
+            return cross_entropy(logits, labels)
+        return focal_cross_entropy(logits, labels, self.gamma)
+
+    def forward(self, output: object, masks: Tensor | None, labels: Tensor | None = None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        seg_logits = getattr(output, "segmentation", None)
+        cls_logits = getattr(output, "classification", None)
+        parts: dict[str, Tensor] = {}
+        if seg_logits is not None and masks is not None:
+            parts["seg"] = self.segmentation([seg_logits, *(getattr(output, "deep_supervision", None) or [])], masks)
+        if cls_logits is not None and labels is not None:
+            parts["cls"] = self.classification(cls_logits, labels)
+        if "seg" in parts and "cls" in parts:
+            total = self.seg_weight * parts["seg"] + (1.0 - self.seg_weight) * parts["cls"]
+        elif parts:
+            total = next(iter(parts.values()))
+        else:
+            raise ValueError("nothing to compute: the output has no segmentation with masks and no "
+                             "classification with labels")
+        return total, {k: v.detach() for k, v in parts.items()}

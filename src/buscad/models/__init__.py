@@ -1,0 +1,10 @@
+"""Model zoo: every architecture of the reproduced systems behind one :func:`create` factory.
+
+``create(name, ...)`` returns an ``nn.Module`` whose forward gives a :class:`ModelOutput`; any
+segmentation backbone can carry a ``dense`` or ``multiscale`` classification head.
+"""
+
+from buscad.models.output import ModelOutput
+from buscad.models.registry import Backbone, ModelInfo, create, get_model_info, list_models, register
+
+__all__ = ["Backbone", "ModelInfo", "ModelOutput", "create", "get_model_info", "list_models", "register"]
