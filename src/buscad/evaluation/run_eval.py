@@ -29,7 +29,7 @@ from buscad.errors import DataError
 from buscad.evaluation.calibration import calibration_metrics
 from buscad.evaluation.classification import classification_metrics
 from buscad.evaluation.metrics import SEGMENTATION_KEYS, segmentation_metrics, summarize
-from buscad.evaluation.refine import NORMAL, refine_prediction
+from buscad.evaluation.refine import NORMAL, Refinement, refine_prediction
 from buscad.io import atomic_path, write_text_atomic
 from buscad.training.config import EvalConfig, load_config
 
@@ -129,15 +129,22 @@ def _variant_columns(mask: np.ndarray, label: str | None, truth: np.ndarray, tru
     return row
 
 
-def evaluate_case(case: Mapping[str, Any], prediction: Mapping[str, Any], predictions_dir: Path,
-                  settings: EvalConfig) -> dict[str, Any]:
-    """One row of per_image.csv: raw and refined metrics, labels, flags and reasons of one test image."""
+def case_masks(case: Mapping[str, Any], prediction: Mapping[str, Any], predictions_dir: Path,
+               settings: EvalConfig) -> tuple[np.ndarray, np.ndarray, Refinement]:
+    """``(truth, raw, refinement)`` of one test image: truth mask, thresholded prediction, refined result."""
     truth = load_mask(case)
     probability = read_probability_mask(predictions_dir / str(prediction["mask_file"]), truth.shape)
     raw = probability > settings.seg_threshold
-    probabilities = _probabilities(prediction)
-    refined = refine_prediction(probabilities, raw, uncertainty_threshold=settings.uncertainty_threshold,
+    refined = refine_prediction(_probabilities(prediction), raw, uncertainty_threshold=settings.uncertainty_threshold,
                                 min_lesion_pixels=settings.min_lesion_pixels)
+    return truth, raw, refined
+
+
+def evaluate_case(case: Mapping[str, Any], prediction: Mapping[str, Any], predictions_dir: Path,
+                  settings: EvalConfig) -> dict[str, Any]:
+    """One row of per_image.csv: raw and refined metrics, labels, flags and reasons of one test image."""
+    truth, raw, refined = case_masks(case, prediction, predictions_dir, settings)
+    probabilities = _probabilities(prediction)
     spacing = float(case["pixel_spacing_mm"]) if not pd.isna(case["pixel_spacing_mm"]) else None
     truth_label = str(case["label"] or "")
     classified = probabilities is not None
