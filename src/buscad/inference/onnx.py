@@ -1,0 +1,187 @@
+"""ONNX export of a checkpoint and ONNX Runtime inference that needs nothing but the ``.onnx`` file.
+
+Export uses the ``torch.export``-based exporter with automatic dynamic dimensions: the batch is always
+dynamic; height and width stay dynamic when the network is fully convolutional (the exporter
+specialises them to the training size when a layer, e.g. a dense head on flattened features, fixes
+them). The model spec (architecture, input size, labels, preprocessing and normalisation, thresholds,
+training data) and the model id travel in the file's ``metadata_props``, so
+``Predictor.from_checkpoint("model.onnx")`` preprocesses and thresholds exactly like the checkpoint.
+Every export is verified: ONNX Runtime and PyTorch must agree within ``PARITY_TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from buscad.checkpoint import ModelSpec, file_checksum, load_bundle
+from buscad.errors import ModelError
+from buscad.inference.tiling import RawOutput
+from buscad.io import atomic_path
+
+DEFAULT_OPSET = 18
+PARITY_TOLERANCE = 1e-4
+INPUT_NAME = "image"
+SPEC_KEY = "buscad_spec"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` wrote and how well ONNX Runtime reproduces PyTorch."""
+
+    path: Path
+    model_id: str
+    outputs: tuple[str, ...]
+    dynamic_size: bool
+    max_abs_diff: float
+    opset: int
+
+
+class _TupleOutput(nn.Module):
+    """Exposes a buscad model's :class:`ModelOutput` as a plain tuple (what ONNX graphs return)."""
+
+    def __init__(self, model: nn.Module, outputs: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.outputs = outputs
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(image)
+        return tuple(getattr(out, name) for name in self.outputs)
+
+
+def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                opset: int = DEFAULT_OPSET) -> ExportResult:
+    """Export a checkpoint to ONNX with its spec as metadata; verify parity with ONNX Runtime (atomic)."""
+    import onnx
+
+    bundle = load_bundle(checkpoint)
+    model, spec = bundle.model.eval(), bundle.spec
+    size = spec.preprocessing.image_size
+    example = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        probe = model(example)
+    outputs = tuple(name for name in ("segmentation", "classification") if getattr(probe, name) is not None)
+    wrapper = _TupleOutput(model, outputs).eval()
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        _torch_export(wrapper, example, tmp, outputs, opset)
+        proto = onnx.load(str(tmp))
+        dynamic_size = _is_dynamic_size(proto)
+        meta = {
+            SPEC_KEY: json.dumps(spec.to_dict()),
+            "model_id": bundle.model_id,
+            "source_checksum": bundle.checksum,
+            "outputs": ",".join(outputs),
+            "dynamic_size": str(dynamic_size).lower(),
+            "input_size": str(size),
+            "labels": ",".join(spec.labels),
+            "normalization": spec.preprocessing.normalization,
+            "seg_threshold": str(spec.seg_threshold),
+        }
+        onnx.helper.set_model_props(proto, meta)
+        proto.producer_name = "buscad"
+        onnx.save(proto, str(tmp))
+        diff = _parity(wrapper, tmp, size, dynamic_size)
+        if diff > PARITY_TOLERANCE:
+            raise ModelError(f"{output}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE})")
+    return ExportResult(output, bundle.model_id, outputs, dynamic_size, diff, opset)
+
+
+def _torch_export(wrapper: nn.Module, example: torch.Tensor, path: Path, outputs: tuple[str, ...],
+                  opset: int) -> None:
+    auto = torch.export.Dim.AUTO
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=list(outputs),
+                dynamic_shapes=({0: auto, 2: auto, 3: auto},), opset_version=opset, dynamo=True,
+                external_data=False, verbose=False,
+            )
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{path.name}: ONNX export failed ({first[:300]})") from exc
+
+
+def _is_dynamic_size(proto: Any) -> bool:
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return all(d.dim_param or not d.HasField("dim_value") for d in dims[2:])
+
+
+def _parity(wrapper: nn.Module, path: Path, size: int, dynamic_size: bool) -> float:
+    """Max |ORT − PyTorch| over all outputs on random inputs (batch 1 and 3; a second size if dynamic)."""
+    session = _session(path, threads=None)
+    rng = np.random.default_rng(0)
+    shapes = [(1, 1, size, size), (3, 1, size, size)] + ([(1, 1, size * 2, size + size // 2)] if dynamic_size else [])
+    worst = 0.0
+    for shape in shapes:
+        batch = rng.standard_normal(shape).astype(np.float32)
+        got = session.run(None, {INPUT_NAME: batch})
+        with torch.inference_mode():
+            want = wrapper(torch.from_numpy(batch))
+        worst = max(worst, *(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want)))
+    return worst
+
+
+def _session(path: str | os.PathLike[str], threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path}: not a loadable ONNX model ({type(exc).__name__})") from exc
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (read through ONNX Runtime, no graph copy)."""
+    return dict(_session(path, threads=1).get_modelmeta().custom_metadata_map)
+
+
+class OnnxRunner:
+    """Runs an exported buscad model with ONNX Runtime on numpy batches."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        self.session = _session(path, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.outputs = tuple(name for name in meta.get("outputs", "").split(",") if name)
+        self.has_segmentation = "segmentation" in self.outputs
+        self.has_classification = "classification" in self.outputs
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> RawOutput:
+        values = dict(zip(self.outputs, self.session.run(None, {self.input_name: np.ascontiguousarray(batch,
+                                                                                              np.float32)})))
+        return RawOutput(values.get("segmentation"), values.get("classification"))
+
+
+def load_onnx(path: str | os.PathLike[str], threads: int | None = None) -> tuple[OnnxRunner, ModelSpec, str, str]:
+    """(runner, spec, model id, file checksum) of an ONNX file exported by :func:`export_onnx`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: ONNX model not found")
+    runner = OnnxRunner(path, threads)
+    meta = runner.session.get_modelmeta().custom_metadata_map
+    if SPEC_KEY not in meta or not runner.outputs:
+        raise ModelError(f"{path}: not a buscad ONNX model (no {SPEC_KEY!r} metadata; export with buscad export)")
+    try:
+        spec = ModelSpec.from_dict(json.loads(meta[SPEC_KEY]))
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable {SPEC_KEY!r} metadata ({exc})") from exc
+    return runner, spec, meta.get("model_id", spec.name), file_checksum(path)

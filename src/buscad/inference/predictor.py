@@ -1,0 +1,262 @@
+"""The Predictor: a checkpoint or ONNX file in, a prediction record (JSON-ready) and a mask out.
+
+One object serves the CLI (``buscad predict``), the Python API (``buscad.Predictor``) and the HTTP
+service, so all three return the same record (docs/architecture.md, "Prediction record"). Steps: read
+(:mod:`~buscad.inference.readers`), map (:mod:`~buscad.inference.tiling`, optionally
+:mod:`~buscad.inference.tta`), threshold at the spec's ``seg_threshold``, refine and flag
+(:func:`buscad.evaluation.refine.refine_prediction`), measure (:mod:`~buscad.inference.measure`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from buscad.checkpoint import ModelSpec, load_bundle
+from buscad.errors import BuscadError, DataError, ModelError
+from buscad.inference.readers import LoadedImage, read_image
+from buscad.inference.tiling import (
+    MODES,
+    MapResult,
+    RawOutput,
+    Runner,
+    predict_patches,
+    predict_resize,
+    predict_sliding,
+)
+from buscad.inference.tta import FLIPS, TTAResult, merge, variants
+
+Backend = Literal["torch", "onnx"]
+TTA_THRESHOLD = 0.2
+"""Disagreement (1 − mean Dice of flip variants) above which a prediction is flagged ``uncertain``."""
+
+Source = str | os.PathLike[str] | bytes | LoadedImage
+
+
+@dataclass
+class Prediction:
+    """One analysed image: the JSON-ready ``record``, the refined ``mask`` (bool, original size), the
+    lesion ``probability_map`` (float32, original size) and a uint8 display ``image`` (gray or RGB)."""
+
+    record: dict[str, Any]
+    mask: np.ndarray
+    probability_map: np.ndarray
+    image: np.ndarray
+
+
+class TorchRunner:
+    """Runs the PyTorch model of a checkpoint on numpy batches (eval mode, no grad)."""
+
+    def __init__(self, model: torch.nn.Module, image_size: int) -> None:
+        self.model = model.eval()
+        probe = self(np.zeros((1, 1, image_size, image_size), dtype=np.float32))
+        self.has_segmentation = probe.segmentation is not None
+        self.has_classification = probe.classification is not None
+
+    def __call__(self, batch: np.ndarray) -> RawOutput:
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        seg, cls = out.segmentation, out.classification
+        return RawOutput(None if seg is None else seg.float().numpy(), None if cls is None else cls.float().numpy())
+
+
+class Predictor:
+    """Analyse ultrasound images with one model; build with :meth:`from_checkpoint`."""
+
+    def __init__(self, runner: Runner, spec: ModelSpec, *, model_id: str, checksum: str, backend: Backend,
+                 path: Path, mode: str = "resize", batch_size: int = 8) -> None:
+        _check_mode(mode)
+        self.runner = runner
+        self.spec = spec
+        self.model_id = model_id
+        self.checksum = checksum
+        self.backend = backend
+        self.path = path
+        self.mode = mode
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], *, backend: Backend | None = None,
+                        mode: str = "resize", threads: int | None = None, batch_size: int = 8) -> Predictor:
+        """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime; backend chosen from the suffix by default)."""
+        path = Path(path)
+        backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
+        if backend == "onnx":
+            from buscad.inference.onnx import load_onnx
+
+            runner, spec, model_id, checksum = load_onnx(path, threads=threads)
+        elif backend == "torch":
+            if threads:
+                torch.set_num_threads(int(threads))
+            if path.suffix.lower() == ".onnx":
+                raise ModelError(f"{path}: an ONNX file needs --backend onnx")
+            bundle = load_bundle(path)
+            runner = TorchRunner(bundle.model, bundle.spec.preprocessing.image_size)
+            spec, model_id, checksum = bundle.spec, bundle.model_id, bundle.checksum
+        else:
+            raise ModelError(f"unknown backend {backend!r} (torch or onnx)")
+        return cls(runner, spec, model_id=model_id, checksum=checksum, backend=backend, path=path, mode=mode,
+                   batch_size=batch_size)
+
+    def predict(self, source: Source, **kwargs: Any) -> dict[str, Any]:
+        """The prediction record of one image (same keys as ``results.jsonl``, without output paths)."""
+        return self.analyze(source, **kwargs).record
+
+    def analyze(self, source: Source, *, name: str | None = None,
+                pixel_spacing_mm: float | tuple[float, float] | None = None, tta: bool = False,
+                mode: str | None = None) -> Prediction:
+        """Read, predict, refine and measure one image. ``pixel_spacing_mm`` overrides the file's spacing."""
+        return self.analyze_many([source], names=[name], pixel_spacing_mm=pixel_spacing_mm, tta=tta,
+                                 mode=mode, raise_errors=True)[0]  # type: ignore[return-value]
+
+    def analyze_many(self, sources: Sequence[Source], *, names: Sequence[str | None] | None = None,
+                     pixel_spacing_mm: float | tuple[float, float] | None = None, tta: bool = False,
+                     mode: str | None = None, raise_errors: bool = False) -> list[Prediction | BuscadError]:
+        """Analyse several images, batching the model passes of ``resize`` mode across images.
+
+        Each failure is a :class:`BuscadError` in the returned list (or raised with ``raise_errors``).
+        """
+        mode = mode or self.mode
+        _check_mode(mode)
+        spacing = _spacing(pixel_spacing_mm)
+        names = list(names) if names is not None else [None] * len(sources)
+        loaded: list[LoadedImage | BuscadError] = []
+        read_ms: list[float] = []
+        for source, name in zip(sources, names):
+            start = time.perf_counter()
+            try:
+                loaded.append(source if isinstance(source, LoadedImage) else read_image(source, name))
+            except BuscadError as exc:
+                if raise_errors:
+                    raise
+                loaded.append(exc)
+            read_ms.append((time.perf_counter() - start) * 1000)
+        good = [item for item in loaded if isinstance(item, LoadedImage)]
+        start = time.perf_counter()
+        maps = self._maps([item.gray for item in good], mode, tta)
+        model_ms = (time.perf_counter() - start) * 1000 / max(1, len(good))
+        results: list[Prediction | BuscadError] = []
+        found = iter(zip(good, maps))
+        for item, ms in zip(loaded, read_ms):
+            if isinstance(item, BuscadError):
+                results.append(item)
+                continue
+            image, (result, disagreement) = next(found)
+            timings = {"read_ms": round(ms, 2), "model_ms": round(model_ms, 2)}
+            results.append(self._finish(image, result, disagreement, spacing, mode, tta, timings))
+        return results
+
+    def _maps(self, images: list[np.ndarray], mode: str, tta: bool) -> list[tuple[MapResult, float | None]]:
+        """Probability maps (and TTA disagreement) for a list of gray images."""
+        if not images:
+            return []
+        if not tta:
+            return [(result, None) for result in self._predict_images(images, mode)]
+        flat = [variant for image in images for variant in variants(image)]
+        results = self._predict_images(flat, mode)
+        n = len(FLIPS)
+        merged: list[TTAResult] = [
+            merge(results[i * n : (i + 1) * n], self.spec.seg_threshold) for i in range(len(images))
+        ]
+        return [(item.result, item.disagreement) for item in merged]
+
+    def _predict_images(self, images: list[np.ndarray], mode: str) -> list[MapResult]:
+        prep = self.spec.preprocessing
+        if mode == "resize":
+            return predict_resize(images, prep, self.runner, batch_size=self.batch_size)
+        if mode == "sliding":
+            return [predict_sliding(image, prep, self.runner, batch_size=self.batch_size) for image in images]
+        return [predict_patches(image, prep, self.runner, batch_size=self.batch_size) for image in images]
+
+    def _finish(self, image: LoadedImage, result: MapResult, disagreement: float | None,
+                spacing: tuple[float, float] | None, mode: str, tta: bool,
+                timings: dict[str, float]) -> Prediction:
+        """Threshold, refine, measure and assemble the record of one image."""
+        from buscad.evaluation.refine import refine_prediction
+        from buscad.inference.measure import measure_lesions
+
+        start = time.perf_counter()
+        spec = self.spec
+        probabilities = None
+        if result.class_probabilities is not None:
+            probabilities = {label: float(p) for label, p in zip(spec.labels, result.class_probabilities)}
+        refined = refine_prediction(
+            probabilities, result.probability_map > spec.seg_threshold, labels=spec.labels,
+            uncertainty_threshold=spec.uncertainty_threshold, min_lesion_pixels=spec.min_lesion_pixels,
+            tta_disagreement=disagreement, tta_threshold=TTA_THRESHOLD,
+        )
+        pixel_spacing = spacing or image.pixel_spacing_mm
+        measurements = measure_lesions(refined.mask, pixel_spacing)
+        timings["postprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
+        timings["total_ms"] = round(sum(timings.values()), 2)
+        record: dict[str, Any] = {
+            "input": image.source,
+            "label": refined.label,
+            "probabilities": {k: round(v, 6) for k, v in (probabilities or {}).items()},
+            "refined_label": refined.refined_label,
+            "flags": dict(refined.flags),
+            "reasons": list(refined.reasons),
+            "measurements": measurements,
+            "model_id": self.model_id,
+            "mode": mode,
+            "tta": bool(tta),
+            "tta_disagreement": None if disagreement is None else round(disagreement, 4),
+            "timings": timings,
+            "image_size": {"width": image.width, "height": image.height},
+            "pixel_spacing_mm": list(pixel_spacing) if pixel_spacing else None,
+        }
+        return Prediction(record, refined.mask, result.probability_map, _display(image.array))
+
+    def model_card(self) -> dict[str, Any]:
+        """What this model is and how it expects its input: for the CLI, the service and ONNX metadata."""
+        spec = self.spec
+        return {
+            "model_id": self.model_id,
+            "architecture": spec.name,
+            "create_kwargs": dict(spec.create_kwargs),
+            "input_size": spec.preprocessing.image_size,
+            "labels": list(spec.labels),
+            "target": spec.target,
+            "preprocessing": spec.preprocessing.to_dict(),
+            "thresholds": {"segmentation": spec.seg_threshold, "uncertainty": spec.uncertainty_threshold,
+                           "min_lesion_pixels": spec.min_lesion_pixels, "tta_disagreement": TTA_THRESHOLD},
+            "training_data": spec.training_data,
+            "validation_metrics": dict(spec.validation_metrics),
+            "version": spec.buscad_version,
+            "checksum": self.checksum,
+            "backend": self.backend,
+            "modes": list(MODES),
+            "has_segmentation": bool(getattr(self.runner, "has_segmentation", True)),
+            "has_classification": bool(getattr(self.runner, "has_classification", False)),
+        }
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ModelError(f"unknown inference mode {mode!r} (choose {', '.join(MODES)})")
+
+
+def _spacing(value: float | tuple[float, float] | Sequence[float] | None) -> tuple[float, float] | None:
+    """A single number means square pixels; (row, col) otherwise."""
+    if value is None:
+        return None
+    pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    if len(pair) != 2 or min(pair) <= 0:
+        raise DataError(f"pixel spacing must be one or two positive numbers (mm), got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _display(array: np.ndarray) -> np.ndarray:
+    """uint8 display copy of the decoded pixels (16-bit and float scaled by their range)."""
+    if array.dtype == np.uint8:
+        return array
+    data = array.astype(np.float64)
+    lo, hi = float(data.min()), float(data.max())
+    return np.round((data - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(data)).astype(np.uint8)
