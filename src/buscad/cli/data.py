@@ -55,6 +55,7 @@ def prepare(
         f"{result.n_cases} cases written to {result.manifest} "
         f"({len(result.problems)} skipped as problems, {result.seconds:.1f} s)",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -40,5 +40,5 @@ def prepare(
         raise DataError(f"{root}: no usable {fmt} cases found ({len(result.problems)} problems)")
     written: Path | None = None
     if not (strict and result.problems):
-        written = write_manifest(cases_to_frame(result.cases, root), out)
+        written = write_manifest(cases_to_frame(result.cases, result.root or root), out)
     return PrepareResult(written, len(result.cases), result.problems, time.perf_counter() - start)

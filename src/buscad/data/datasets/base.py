@@ -36,16 +36,21 @@ class Candidate:
 
 @dataclass
 class ScanResult:
-    """What an adapter found: cases that passed every check, and problems (file + reason)."""
+    """What an adapter found: cases that passed every check, and problems (file + reason).
+
+    ``root`` is the folder the cases' paths are relative to, when the adapter descended below the
+    folder it was given (e.g. BUSI's ``Dataset_BUSI_with_GT``); None means that folder itself.
+    """
 
     cases: list[Case]
     problems: list[Problem]
+    root: Path | None = None
 
 
 def _build_one(candidate: Candidate, root: Path, dataset: str) -> Case:
+    width, height = image_size(candidate.image)  # first: an unreadable image is the reason to report
     if candidate.require_mask and not candidate.masks:
         raise DataError(f"{candidate.image}: image has no mask file")
-    width, height = image_size(candidate.image)
     mask = merge_masks(candidate.masks, shape=(height, width))
     return Case(
         case_id=candidate.case_id,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from buscad import LABELS
 from buscad.data.datasets.base import Candidate, ScanResult, build_cases, list_files
+from buscad.data.images import RASTER_SUFFIXES
 from buscad.data.manifest import Problem
 
 MASK_PATTERN = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$")
@@ -41,8 +42,14 @@ def scan(root: Path) -> ScanResult:
         masks: dict[str, list[Path]] = {}
         for path in list_files(folder):
             match = MASK_PATTERN.match(path.stem)
-            if match:
+            if path.suffix.lower() not in RASTER_SUFFIXES:
+                problems.append(Problem(str(path), f"not an image file (suffix {path.suffix or 'none'!r})"))
+            elif match:
                 masks.setdefault(match.group("stem"), []).append(path)
+            elif path.stem in images:
+                problems.append(
+                    Problem(str(path), f"same name as {images[path.stem].name}; cannot tell which to use")
+                )
             else:
                 images[path.stem] = path
         for stem, image in images.items():
@@ -51,4 +58,4 @@ def scan(root: Path) -> ScanResult:
             for mask in masks[stem]:
                 problems.append(Problem(str(mask), "mask without an image"))
     cases, build_problems = build_cases(candidates, root, dataset="busi")
-    return ScanResult(cases, problems + build_problems)
+    return ScanResult(cases, problems + build_problems, root=root)
