@@ -122,8 +122,8 @@ def analysis_body(predictor: PredictorLike, form: AnalyzeForm) -> dict[str, Any]
     if form.include_image:
         body["image_png_base64"] = png_base64(np.asarray(prediction.image, dtype=np.uint8))
     timings = dict(body.get("timings") or {})
-    timings["encode_s"] = time.perf_counter() - encode_start
-    timings["service_s"] = time.perf_counter() - start
+    timings["encode_ms"] = round((time.perf_counter() - encode_start) * 1000, 2)
+    timings["service_ms"] = round((time.perf_counter() - start) * 1000, 2)
     body["timings"] = timings
     return json_safe(body)
 

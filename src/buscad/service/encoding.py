@@ -47,7 +47,7 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """Encode a 2-D uint8 (or boolean, stored as 0/255) array as an 8-bit grayscale PNG."""
+    """Encode a uint8 image (H, W gray or H, W, 3 RGB) as an 8-bit PNG; booleans become 0/255 gray."""
     array = np.asarray(image)
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255

@@ -51,7 +51,7 @@ class AnalyzeResponse(BaseModel):
         description="Per lesion and total: pixels and, when the pixel spacing is known, mm / mm²."
     )
     model_id: str = Field(description="Architecture name and weights checksum prefix.")
-    timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent per stage.")
+    timings: dict[str, float] = Field(default_factory=dict, description="Milliseconds spent per stage.")
     mask_png_base64: str = Field(
         description="Lesion mask at the original image size: 8-bit grayscale PNG (0 background, "
         "255 lesion), base64."
@@ -59,7 +59,7 @@ class AnalyzeResponse(BaseModel):
     mask_rle: MaskRLE
     image_png_base64: str | None = Field(
         None,
-        description="Only when include_image=true: the image as the model read it (grayscale PNG, "
+        description="Only when include_image=true: the decoded image for display (8-bit gray or RGB PNG, "
         "original size), so a client can show any input format, DICOM included.",
     )
 

@@ -305,8 +305,8 @@ async function analyze(file) {
     return;
   }
   await show(body);
-  const seconds = body.timings && body.timings.service_s;
-  setStatus(`Analysed ${state.fileName}${seconds ? ` in ${seconds.toFixed(2)} s` : ""}.`);
+  const ms = body.timings && body.timings.service_ms;
+  setStatus(`Analysed ${state.fileName}${ms ? ` in ${(ms / 1000).toFixed(2)} s` : ""}.`);
 }
 
 async function show(result) {
