@@ -98,15 +98,15 @@ def _codes(mask: np.ndarray, label: str | None) -> np.ndarray | None:
     return None
 
 
-def _class_counts(pred: np.ndarray | None, truth: np.ndarray | None, suffix: str) -> dict[str, float]:
+def _class_counts(pred: np.ndarray | None, truth: np.ndarray | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for index, name in enumerate(PIXEL_CLASSES):
         if pred is None or truth is None:
-            out[f"inter_{name}{suffix}"] = out[f"union_{name}{suffix}"] = math.nan
+            out[f"inter_{name}"] = out[f"union_{name}"] = math.nan
         else:
             p, t = pred == index, truth == index
-            out[f"inter_{name}{suffix}"] = float(np.count_nonzero(p & t))
-            out[f"union_{name}{suffix}"] = float(np.count_nonzero(p | t))
+            out[f"inter_{name}"] = float(np.count_nonzero(p & t))
+            out[f"union_{name}"] = float(np.count_nonzero(p | t))
     return out
 
 
@@ -124,8 +124,9 @@ def _variant_columns(mask: np.ndarray, label: str | None, truth: np.ndarray, tru
     row[f"pred_label{suffix}"] = label or ""
     known = classified and truth_label in LABELS and label in LABELS
     row[f"correct{suffix}"] = float(label == truth_label) if known else math.nan
-    pred_codes = _codes(mask, label) if classified else None
-    row.update(_class_counts(pred_codes, _codes(truth, truth_label or None), suffix))
+    if not suffix:  # class-coded IoU only for the refined output: a raw "normal" with a lesion has no class
+        pred_codes = _codes(mask, label) if classified else None
+        row.update(_class_counts(pred_codes, _codes(truth, truth_label or None)))
     return row
 
 
@@ -195,15 +196,16 @@ def _segmentation_block(frame: pd.DataFrame, suffix: str) -> dict[str, Any]:
     }
 
 
-def _pooled_class_iou(frame: pd.DataFrame, suffix: str) -> dict[str, Any] | None:
-    inter = frame[[f"inter_{c}{suffix}" for c in PIXEL_CLASSES]].dropna()
-    union = frame[[f"union_{c}{suffix}" for c in PIXEL_CLASSES]].dropna()
+def _pooled_class_iou(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """Per-class IoU of the refined output with intersections and unions summed over images."""
+    inter = frame[[f"inter_{c}" for c in PIXEL_CLASSES]].dropna()
+    union = frame[[f"union_{c}" for c in PIXEL_CLASSES]].dropna()
     if inter.empty:
         return None
     out: dict[str, Any] = {}
     for name in PIXEL_CLASSES:
-        total = union[f"union_{name}{suffix}"].sum()
-        out[f"iou_{name}"] = float(inter[f"inter_{name}{suffix}"].sum() / total) if total else math.nan
+        total = union[f"union_{name}"].sum()
+        out[f"iou_{name}"] = float(inter[f"inter_{name}"].sum() / total) if total else math.nan
     values = np.array([out[f"iou_{c}"] for c in PIXEL_CLASSES])
     out["mean_iou"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
     out["n"] = len(inter)
@@ -235,10 +237,10 @@ def summarize_per_image(frame: pd.DataFrame) -> dict[str, Any]:
             out[f"{key}_lesion_only{suffix}"] = seg[variant]["lesion_only"][key]["mean"]
     out["accuracy"] = out["accuracy_raw"] = math.nan
     details: dict[str, Any] = {"segmentation": seg, "lesion_detection": _lesion_detection(frame)}
-    class_iou = {v: _pooled_class_iou(frame, s) for v, s in VARIANTS.items()}
-    if class_iou["refined"] is not None:
+    class_iou = _pooled_class_iou(frame)
+    if class_iou is not None:
         details["class_iou"] = class_iou
-        out["mean_iou"] = class_iou["refined"]["mean_iou"]
+        out["mean_iou"] = class_iou["mean_iou"]
     if has_classifier:
         probs = frame[[f"prob_{label}" for label in LABELS]].to_numpy(dtype=float)
         truth = list(frame["label"])

@@ -54,10 +54,11 @@ def summary_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for key in _ordered([k for k, v in summary.items() if isinstance(v, Mapping) and "per_fold" in v]):
         entry = summary[key]
-        row: dict[str, Any] = {"metric": key, "mean ± std": mean_std(entry["mean"], entry["std"])}
+        count = key.startswith("n_")
+        row: dict[str, Any] = {"metric": key, "mean ± std": mean_std(entry["mean"], entry["std"], 1 if count else 3)}
         for name, value in zip(folds, entry["per_fold"]):
-            row[name] = fmt(value)
-        row["pooled"] = fmt(pooled.get(key))
+            row[name] = fmt(value, 0 if count else 3)
+        row["pooled"] = fmt(pooled.get(key), 0 if count else 3)
         rows.append(row)
     return pd.DataFrame(rows)
 
