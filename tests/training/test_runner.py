@@ -1,0 +1,157 @@
+"""End-to-end training runs on tiny synthetic data: layout, resume after a kill, DDP with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from buscad.training.config import load_config
+from buscad.training.runner import cross_validate
+
+TINY = """
+name: tiny
+data:
+  manifest: {manifest}
+  image_size: 64
+  folds: 2
+  val_fraction: 0.25
+  cache_dir: {cache}
+  augment: {{hflip: 0.5, rotation: 15, shift: 0.05, zoom_min: 0.9, speckle: 0.05, gamma: 0.1}}
+model:
+  name: unet
+  cls_head: multiscale
+  options: {{features: [8, 16, 32, 64, 128], dropout: 0.1}}
+loss: {{seg: dice+bce, cls: focal, seg_weight: 0.6}}
+train:
+  epochs: {epochs}
+  batch_size: 4
+  lr: 0.003
+  scheduler: cosine
+  warmup_epochs: 1
+  threads: 1
+  progress_bar: false
+"""
+
+HISTORY_KEYS = ["epoch", "train_loss", "val_loss", "val_dice", "val_accuracy", "val_score", "lr"]
+
+
+def _write_config(tmp_path: Path, manifest: Path, epochs: int) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(manifest=manifest, cache=tmp_path / "cache", epochs=epochs))
+    return path
+
+
+def _buscad(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "buscad.cli.main", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def test_two_fold_cv_writes_the_whole_run_directory(tmp_path, synthetic_manifest):
+    start = time.perf_counter()
+    config = load_config(_write_config(tmp_path, synthetic_manifest, epochs=2))
+    result = cross_validate(config, tmp_path / "cv")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 120, f"2-fold cv of 2 epochs took {elapsed:.0f} s"
+
+    run = tmp_path / "cv"
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("dice", "accuracy"):
+        assert set(summary[key]) >= {"mean", "std"}
+        assert 0.0 <= summary[key]["mean"] <= 1.0
+    assert result.metrics["dice"]["mean"] == pytest.approx(summary["dice"]["mean"])
+    assert (run / "config.yaml").is_file()
+
+    test_ids: list[str] = []
+    for fold in (0, 1):
+        fold_dir = run / f"fold_{fold}"
+        for name in ("config.yaml", "run_info.json", "cases.csv", "history.csv", "checkpoints/best.ckpt",
+                     "checkpoints/last.ckpt", "predictions/predictions.csv", "evaluation/metrics.json"):
+            assert (fold_dir / name).is_file(), f"fold_{fold}/{name} missing"
+        info = json.loads((fold_dir / "run_info.json").read_text())
+        assert info["fold"] == fold and info["seed"] == config.train.seed
+        assert {"torch", "lightning", "buscad"} <= set(info["packages"])
+        assert "git_commit" in info and info["timings"]["train_images_per_second"] > 0
+        history = pd.read_csv(fold_dir / "history.csv")
+        assert list(history["epoch"]) == [0, 1]
+        assert (history["epoch_seconds"] > 0).all() and (history["train_images_per_second"] > 0).all()
+        assert list(fold_dir.glob("logs/tensorboard/events.out.tfevents.*"))
+        assert (fold_dir / "logs" / "csv" / "metrics.csv").is_file()
+
+        cases = pd.read_csv(fold_dir / "cases.csv")
+        assert set(cases["split"]) == {"train", "val", "test"}
+        predictions = pd.read_csv(fold_dir / "predictions" / "predictions.csv")
+        test_cases = cases[cases["split"] == "test"]
+        assert sorted(predictions["case_id"]) == sorted(test_cases["case_id"])
+        probs = predictions[["prob_normal", "prob_benign", "prob_malignant"]].to_numpy()
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        for _, row in predictions.merge(test_cases, on="case_id").iterrows():
+            with Image.open(fold_dir / "predictions" / row["mask_file"]) as mask:
+                assert mask.size == (row["width"], row["height"])
+        test_ids += list(predictions["case_id"])
+    assert len(test_ids) == len(set(test_ids)) == len(pd.read_csv(synthetic_manifest))
+
+
+def _history(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / "history.csv")[HISTORY_KEYS]
+
+
+def test_run_killed_after_an_epoch_resumes_to_the_same_result(tmp_path, synthetic_manifest):
+    config = _write_config(tmp_path, synthetic_manifest, epochs=5)
+    reference = _buscad("train", str(config), "--fold", "0", "-o", str(tmp_path / "whole"))
+    output, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, output
+
+    killed = _buscad("train", str(config), "--fold", "0", "-o", str(tmp_path / "killed"))
+    history = tmp_path / "killed" / "history.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if history.is_file() and len(pd.read_csv(history)) >= 2:
+            break
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run finished before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert len(pd.read_csv(history)) < 5
+
+    resumed = _buscad("train", str(config), "--fold", "0", "-o", str(tmp_path / "killed"), "--resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+
+    pd.testing.assert_frame_equal(_history(tmp_path / "killed"), _history(tmp_path / "whole"), rtol=1e-6)
+    whole = json.loads((tmp_path / "whole" / "evaluation" / "metrics.json").read_text())
+    again = json.loads((tmp_path / "killed" / "evaluation" / "metrics.json").read_text())
+    assert again["dice"] == pytest.approx(whole["dice"], abs=1e-9)
+    assert again["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-9)
+
+
+def test_two_process_ddp_with_gloo(tmp_path, synthetic_manifest):
+    config = _write_config(tmp_path, synthetic_manifest, epochs=2)
+    run = tmp_path / "ddp"
+    process = _buscad("train", str(config), "--fold", "0", "-o", str(run), "train.accelerator=cpu",
+                      "train.devices=2", "train.strategy=ddp")
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert "MEMBER: 2/2" in output
+    assert len(pd.read_csv(run / "history.csv")) == 2
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "evaluation" / "metrics.json").is_file()
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, synthetic_manifest):
+    config = _write_config(tmp_path, synthetic_manifest, epochs=1)
+    process = _buscad("train", str(config), "-o", str(tmp_path / "none"), "--resume")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 1
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nothing to resume" in lines[0]
