@@ -6,6 +6,7 @@ import typer
 
 from buscad import __version__
 from buscad.cli import data, training
+from buscad.cli import evaluation as evaluation_cli
 from buscad.cli import service as service_cli
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data", help="Prepare, inspect, de-duplicate and split datasets.")
 training.register(app)
+evaluation_cli.register(app)
 service_cli.register(app)
 
 

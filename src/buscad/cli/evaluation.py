@@ -1,0 +1,79 @@
+"""``buscad evaluate``, ``buscad report`` and ``buscad compare``: thin wrappers over buscad.evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from buscad.cli.common import console, user_errors
+
+SHOWN = ("dice", "dice_raw", "dice_lesion_only", "iou", "hd95", "accuracy", "accuracy_raw", "balanced_accuracy",
+         "macro_f1", "auc_macro", "ece", "n_images", "n_flagged")
+
+
+def _print_headline(title: str, metrics: dict) -> None:
+    from buscad.reporting.tables import fmt
+
+    console.print(f"[bold]{title}[/]")
+    for key in SHOWN:
+        if key in metrics:
+            console.print(f"  {key:<18} {fmt(metrics[key])}", highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the evaluation commands to the root app."""
+
+    @app.command("evaluate")
+    @user_errors
+    def evaluate_command(
+        checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) written by buscad train.")],
+        manifest: Annotated[Path, typer.Argument(help="Manifest CSV of the dataset to evaluate on.")],
+        output: Annotated[Path | None, typer.Option(
+            "-o", "--output", help="Output folder (default RUN/external/<manifest name>).")] = None,
+        data_root: Annotated[Path | None, typer.Option(
+            "--data-root", help="Dataset root, if it moved since prepare.")] = None,
+        cache_dir: Annotated[Path | None, typer.Option(
+            "--cache-dir", help="Preprocessed-array cache folder.")] = None,
+    ) -> None:
+        """Evaluate a trained model on any prepared dataset (external validation)."""
+        from buscad.evaluation.external import evaluate_checkpoint
+
+        out, metrics = evaluate_checkpoint(checkpoint, manifest, output, data_root=data_root, cache_dir=cache_dir)
+        _print_headline(f"{manifest} → {out}/evaluation/metrics.json", metrics)
+
+    @app.command("report")
+    @user_errors
+    def report_command(
+        run_dir: Annotated[Path, typer.Argument(help="A run directory (buscad train / evaluate) or a cv directory.")],
+    ) -> None:
+        """Write RUN_DIR/report.html (self-contained) and RUN_DIR/report.md."""
+        from buscad.reporting.report import write_report
+
+        html_path, md_path = write_report(run_dir)
+        console.print(f"wrote {html_path} and {md_path}", highlight=False, markup=False)
+
+    @app.command("compare")
+    @user_errors
+    def compare_command(
+        run_a: Annotated[Path, typer.Argument(help="Run (or cv) directory A.")],
+        run_b: Annotated[Path, typer.Argument(help="Run (or cv) directory B, tested on the same images.")],
+        metric: Annotated[list[str] | None, typer.Option(
+            "--metric", "-m", help="Per-image metric(s) for the Wilcoxon test (default dice and iou).")] = None,
+        raw: Annotated[bool, typer.Option("--raw", help="Compare outputs before refining.")] = False,
+        json_out: Annotated[Path | None, typer.Option(
+            "--json", "-o", help="Also write the full result as JSON.")] = None,
+    ) -> None:
+        """Paired tests on the common test images: Wilcoxon on per-image scores, McNemar on correctness."""
+        from buscad.evaluation.compare import compare_runs, summary_lines
+        from buscad.evaluation.run_eval import json_safe
+        from buscad.io import write_text_atomic
+
+        result = compare_runs(run_a, run_b, metrics=metric or ("dice", "iou"), refined=not raw)
+        for line in summary_lines(result):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        if json_out is not None:
+            write_text_atomic(json_out, json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+            console.print(f"wrote {json_out}", highlight=False, markup=False)

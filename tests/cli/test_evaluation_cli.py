@@ -1,0 +1,70 @@
+"""``buscad report``, ``buscad compare`` and ``buscad evaluate`` through the real Typer app."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from typer.testing import CliRunner
+
+from buscad.cli.main import app
+from buscad.evaluation.simulate import simulate_cv, simulate_run
+
+runner = CliRunner()
+
+
+def test_report_on_a_cv_run(tmp_path, synthetic_manifest) -> None:
+    run = simulate_cv(synthetic_manifest, tmp_path / "cv", folds=2)
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / "report.html").is_file() and (run / "report.md").is_file()
+    assert "report.html" in result.output
+
+
+def test_compare_prints_and_writes_scipy_p_values(tmp_path, synthetic_manifest) -> None:
+    a = simulate_run(synthetic_manifest, tmp_path / "a", seed=1, boundary_error=1)
+    b = simulate_run(synthetic_manifest, tmp_path / "b", seed=2, boundary_error=4, accuracy=0.5)
+    out = tmp_path / "cmp.json"
+    result = runner.invoke(app, ["compare", str(a), str(b), "--json", str(out), "-m", "dice"])
+    assert result.exit_code == 0, result.output
+    assert "Wilcoxon p" in result.output and "McNemar exact p" in result.output
+    stored = json.loads(out.read_text())
+    per_a = pd.read_csv(a / "evaluation" / "per_image.csv")
+    per_b = pd.read_csv(b / "evaluation" / "per_image.csv")
+    merged = per_a.merge(per_b, on="case_id")
+    expected = stats.wilcoxon(merged["dice_x"], merged["dice_y"]).pvalue
+    assert stored["wilcoxon"]["dice"]["p_value"] == pytest.approx(expected, rel=1e-12)
+    assert list(stored["wilcoxon"]) == ["dice"]
+    raw = runner.invoke(app, ["compare", str(a), str(b), "--raw"])
+    assert raw.exit_code == 0 and "raw outputs" in raw.output
+
+
+def test_evaluate_a_checkpoint(tmp_path, synthetic_manifest) -> None:
+    from buscad.checkpoint import ModelSpec, save_bundle
+    from buscad.data.preprocess import Preprocessing
+    from buscad.models import create
+
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "seg_classes": 1, "cls_classes": 3, "cls_head": "dense",
+              "features": [4, 8, 16, 32, 64]}
+    ckpt = save_bundle(tmp_path / "m.ckpt", create("unet", **kwargs),
+                       ModelSpec(name="unet", create_kwargs=kwargs, preprocessing=Preprocessing(image_size=32)))
+    out = tmp_path / "ext"
+    result = runner.invoke(app, ["evaluate", str(ckpt), str(synthetic_manifest), "-o", str(out),
+                                 "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "dice" in result.output and (out / "evaluation" / "metrics.json").is_file()
+
+
+def test_user_errors_are_one_line(tmp_path, synthetic_manifest) -> None:
+    result = runner.invoke(app, ["report", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "run directory not found" in result.output
+    assert "Traceback" not in result.output
+    cv = simulate_cv(synthetic_manifest, tmp_path / "cv", folds=2)
+    result = runner.invoke(app, ["compare", str(cv / "fold_0"), str(cv / "fold_1")])
+    assert result.exit_code == 1 and "share no test images" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "none.ckpt"), str(synthetic_manifest)])
+    assert result.exit_code == 1 and "checkpoint not found" in result.output
