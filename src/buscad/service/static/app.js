@@ -18,6 +18,8 @@ const LABEL_TEXT = {
 };
 
 const OUTLINE_RGB = [255, 212, 0];
+const FILL_RGB = [0, 190, 255];
+const MAX_ROWS = 10;
 
 const state = { result: null, image: null, overlayFill: null, outline: null, fileName: "image" };
 
@@ -120,7 +122,7 @@ function draw() {
       data[p + 1] = OUTLINE_RGB[1];
       data[p + 2] = OUTLINE_RGB[2];
     } else if (mask[i] && opacity > 0) {
-      for (let c = 0; c < 3; c++) data[p + c] = Math.round(data[p + c] * (1 - opacity) + OUTLINE_RGB[c] * opacity);
+      for (let c = 0; c < 3; c++) data[p + c] = Math.round(data[p + c] * (1 - opacity) + FILL_RGB[c] * opacity);
     }
   }
   ctx.putImageData(frame, 0, 0);
@@ -221,21 +223,24 @@ function showMeasurements(result) {
   const area = mm ? "area_mm2" : "area_px";
   const table = document.createElement("table");
   const head = table.createTHead().insertRow();
-  for (const title of [
-    "lesion",
-    `area (${mm ? "mm²" : "px"})`,
-    `longest (${unit})`,
-    `perpendicular (${unit})`,
-    `width (${unit})`,
-    `depth (${unit})`,
-    "depth/width",
-  ]) {
+  const columns = [
+    ["#", "lesion number, largest first"],
+    [`area ${mm ? "mm²" : "px"}`, "lesion area"],
+    [`long axis ${unit}`, "longest diameter (maximum Feret diameter)"],
+    [`short axis ${unit}`, "diameter perpendicular to the long axis"],
+    [`width ${unit}`, "horizontal extent"],
+    [`depth ${unit}`, "vertical extent"],
+    ["D/W", "depth-to-width ratio (above 1: taller than wide)"],
+  ];
+  for (const [title, help] of columns) {
     const th = document.createElement("th");
     th.textContent = title;
+    th.title = help;
+    if (title !== "#") th.className = "num";
     head.append(th);
   }
   const body = table.createTBody();
-  for (const lesion of lesions) {
+  for (const lesion of lesions.slice(0, MAX_ROWS)) {
     const row = body.insertRow();
     cell(row, String(lesion.id));
     cell(row, formatNumber(lesion[area], mm ? 1 : 0), true);
@@ -245,11 +250,27 @@ function showMeasurements(result) {
     cell(row, formatNumber(lesion[`height_${unit}`]), true);
     cell(row, formatNumber(lesion.depth_to_width, 2), true);
   }
-  box.append(table);
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  wrap.append(table);
+  box.append(wrap);
+  if (lesions.length > MAX_ROWS) {
+    const more = document.createElement("p");
+    more.className = "note";
+    more.textContent = `${lesions.length - MAX_ROWS} smaller lesions not listed (all are in the JSON).`;
+    box.append(more);
+  }
+  if (m.total && lesions.length > 1) {
+    const total = document.createElement("p");
+    total.textContent = mm
+      ? `${lesions.length} lesions, total area ${formatNumber(m.total.area_mm2)} mm².`
+      : `${lesions.length} lesions, total area ${formatNumber(m.total.area_px, 0)} px.`;
+    box.append(total);
+  }
   if (lesions.some((lesion) => lesion.depth_to_width > 1)) {
     const note = document.createElement("p");
     note.className = "note";
-    note.textContent = "Depth/width above 1 means taller than wide.";
+    note.textContent = "D/W above 1 means taller than wide (depth is the vertical extent).";
     box.append(note);
   }
 }
