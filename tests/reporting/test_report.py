@@ -106,3 +106,24 @@ def test_html_opens_in_chromium_without_broken_images(cv_report: Path, tmp_path)
     assert len(widths) >= 6 and all(w > 0 for w in widths), widths
     assert title.startswith("buscad report")
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+REAL_CV = """
+name: tiny-real
+data: {{manifest: {manifest}, image_size: 32, folds: 2, val_fraction: 0.25, cache_dir: {cache}}}
+model: {{name: unet, cls_head: dense, options: {{features: [4, 8, 16, 32, 64]}}}}
+train: {{epochs: 1, batch_size: 8, threads: 1, progress_bar: false}}
+"""
+
+
+def test_report_on_a_real_one_epoch_cv_run(tmp_path, synthetic_manifest) -> None:
+    from buscad.training.config import load_config
+    from buscad.training.runner import cross_validate
+
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(REAL_CV.format(manifest=synthetic_manifest, cache=tmp_path / "cache"))
+    cross_validate(load_config(config_path), tmp_path / "cv")
+    html_path, md_path = write_report(tmp_path / "cv")
+    markdown = md_path.read_text()
+    assert "## Training curves" in markdown and "### provenance" in markdown
+    assert "tiny-real" in html_path.read_text()
