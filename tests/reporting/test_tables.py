@@ -35,6 +35,8 @@ def test_summary_frame_orders_headline_first_and_keeps_folds() -> None:
     assert frame.iloc[0].to_dict() == {"metric": "dice", "mean ± std": "0.700 ± 0.050", "fold_0": "0.650",
                                       "fold_1": "0.750", "pooled": "0.710"}
     assert frame.iloc[1]["pooled"] == "24"
+    summary["hd95"] = {"mean": 5.0, "std": math.nan, "per_fold": [math.nan, 5.0], "n_missing": 1}
+    assert summary_frame(summary).set_index("metric").loc["hd95", "mean ± std"] == "5.000 (1 of 2 folds missing)"
 
 
 def test_per_label_frame_reports_missing_counts() -> None:

@@ -55,7 +55,10 @@ def summary_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
     for key in _ordered([k for k, v in summary.items() if isinstance(v, Mapping) and "per_fold" in v]):
         entry = summary[key]
         count = key.startswith("n_")
-        row: dict[str, Any] = {"metric": key, "mean ± std": mean_std(entry["mean"], entry["std"], 1 if count else 3)}
+        cell = mean_std(entry["mean"], entry["std"], 1 if count else 3)
+        if entry.get("n_missing"):
+            cell += f" ({entry['n_missing']} of {len(entry['per_fold'])} folds missing)"
+        row: dict[str, Any] = {"metric": key, "mean ± std": cell}
         for name, value in zip(folds, entry["per_fold"]):
             row[name] = fmt(value, 0 if count else 3)
         row["pooled"] = fmt(pooled.get(key), 0 if count else 3)
