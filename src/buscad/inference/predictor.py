@@ -212,7 +212,8 @@ class Predictor:
             "image_size": {"width": image.width, "height": image.height},
             "pixel_spacing_mm": list(pixel_spacing) if pixel_spacing else None,
         }
-        return Prediction(record, refined.mask, result.probability_map, _display(image.array))
+        display = image.array if image.array.ndim == 3 else image.gray  # gray: windowed, inverted if MONOCHROME1
+        return Prediction(record, refined.mask, result.probability_map, display)
 
     def model_card(self) -> dict[str, Any]:
         """What this model is and how it expects its input: for the CLI, the service and ONNX metadata."""
@@ -251,12 +252,3 @@ def _spacing(value: float | tuple[float, float] | Sequence[float] | None) -> tup
     if len(pair) != 2 or min(pair) <= 0:
         raise DataError(f"pixel spacing must be one or two positive numbers (mm), got {value!r}")
     return pair  # type: ignore[return-value]
-
-
-def _display(array: np.ndarray) -> np.ndarray:
-    """uint8 display copy of the decoded pixels (16-bit and float scaled by their range)."""
-    if array.dtype == np.uint8:
-        return array
-    data = array.astype(np.float64)
-    lo, hi = float(data.min()), float(data.max())
-    return np.round((data - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(data)).astype(np.uint8)

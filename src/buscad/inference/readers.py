@@ -151,7 +151,7 @@ def _to_rgb_if_needed(ds: object, pixels: np.ndarray) -> np.ndarray:
 
 
 def _dicom_gray_display(ds: object, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(model gray uint8, display array): luma for colour, windowed + range-scaled for monochrome."""
+    """(model gray uint8, pixels as decoded): luma for colour; windowed, range-scaled for monochrome."""
     if pixels.ndim == 3:
         rgb = pixels[..., :3]
         if rgb.dtype != np.uint8:
@@ -165,7 +165,7 @@ def _dicom_gray_display(ds: object, pixels: np.ndarray) -> tuple[np.ndarray, np.
     gray = values.astype(np.uint8) if values.dtype == np.uint8 else _scale_to_uint8(values)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         gray = 255 - gray
-    return gray, gray
+    return gray, pixels
 
 
 def _scale_to_uint8(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,191 @@
+"""``buscad predict`` and ``buscad export``: thin commands over :mod:`buscad.inference`."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from buscad.cli.common import console, err_console, fail, user_errors
+
+FAILED_EXIT = 2
+
+
+class InferenceMode(str, Enum):
+    resize = "resize"
+    sliding = "sliding"
+    patches = "patches"
+
+
+class BackendName(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict`` and ``export`` to the main app."""
+    app.command("predict")(predict)
+    app.command("export")(export)
+
+
+@user_errors
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) or exported model (.onnx).")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Image files, folders or glob patterns (PNG, JPEG, BMP, TIFF, DICOM).")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for masks, overlays and results.jsonl.")],
+    mode: Annotated[
+        InferenceMode, typer.Option("--mode", help="resize, sliding window, or the published 256 px patches.")
+    ] = InferenceMode.resize,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average flip variants; their disagreement flags 'uncertain'.")
+    ] = False,
+    backend: Annotated[
+        BackendName | None, typer.Option("--backend", help="torch or onnx (default: from the file suffix).")
+    ] = None,
+    pixel_spacing: Annotated[
+        str | None,
+        typer.Option("--pixel-spacing", metavar="MM",
+                     help="Pixel size in mm ('0.1' or 'ROW,COL'); overrides the spacing a DICOM file states."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Images (resize) or windows (sliding, patches) per pass.")
+    ] = 8,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for the model.")] = None,
+) -> None:
+    """Segment and classify images; write NAME_mask.png, NAME_overlay.png and results.jsonl (exit 2 if any failed)."""
+    from buscad.inference.predictor import Predictor
+
+    spacing = parse_spacing(pixel_spacing)
+    predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
+                                          threads=threads, batch_size=batch_size)
+    files, problems = expand_inputs(inputs, exclude=output)
+    for problem in problems:
+        err_console.print(f"failed: {problem}", highlight=False, soft_wrap=True, markup=False)
+    done, failed = 0, len(problems)
+    stems = unique_stems(files)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        for path, outcome in zip(chunk, _analyze(predictor, chunk, spacing, tta)):
+            if isinstance(outcome, str):
+                failed += 1
+                err_console.print(f"failed: {outcome}", highlight=False, soft_wrap=True, markup=False)
+                continue
+            _save(outcome, output, stems[path])
+            done += 1
+            console.print(f"ok: {path} → {_summary(outcome.record)}", highlight=False, markup=False)
+    console.print(f"{done} predicted, {failed} failed → {output / 'results.jsonl'}", highlight=False)
+    if failed:
+        raise typer.Exit(FAILED_EXIT)
+
+
+@user_errors
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) to export.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
+    opset: Annotated[int, typer.Option("--opset", min=7, help="ONNX opset version.")] = 18,
+) -> None:
+    """Export a checkpoint to ONNX (dynamic batch and, for fully convolutional models, dynamic size)."""
+    from buscad.inference.onnx import export_onnx
+
+    result = export_onnx(checkpoint, output, opset=opset)
+    size = "dynamic" if result.dynamic_size else "fixed"
+    console.print(
+        f"{result.path}: model {result.model_id}, outputs {', '.join(result.outputs)}, {size} image size, "
+        f"opset {result.opset}, ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.1e}",
+        highlight=False,
+    )
+
+
+def parse_spacing(text: str | None) -> tuple[float, float] | None:
+    """'0.1' → (0.1, 0.1); '0.08,0.12' → (0.08, 0.12) (row, col) in mm."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.replace("x", ",").split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) <= 0:
+        fail(f"--pixel-spacing: expected one or two positive numbers in mm (e.g. 0.1 or 0.08,0.12), got {text!r}")
+    return (values[0], values[-1])
+
+
+def expand_inputs(inputs: Sequence[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Files from paths, folders (recursive, hidden files skipped) and globs; problems for what matches nothing.
+
+    Every regular file in a folder is tried (a stray text file is reported, not silently skipped);
+    files under ``exclude`` (the output folder) are left out.
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    skip = exclude.resolve() if exclude is not None else None
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = [p for p in sorted(path.rglob("*")) if p.is_file() and not _hidden(p, path)]
+        elif path.exists():
+            found = [path]
+        elif glob.has_magic(item):
+            found = [Path(p) for p in sorted(glob.glob(item, recursive=True)) if Path(p).is_file()]
+            if not found:
+                problems.append(f"{item}: no file matches")
+        else:
+            found = []
+            problems.append(f"{item}: file not found")
+        files.extend(p for p in found if skip is None or not p.resolve().is_relative_to(skip))
+    unique = list(dict.fromkeys(files))
+    return unique, problems
+
+
+def unique_stems(files: Sequence[Path]) -> dict[Path, str]:
+    """Output stem per input: the file stem, with ``-2``, ``-3`` … when two inputs share one."""
+    stems: dict[Path, str] = {}
+    used: set[str] = set()
+    for path in files:
+        stem, n = path.stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{path.stem}-{n}"
+        used.add(stem)
+        stems[path] = stem
+    return stems
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _analyze(predictor, chunk: list[Path], spacing, tta: bool) -> Iterator[object]:
+    """Predictions or one-line problems, in order; an unexpected failure is retried image by image."""
+    from buscad.errors import BuscadError
+
+    try:
+        results = predictor.analyze_many([str(p) for p in chunk], pixel_spacing_mm=spacing, tta=tta)
+    except Exception:  # noqa: BLE001 - isolate the image that breaks the batch
+        results = []
+        for path in chunk:
+            try:
+                results.extend(predictor.analyze_many([str(path)], pixel_spacing_mm=spacing, tta=tta))
+            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+                results.append(BuscadError(f"{path}: prediction failed ({type(exc).__name__}: {exc})"))
+    for result in results:
+        yield str(result) if isinstance(result, BuscadError) else result
+
+
+def _save(prediction, out_dir: Path, stem: str) -> None:
+    from buscad.inference.outputs import append_result, write_outputs
+
+    write_outputs(prediction, out_dir, stem)
+    append_result(out_dir, prediction.record)
+
+
+def _summary(record: dict) -> str:
+    from buscad.inference.outputs import caption
+
+    total = record["measurements"]["total"]
+    return f"{caption(record)}, {total['count']} lesion(s)"

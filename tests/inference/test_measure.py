@@ -1,0 +1,87 @@
+"""Lesion measurements on masks of known geometry: mm within 2 %, anisotropic pixels, several lesions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from tests.inference.conftest import ellipse_mask
+
+from buscad.inference.measure import measure_lesions
+
+
+def _ellipse_perimeter(a: float, b: float) -> float:
+    """Ramanujan's approximation (error far below 0.1 % here)."""
+    return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
+
+
+@pytest.mark.parametrize("spacing", [(0.1, 0.1), (0.08, 0.12)])
+def test_ellipse_in_mm_matches_known_size_within_2_percent(spacing: tuple[float, float]) -> None:
+    width_mm, depth_mm = 18.0, 11.0  # wider than tall
+    semi = (depth_mm / 2 / spacing[0], width_mm / 2 / spacing[1])
+    mask = ellipse_mask(200, 260, (100, 130), semi)
+    lesion = measure_lesions(mask, spacing)["lesions"][0]
+    expected = {
+        "longest_diameter_mm": width_mm, "perpendicular_diameter_mm": depth_mm, "width_mm": width_mm,
+        "height_mm": depth_mm, "area_mm2": math.pi * width_mm * depth_mm / 4,
+        "perimeter_mm": _ellipse_perimeter(width_mm / 2, depth_mm / 2),
+    }
+    for key, value in expected.items():
+        assert lesion[key] == pytest.approx(value, rel=0.02), key
+    assert lesion["depth_to_width"] == pytest.approx(depth_mm / width_mm, rel=0.02)
+    circularity = 4 * math.pi * expected["area_mm2"] / expected["perimeter_mm"] ** 2
+    assert lesion["circularity"] == pytest.approx(circularity, rel=0.03)
+    assert lesion["solidity"] > 0.98
+
+
+def test_rotated_lesion_feret_diameters_follow_the_long_axis() -> None:
+    mask = ellipse_mask(220, 220, (110, 110), (25, 80), angle_deg=35)
+    lesion = measure_lesions(mask)["lesions"][0]
+    assert lesion["longest_diameter_px"] == pytest.approx(160, rel=0.02)
+    assert lesion["perpendicular_diameter_px"] == pytest.approx(50, rel=0.03)
+    assert lesion["width_px"] > lesion["perpendicular_diameter_px"]  # axis-aligned extents are not diameters
+    assert "area_mm2" not in lesion and "longest_diameter_mm" not in lesion
+
+
+def test_taller_than_wide_lesion_has_depth_to_width_above_one() -> None:
+    lesion = measure_lesions(ellipse_mask(120, 120, (60, 60), (40, 20)))["lesions"][0]
+    assert lesion["depth_to_width"] == pytest.approx(2.0, rel=0.03)
+
+
+def test_anisotropic_spacing_changes_physical_shape() -> None:
+    # A 40 x 40 px square with pixels twice as deep as wide is a 2:1 tall rectangle in mm.
+    mask = np.zeros((80, 80), bool)
+    mask[20:60, 20:60] = True
+    lesion = measure_lesions(mask, (0.2, 0.1))["lesions"][0]
+    assert lesion["depth_to_width"] == pytest.approx(2.0, rel=0.02)
+    assert lesion["height_mm"] == pytest.approx(8.0, rel=0.02)
+    assert lesion["width_mm"] == pytest.approx(4.0, rel=0.02)
+    assert lesion["area_mm2"] == pytest.approx(1600 * 0.02)
+
+
+def test_several_lesions_sorted_by_area_and_summed() -> None:
+    mask = ellipse_mask(200, 200, (50, 50), (20, 20)) | ellipse_mask(200, 200, (150, 140), (10, 30))
+    mask[195, 5] = True  # a one-pixel speck
+    result = measure_lesions(mask, (0.1, 0.1))
+    lesions = result["lesions"]
+    assert [item["id"] for item in lesions] == [1, 2, 3]
+    assert [item["area_px"] for item in lesions] == sorted((item["area_px"] for item in lesions), reverse=True)
+    total = result["total"]
+    assert total["count"] == 3 and total["area_px"] == int(mask.sum())
+    assert total["area_mm2"] == pytest.approx(mask.sum() * 0.01)
+    assert total["largest_diameter_mm"] == pytest.approx(6.0, rel=0.02)
+    assert result["spacing_mm"] == [0.1, 0.1]
+    assert len(measure_lesions(mask, min_pixels=2)["lesions"]) == 2
+
+
+def test_empty_mask_has_no_lesions_and_zero_totals() -> None:
+    result = measure_lesions(np.zeros((30, 40), bool), (0.1, 0.1))
+    assert result["lesions"] == []
+    assert result["total"]["count"] == 0 and result["total"]["area_mm2"] == 0
+
+
+def test_diagonal_touch_joins_pixels_into_one_lesion() -> None:
+    mask = np.zeros((10, 10), bool)
+    mask[2, 2] = mask[3, 3] = True
+    assert measure_lesions(mask)["total"]["count"] == 1

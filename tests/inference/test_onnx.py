@@ -1,0 +1,92 @@
+"""ONNX export: metadata inside the file, dynamic batch/size, ORT vs PyTorch parity within 1e-4."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from tests.inference.conftest import speckle_image
+
+from buscad.checkpoint import load_bundle
+from buscad.data.preprocess import preprocess
+from buscad.errors import ModelError
+from buscad.inference.onnx import PARITY_TOLERANCE, export_onnx, read_metadata
+from buscad.inference.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    return export_onnx(checkpoint, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def _max_diff(onnx_path: Path, checkpoint: Path, batch: np.ndarray) -> float:
+    ort_out = Predictor.from_checkpoint(onnx_path).runner(batch)
+    with torch.inference_mode():
+        out = load_bundle(checkpoint).model(torch.from_numpy(batch))
+    return max(float(np.abs(ort_out.segmentation - out.segmentation.numpy()).max()),
+               float(np.abs(ort_out.classification - out.classification.numpy()).max()))
+
+
+def test_export_writes_spec_metadata_and_verifies_parity(exported, checkpoint: Path) -> None:
+    assert exported.outputs == ("segmentation", "classification")
+    assert exported.max_abs_diff <= PARITY_TOLERANCE
+    meta = read_metadata(exported.path)
+    spec = json.loads(meta["buscad_spec"])
+    assert spec["preprocessing"]["image_size"] == 64 and spec["labels"] == ["normal", "benign", "malignant"]
+    assert meta["model_id"] == load_bundle(checkpoint).model_id == exported.model_id
+    assert meta["normalization"] == "zscore" and meta["seg_threshold"] == "0.5"
+    onnx.checker.check_model(onnx.load(str(exported.path)))
+    assert not list(exported.path.parent.glob(".*"))  # no temporary files left
+
+
+def test_batch_and_size_are_dynamic_for_a_fully_convolutional_model(exported) -> None:
+    dims = onnx.load(str(exported.path)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and dims[2].dim_param and dims[3].dim_param
+    assert exported.dynamic_size
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (5, 1, 64, 64), (2, 1, 96, 160)])
+def test_parity_on_random_inputs(exported, checkpoint: Path, shape: tuple[int, ...]) -> None:
+    batch = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+    assert _max_diff(exported.path, checkpoint, batch) <= 1e-4
+
+
+@pytest.mark.busi
+def test_parity_on_a_real_image(exported, checkpoint: Path, busi_root: Path) -> None:
+    path = next(p for p in sorted((busi_root / "benign").glob("*.png")) if "_mask" not in p.name)
+    gray = np.asarray(Image.open(path).convert("L"))
+    model_input, _ = preprocess(gray, load_bundle(checkpoint).spec.preprocessing)
+    assert _max_diff(exported.path, checkpoint, model_input[None, None]) <= 1e-4
+
+
+def test_onnx_predictor_needs_only_the_file_and_matches_torch(exported, predictor: Predictor, tmp_path: Path):
+    image = speckle_image(57, 83, seed=9)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    on_ort = Predictor.from_checkpoint(exported.path, threads=2)
+    assert on_ort.backend == "onnx" and on_ort.model_id == predictor.model_id
+    assert on_ort.model_card()["input_size"] == 64
+    for mode in ("resize", "sliding"):
+        a, b = on_ort.analyze(tmp_path / "x.png", mode=mode), predictor.analyze(tmp_path / "x.png", mode=mode)
+        assert np.abs(a.probability_map - b.probability_map).max() <= 1e-4
+        assert a.record["probabilities"] == pytest.approx(b.record["probabilities"], abs=1e-4)
+
+
+def test_a_foreign_or_missing_onnx_file_is_a_model_error(tmp_path: Path) -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(onnx.helper.make_model(graph), str(tmp_path / "other.onnx"))
+    with pytest.raises(ModelError, match="not a buscad ONNX model"):
+        Predictor.from_checkpoint(tmp_path / "other.onnx")
+    with pytest.raises(ModelError, match="not found"):
+        Predictor.from_checkpoint(tmp_path / "none.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        Predictor.from_checkpoint(tmp_path / "junk.onnx")

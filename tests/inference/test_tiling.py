@@ -1,0 +1,116 @@
+"""resize / sliding / patches: exact original size, training-identical preprocessing, correct stitching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.inference.conftest import speckle_image
+
+from buscad.data.preprocess import Preprocessing, from_square, preprocess
+from buscad.inference.tiling import (
+    RawOutput,
+    lesion_probability,
+    predict_patches,
+    predict_resize,
+    predict_sliding,
+    softmax,
+)
+
+
+class EchoRunner:
+    """A real, fully convolutional 'model' whose lesion logit is its input pixel: makes maps checkable."""
+
+    has_segmentation = True
+
+    def __init__(self, classes: int = 3) -> None:
+        self.classes = classes
+        self.batches: list[tuple[int, ...]] = []
+
+    def __call__(self, batch: np.ndarray) -> RawOutput:
+        self.batches.append(batch.shape)
+        mean = batch.mean(axis=(1, 2, 3))
+        cls = np.stack([mean * (k + 1) for k in range(self.classes)], axis=1).astype(np.float32)
+        return RawOutput(batch.copy(), cls)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_lesion_probability_matches_torch() -> None:
+    logits = np.random.default_rng(0).standard_normal((2, 3, 5, 6)).astype(np.float32)
+    expected = 1 - torch.softmax(torch.from_numpy(logits), 1)[:, 0].numpy()
+    assert np.allclose(lesion_probability(logits), expected, atol=1e-6)
+    assert np.allclose(lesion_probability(logits[:, :1]), torch.sigmoid(torch.from_numpy(logits[:, 0])), atol=1e-6)
+    assert np.allclose(softmax(logits[:, :, 0, 0]), torch.softmax(torch.from_numpy(logits[:, :, 0, 0]), 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("keep_aspect", [False, True])
+def test_resize_mode_preprocesses_exactly_like_training(keep_aspect: bool) -> None:
+    prep = Preprocessing(image_size=32, keep_aspect=keep_aspect, clahe=True)
+    image = speckle_image(45, 77, seed=1)
+    result = predict_resize([image], prep, EchoRunner())[0]
+    model_input, box = preprocess(image, prep)
+    assert np.allclose(result.probability_map, from_square(_sigmoid(model_input), box), atol=1e-6)
+    assert result.probability_map.shape == image.shape
+
+
+def test_resize_mode_batches_images_of_different_sizes() -> None:
+    runner = EchoRunner()
+    images = [speckle_image(h, w, seed=h) for h, w in [(20, 30), (41, 17), (64, 64)]]
+    results = predict_resize(images, Preprocessing(image_size=32), runner, batch_size=2)
+    assert [r.probability_map.shape for r in results] == [i.shape for i in images]
+    assert [shape[0] for shape in runner.batches] == [2, 1]
+    assert all(r.class_probabilities is not None and r.class_probabilities.sum() == pytest.approx(1) for r in results)
+
+
+@pytest.mark.parametrize("shape", [(190, 300), (37, 101), (20, 15)])
+def test_patches_stitch_tiles_back_exactly(shape: tuple[int, int]) -> None:
+    prep = Preprocessing(image_size=32, normalization="unit")
+    image = speckle_image(*shape, seed=2)
+    result = predict_patches(image, prep, EchoRunner(), patch=32, batch_size=3)
+    assert result.probability_map.shape == shape
+    assert np.allclose(result.probability_map, _sigmoid(image / 255.0), atol=1e-6)
+
+
+def test_patches_of_another_size_than_the_model_are_resized() -> None:
+    prep = Preprocessing(image_size=32)
+    image = np.full((300, 200), 100, np.uint8)
+    image[:, 100:] = 200
+    result = predict_patches(image, prep, EchoRunner())  # published 256 px tiles into a 32 px model
+    assert result.probability_map.shape == (300, 200)
+    left, right = result.probability_map[150, 20], result.probability_map[150, 180]
+    assert left < 0.5 < right  # z-scored: darker half below zero logit, brighter half above
+
+
+@pytest.mark.parametrize("shape", [(190, 300), (45, 29)])
+def test_sliding_window_blends_to_the_full_image_map(shape: tuple[int, int]) -> None:
+    prep = Preprocessing(image_size=32, normalization="unit")
+    image = speckle_image(*shape, seed=3)
+    runner = EchoRunner()
+    result = predict_sliding(image, prep, runner, batch_size=4)
+    assert result.probability_map.shape == shape
+    # Every window sees the true pixels, so Gaussian blending of identical values gives them back.
+    assert np.allclose(result.probability_map, _sigmoid(image / 255.0), atol=1e-5)
+    assert all(batch[1:] == (1, 32, 32) and batch[0] <= 4 for batch in runner.batches)
+
+
+def test_window_modes_take_classes_from_a_global_resize_pass() -> None:
+    prep = Preprocessing(image_size=32)
+    image = speckle_image(70, 90, seed=4)
+    expected = predict_resize([image], prep, EchoRunner())[0].class_probabilities
+    for predict in (predict_sliding, predict_patches):
+        got = predict(image, prep, EchoRunner()).class_probabilities
+        assert np.allclose(got, expected)
+
+
+def test_real_model_keeps_exact_sizes_in_every_mode(predictor) -> None:
+    prep, runner = predictor.spec.preprocessing, predictor.runner
+    image = speckle_image(190, 1048, seed=5)
+    maps = [predict_resize([image], prep, runner)[0], predict_sliding(image, prep, runner, batch_size=16),
+            predict_patches(image, prep, runner)]
+    for result in maps:
+        assert result.probability_map.shape == (190, 1048) and result.probability_map.dtype == np.float32
+        assert 0.0 <= result.probability_map.min() and result.probability_map.max() <= 1.0
+        assert result.class_probabilities.shape == (3,)
