@@ -7,6 +7,7 @@ import typer
 from buscad import __version__
 from buscad.cli import data, training
 from buscad.cli import evaluation as evaluation_cli
+from buscad.cli import inference as inference_cli
 from buscad.cli import service as service_cli
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app.add_typer(data.app, name="data", help="Prepare, inspect, de-duplicate and sp
 training.register(app)
 evaluation_cli.register(app)
 service_cli.register(app)
+inference_cli.register(app)
 
 
 def _version(value: bool) -> None:
