@@ -339,3 +339,18 @@ def test_concurrent_requests_on_a_live_server(live_server: LiveServer) -> None:
         assert one["input"] == other["input"]
         assert one["mask_rle"] == other["mask_rle"]
         assert one["probabilities"] == other["probabilities"]
+
+
+@pytest.mark.slow
+def test_serves_an_exported_onnx_model(checkpoint: Path, predictor: Predictor, tmp_path: Path) -> None:
+    """``buscad serve model.onnx``: the same answers through ONNX Runtime as through PyTorch."""
+    from buscad.inference.onnx import export_onnx
+
+    onnx_path = export_onnx(checkpoint, tmp_path / "tiny.onnx").path
+    upload = encode(synthetic_image())
+    with TestClient(create_app(onnx_path, max_upload_mb=LIMIT_MB)) as onnx_client:
+        assert onnx_client.get("/v1/model").json()["backend"] == "onnx"
+        body = post_image(onnx_client, upload).json()
+    direct = predictor.analyze(upload, name="scan.png")
+    assert body["probabilities"] == pytest.approx(direct.record["probabilities"], abs=1e-5)
+    assert (rle_decode(body["mask_rle"]) != direct.mask).mean() < 0.001

@@ -90,11 +90,19 @@ def test_upload_shows_outline_probabilities_and_downloads(
     page.close()
 
 
-def test_unsupported_file_shows_a_one_line_error(browser: Browser, live_server: LiveServer) -> None:
+def test_dropped_unsupported_file_shows_a_one_line_error(browser: Browser, live_server: LiveServer) -> None:
     page = browser.new_page()
     page.goto(live_server.url + "/")
-    page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+    page.evaluate(
+        """() => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File(["hello"], "notes.txt", {type: "text/plain"}));
+            const zone = document.getElementById("dropzone");
+            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }"""
+    )
     page.wait_for_selector("#status.error")
-    assert "unsupported file type" in page.inner_text("#status")
+    assert "Could not analyse notes.txt: unsupported file type" in page.inner_text("#status")
     assert page.is_hidden("#result")
     page.close()
