@@ -122,7 +122,7 @@ def config_section(view: RunView) -> Section:
                                "best epoch": fmt(info.get("best_epoch")), "epochs": fmt(info.get("epochs_run")),
                                "fit seconds": fmt(timings.get("fit_seconds"), 1),
                                "images/s": fmt(timings.get("train_images_per_second"), 1)})
-    section = Section("Configuration", f"Run directory `{view.run_dir}`.")
+    section = Section("Configuration", f"Run directory {view.run_dir}.")
     section.tables.append(("settings", pd.DataFrame(rows)))
     if provenance:
         section.tables.append(("provenance", pd.DataFrame(provenance)))
@@ -147,7 +147,7 @@ def segmentation_section(view: RunView) -> Section:
     keys = [k for k in SEGMENTATION_COLUMNS if k in seg["refined"]["all"]]
     section = Section("Segmentation per label",
                       "Mean ± std over images (pooled over folds); missing values (e.g. HD95 when a mask is "
-                      "empty) are counted, never silently dropped. Distances in pixels (`_mm`: millimetres).")
+                      "empty) are counted, never silently dropped. Distances in pixels (suffix _mm: millimetres).")
     section.tables.append(("refined (as delivered)", per_label_frame(seg["refined"], keys)))
     section.tables.append(("raw (before refining)", per_label_frame(seg["raw"], keys)))
     class_iou = view.metrics.get("class_iou")
