@@ -25,6 +25,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from buscad import __version__
 from buscad.errors import DataError
@@ -197,12 +198,12 @@ def create_app(
     ``predictor`` may be given instead of ``model_path`` (an already loaded model). Raises
     :class:`~buscad.errors.ModelError` when the model cannot be loaded.
     """
+    if max_upload_mb <= 0:
+        raise ValueError("max_upload_mb must be positive")
     if predictor is None:
         if model_path is None:
             raise ValueError("create_app needs model_path or predictor")
         predictor = load_predictor(model_path, backend=backend, mode=mode, threads=threads)
-    if max_upload_mb <= 0:
-        raise ValueError("max_upload_mb must be positive")
     limit_bytes = int(max_upload_mb * 2**20)
     card = predictor.model_card()
     executor = ThreadPoolExecutor(max_workers=max(1, inference_workers), thread_name_prefix="buscad-infer")
@@ -261,7 +262,10 @@ def create_app(
         state["pending"] += 1
         try:
             check_content_length(request.headers.get("content-length"), limit_bytes)
-            body = await read_limited(request.stream(), limit_bytes)
+            try:
+                body = await read_limited(request.stream(), limit_bytes)
+            except ClientDisconnect:
+                return error_response(400, "the client disconnected before the upload was complete")
             form = validate_form(parse_multipart(body, request.headers.get("content-type")))
             del body
             if len(form.data) > limit_bytes:
