@@ -36,7 +36,8 @@ def test_per_image_rows_match_direct_metrics(tmp_path, synthetic_manifest) -> No
     cases = read_manifest(run / "cases.csv")
     cases.loc[::2, "pixel_spacing_mm"] = 0.1  # spacing known for half the cases
     write_manifest(cases, run / "cases.csv")
-    evaluate_run(run)
+    metrics = evaluate_run(run)
+    assert metrics["hd95_mm"] > 0 and metrics["segmentation"]["refined"]["all"]["hd95_mm"]["n_missing"] >= 12
     per_image = pd.read_csv(run / "evaluation" / "per_image.csv", keep_default_na=False, na_values=[""])
     cases = read_manifest(run / "cases.csv").set_index("case_id", drop=False)
     for _, row in per_image.iterrows():
@@ -97,6 +98,7 @@ def test_evaluate_cv_aggregates_folds(tmp_path, synthetic_manifest) -> None:
     assert summary["dice"]["mean"] == pytest.approx(np.mean(per_fold))
     assert summary["dice"]["std"] == pytest.approx(np.std(per_fold, ddof=1))
     assert summary["pooled"]["n_images"] == 24
+    assert set(summary["dice_benign"]) >= {"mean", "std", "per_fold"}  # per label, over folds
     stored = json.loads((run / "summary.json").read_text())
     assert set(stored["accuracy"]) >= {"mean", "std", "per_fold"}
     assert "| dice |" in (run / "summary.md").read_text()

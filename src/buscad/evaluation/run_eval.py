@@ -232,9 +232,12 @@ def summarize_per_image(frame: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {"n_images": len(frame)}
     seg = {variant: _segmentation_block(frame, suffix) for variant, suffix in VARIANTS.items()}
     for variant, suffix in VARIANTS.items():
-        for key in ("dice", "iou", "precision", "recall", "specificity", "pixel_accuracy", "hd95", "msd"):
+        for key in seg[variant]["all"]:  # SEGMENTATION_KEYS, plus hd95_mm / msd_mm when spacing is known
             out[f"{key}{suffix}"] = seg[variant]["all"][key]["mean"]
             out[f"{key}_lesion_only{suffix}"] = seg[variant]["lesion_only"][key]["mean"]
+    for label, block in seg["refined"]["per_label"].items():  # so cv summaries give per-label mean ± std
+        out[f"dice_{label}"] = block["dice"]["mean"]
+        out[f"iou_{label}"] = block["iou"]["mean"]
     out["accuracy"] = out["accuracy_raw"] = math.nan
     details: dict[str, Any] = {"segmentation": seg, "lesion_detection": _lesion_detection(frame)}
     class_iou = _pooled_class_iou(frame)

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 HEADLINE_KEYS: tuple[str, ...] = (
-    "dice", "iou", "precision", "recall", "hd95", "msd", "dice_lesion_only", "iou_lesion_only",
+    "dice", "iou", "precision", "recall", "hd95", "msd", "hd95_mm", "dice_lesion_only", "iou_lesion_only",
+    "dice_normal", "dice_benign", "dice_malignant",
     "dice_raw", "mean_iou", "accuracy", "accuracy_raw", "balanced_accuracy", "macro_f1", "auc_macro",
     "malignant_sensitivity", "malignant_specificity", "ece", "n_flagged",
 )
