@@ -306,6 +306,8 @@ async function analyze(file) {
   const spacing = $("spacing").value.trim();
   if (spacing) form.append("pixel_spacing_mm", spacing);
   state.fileName = file.name || "image";
+  state.result = null; // never show the previous image's result next to a new one
+  $("result").hidden = true;
   $("view").dataset.state = "busy";
   setStatus(`Analysing ${state.fileName}…`);
   let response;
