@@ -8,6 +8,7 @@ from buscad import __version__
 from buscad.cli import data, training
 from buscad.cli import evaluation as evaluation_cli
 from buscad.cli import inference as inference_cli
+from buscad.cli import models as models_cli
 from buscad.cli import service as service_cli
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ training.register(app)
 evaluation_cli.register(app)
 service_cli.register(app)
 inference_cli.register(app)
+models_cli.register(app)
 
 
 def _version(value: bool) -> None:

@@ -27,10 +27,12 @@ class Backbone:
     ``net.forward(x)`` returns ``(logits [B, C, H, W], deep_supervision list or None)``. ``taps`` maps
     roles to dotted submodule names: ``bottleneck`` (deepest features), ``skip`` (the encoder level just
     above the bottleneck) and ``decoder`` (the first decoder level, at the skip's resolution).
+    ``head_defaults`` maps a head name to options the publication used (e.g. a dense layer of 64).
     """
 
     net: nn.Module
     taps: dict[str, str]
+    head_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,11 @@ class ModelInfo:
     defaults: dict[str, Any] = field(default_factory=dict)
 
     def outputs(self) -> str:
-        """``segmentation+classification+deep-supervision`` style summary of what the model can emit."""
+        """What the model can emit: ``seg`` (segmentation), ``cls`` (classification, through a head for
+        segmentation networks), ``ds`` (deep supervision)."""
         if self.task == "classification":
-            return "classification"
-        parts = ["segmentation", "classification"]
-        if self.deep_supervision:
-            parts.append("deep-supervision")
-        return "+".join(parts)
+            return "cls"
+        return "seg+cls+ds" if self.deep_supervision else "seg+cls"
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -145,6 +145,9 @@ def create(
     with pretrained_guard(info.name, pretrained):
         model = _build(info, in_channels, seg_classes, cls_classes, cls_head, deep_supervision, pretrained, options)
     if isinstance(model, Backbone):
+        if cls_classes:
+            defaults = model.head_defaults.get(cls_head or "dense", {})
+            head_options = {**{f"head_{k}": v for k, v in defaults.items()}, **head_options}
         model = SegmentationModel(model, cls_classes=cls_classes, cls_head=cls_head or "dense",
                                   deep_supervision=deep_supervision, **head_options)
     if weights is not None:

@@ -9,7 +9,7 @@ from buscad.errors import ModelError
 from buscad.models.adapters import PlainOutput, set_dropout
 from buscad.models.registry import Backbone, register
 
-PAPER_UNET = "Munukurthi & Gayathri 2024 (U-Net then classifier)"
+PAPER_UNET = "Munukurthi & Gayathri 2024"
 
 
 @register("unet", task="segmentation", paper=PAPER_UNET, aliases=("u-net",),
