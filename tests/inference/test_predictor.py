@@ -102,11 +102,17 @@ def test_analyze_many_reports_bad_inputs_in_place(predictor: Predictor, tmp_path
         predictor.analyze(bad)
 
 
-def test_class_coded_segmentation_model(tmp_path: Path) -> None:
-    predictor = Predictor.from_checkpoint(make_checkpoint(tmp_path / "cc.ckpt", seg_classes=3, cls_classes=3))
-    prediction = predictor.analyze(_png(tmp_path / "c.png", speckle_image(33, 47)), mode="patches")
+@pytest.mark.parametrize("mode", ["resize", "patches"])
+def test_class_coded_segmentation_model_names_the_lesion_without_a_classifier(tmp_path: Path, mode: str) -> None:
+    ckpt = make_checkpoint(tmp_path / "cc.ckpt", seg_classes=3, cls_classes=0)
+    predictor = Predictor.from_checkpoint(ckpt)
+    prediction = predictor.analyze(_png(tmp_path / "c.png", speckle_image(33, 47)), mode=mode, tta=True)
     assert prediction.mask.shape == (33, 47)
     assert 0.0 <= prediction.probability_map.min() and prediction.probability_map.max() <= 1.0
+    record = prediction.record
+    assert record["label"] is None
+    assert record["refined_label"] == ("normal" if not prediction.mask.any() else record["refined_label"])
+    assert record["refined_label"] in {"normal", "benign", "malignant"}
 
 
 def test_bad_options_are_user_errors(predictor: Predictor, tmp_path: Path) -> None:

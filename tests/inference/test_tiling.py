@@ -11,6 +11,7 @@ from buscad.data.preprocess import Preprocessing, from_square, preprocess
 from buscad.inference.tiling import (
     RawOutput,
     lesion_probability,
+    pixel_maps,
     predict_patches,
     predict_resize,
     predict_sliding,
@@ -107,10 +108,43 @@ def test_window_modes_take_classes_from_a_global_resize_pass() -> None:
 
 def test_real_model_keeps_exact_sizes_in_every_mode(predictor) -> None:
     prep, runner = predictor.spec.preprocessing, predictor.runner
-    image = speckle_image(190, 1048, seed=5)
-    maps = [predict_resize([image], prep, runner)[0], predict_sliding(image, prep, runner, batch_size=16),
-            predict_patches(image, prep, runner)]
-    for result in maps:
-        assert result.probability_map.shape == (190, 1048) and result.probability_map.dtype == np.float32
+    wide, small = speckle_image(190, 1048, seed=5), speckle_image(47, 181, seed=6)
+    maps = [(wide, predict_resize([wide], prep, runner)[0]), (wide, predict_patches(wide, prep, runner)),
+            (small, predict_sliding(small, prep, runner, batch_size=16))]
+    for image, result in maps:
+        assert result.probability_map.shape == image.shape and result.probability_map.dtype == np.float32
         assert 0.0 <= result.probability_map.min() and result.probability_map.max() <= 1.0
         assert result.class_probabilities.shape == (3,)
+
+
+class ClassCodedEchoRunner(EchoRunner):
+    """Three pixel classes: logits (0, x, −x), so p(malignant) / p(lesion) = sigmoid(−2x)."""
+
+    def __call__(self, batch: np.ndarray) -> RawOutput:
+        return RawOutput(np.concatenate([np.zeros_like(batch), batch, -batch], axis=1), None)
+
+
+def test_pixel_maps_give_lesion_probability_and_malignant_share() -> None:
+    logits = np.random.default_rng(1).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    maps = pixel_maps(logits)
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    assert maps.shape == (2, 2, 4, 5)
+    assert np.allclose(maps[:, 0], 1 - probs[:, 0], atol=1e-6)
+    assert np.allclose(maps[:, 1], probs[:, 2] / (probs[:, 1] + probs[:, 2]), atol=1e-6)
+    assert pixel_maps(logits[:, :1]).shape == (2, 1, 4, 5)
+
+
+@pytest.mark.parametrize("mode", ["resize", "sliding", "patches"])
+def test_malignant_share_is_mapped_like_the_lesion_map(mode: str) -> None:
+    prep = Preprocessing(image_size=32, normalization="unit")
+    image = speckle_image(50, 70, seed=6)
+    if mode == "resize":
+        result = predict_resize([image], prep, ClassCodedEchoRunner())[0]
+    elif mode == "sliding":
+        result = predict_sliding(image, prep, ClassCodedEchoRunner())
+    else:
+        result = predict_patches(image, prep, ClassCodedEchoRunner(), patch=32)
+    assert result.malignant_share is not None and result.malignant_share.shape == image.shape
+    assert result.class_probabilities is None
+    if mode != "resize":  # native-resolution modes reproduce the pixels exactly
+        assert np.allclose(result.malignant_share, _sigmoid(-2.0 * image.astype(np.float64) / 255.0), atol=1e-5)

@@ -187,10 +187,14 @@ class Predictor:
         probabilities = None
         if result.class_probabilities is not None:
             probabilities = {label: float(p) for label, p in zip(spec.labels, result.class_probabilities)}
+        mask = result.probability_map > spec.seg_threshold
+        class_coded = result.malignant_share is not None and len(spec.labels) == 3
+        if class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
+            mask = np.where(mask, 1 + (result.malignant_share > 0.5), 0).astype(np.uint8)
         refined = refine_prediction(
-            probabilities, result.probability_map > spec.seg_threshold, labels=spec.labels,
-            uncertainty_threshold=spec.uncertainty_threshold, min_lesion_pixels=spec.min_lesion_pixels,
-            tta_disagreement=disagreement, tta_threshold=TTA_THRESHOLD,
+            probabilities, mask, labels=spec.labels, uncertainty_threshold=spec.uncertainty_threshold,
+            min_lesion_pixels=spec.min_lesion_pixels, tta_disagreement=disagreement, tta_threshold=TTA_THRESHOLD,
+            class_coded=class_coded,
         )
         pixel_spacing = spacing or image.pixel_spacing_mm
         measurements = measure_lesions(refined.mask, pixel_spacing)

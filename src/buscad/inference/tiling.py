@@ -15,8 +15,8 @@
 In ``sliding`` and ``patches`` the whole image is enhanced and normalised once (statistics of the image
 itself, not of the padding), so windows are not re-normalised one by one. These modes suit models
 trained on native-resolution crops; a model trained on whole resized images is best used with ``resize``.
-Memory stays bounded: windows go through the model ``batch_size`` at a time and only one-channel
-lesion maps of the image size are kept (an 8000 x 6000 image needs a few hundred MB).
+Memory stays bounded: windows go through the model ``batch_size`` at a time and only the lesion map
+(plus, for class-coded models, the malignant share) of the image size is kept.
 """
 
 from __future__ import annotations
@@ -55,10 +55,16 @@ class Runner(Protocol):
 
 @dataclass
 class MapResult:
-    """One image's lesion probability map (original size, float32) and class probabilities (or None)."""
+    """One image's lesion probability map (original size, float32) and class probabilities (or None).
+
+    ``malignant_share`` (class-coded models only): p(malignant) / (p(benign) + p(malignant)) per pixel,
+    which makes a lesion pixel malignant when above 0.5; it lets a model without a classification head
+    still name the lesion's class (majority of its pixels).
+    """
 
     probability_map: np.ndarray
     class_probabilities: np.ndarray | None
+    malignant_share: np.ndarray | None = None
 
 
 def lesion_probability(segmentation: np.ndarray) -> np.ndarray:
@@ -68,6 +74,23 @@ def lesion_probability(segmentation: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-seg[:, 0]))
     shifted = np.exp(seg - seg.max(axis=1, keepdims=True))
     return 1.0 - shifted[:, 0] / shifted.sum(axis=1)
+
+
+def pixel_maps(segmentation: np.ndarray) -> np.ndarray:
+    """[B, C, H, W] logits → [B, M, H, W] maps: lesion probability, plus the malignant share when C = 3."""
+    lesion = lesion_probability(segmentation)[:, None]
+    if segmentation.shape[1] != 3:
+        return lesion
+    seg = segmentation.astype(np.float32, copy=False)
+    benign, malignant = seg[:, 1], seg[:, 2]
+    share = 1.0 / (1.0 + np.exp(benign - malignant))  # p2 / (p1 + p2), the softmax over the two lesion classes
+    return np.concatenate([lesion, share[:, None]], axis=1)
+
+
+def _result(maps: np.ndarray, probs: np.ndarray | None) -> MapResult:
+    """MapResult from [M, H, W] maps (float32)."""
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    return MapResult(maps[0], probs, maps[1] if len(maps) > 1 else None)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -85,10 +108,10 @@ def predict_resize(images: Sequence[np.ndarray], prep: Preprocessing, runner: Ru
         inputs, boxes = zip(*(preprocess(image, prep) for image in chunk))
         out = runner(np.stack(inputs)[:, None].astype(np.float32))
         probs = softmax(out.classification) if out.classification is not None else None
-        lesion = lesion_probability(out.segmentation) if out.segmentation is not None else None
+        maps = pixel_maps(out.segmentation) if out.segmentation is not None else None
         for i, (image, box) in enumerate(zip(chunk, boxes)):
-            prob_map = from_square(lesion[i], box) if lesion is not None else _zeros(image)
-            results.append(MapResult(prob_map.astype(np.float32), None if probs is None else probs[i]))
+            image_maps = np.stack([from_square(m, box) for m in maps[i]]) if maps is not None else _zeros(image)[None]
+            results.append(_result(image_maps, None if probs is None else probs[i]))
     return results
 
 
@@ -109,7 +132,7 @@ def predict_sliding(image: np.ndarray, prep: Preprocessing, runner: Runner, *, w
             predictor=_lesion_predictor(runner), overlap=overlap, mode="gaussian",
             padding_mode="constant", cval=black, progress=False,
         )
-    return MapResult(np.ascontiguousarray(blended[0, 0].numpy(), dtype=np.float32), probs)
+    return _result(blended[0].numpy(), probs)
 
 
 def predict_patches(image: np.ndarray, prep: Preprocessing, runner: Runner, *, patch: int = PATCH_SIZE,
@@ -118,21 +141,24 @@ def predict_patches(image: np.ndarray, prep: Preprocessing, runner: Runner, *, p
     normed, black = _normalized_full(image, prep)
     probs = _global_classes(image, prep, runner)
     height, width = image.shape
-    out = np.zeros((height, width), dtype=np.float32)
     if not runner.has_segmentation:
-        return MapResult(out, probs)
+        return MapResult(_zeros(image), probs)
+    out: np.ndarray | None = None
     corners = [(r, c) for r in range(0, height, patch) for c in range(0, width, patch)]
     for start in range(0, len(corners), max(1, batch_size)):
         chunk = corners[start : start + max(1, batch_size)]
         tiles = np.stack([_tile(normed, r, c, patch, black, prep.image_size) for r, c in chunk])
         result = runner(tiles[:, None])
         assert result.segmentation is not None
-        for (r, c), lesion in zip(chunk, lesion_probability(result.segmentation)):
-            if lesion.shape != (patch, patch):
-                lesion = cv2.resize(lesion, (patch, patch), interpolation=cv2.INTER_LINEAR)
+        for (r, c), maps in zip(chunk, pixel_maps(result.segmentation)):
+            if out is None:
+                out = np.zeros((len(maps), height, width), dtype=np.float32)
+            if maps.shape[1:] != (patch, patch):
+                maps = np.stack([cv2.resize(m, (patch, patch), interpolation=cv2.INTER_LINEAR) for m in maps])
             h, w = min(patch, height - r), min(patch, width - c)
-            out[r : r + h, c : c + w] = lesion[:h, :w]
-    return MapResult(out, probs)
+            out[:, r : r + h, c : c + w] = maps[:, :h, :w]
+    assert out is not None
+    return _result(out, probs)
 
 
 def _tile(normed: np.ndarray, row: int, col: int, patch: int, black: float, size: int) -> np.ndarray:
@@ -159,12 +185,12 @@ def _global_classes(image: np.ndarray, prep: Preprocessing, runner: Runner) -> n
 
 
 def _lesion_predictor(runner: Runner) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a numpy runner as MONAI's predictor: windows [b, 1, s, s] → lesion probability [b, 1, s, s]."""
+    """Wrap a numpy runner as MONAI's predictor: windows [b, 1, s, s] → maps [b, M, s, s] (see pixel_maps)."""
 
     def predict(windows: torch.Tensor) -> torch.Tensor:
         out = runner(np.ascontiguousarray(windows.numpy(), dtype=np.float32))
         assert out.segmentation is not None
-        return torch.from_numpy(lesion_probability(out.segmentation)[:, None])
+        return torch.from_numpy(pixel_maps(out.segmentation))
 
     return predict
 

@@ -45,7 +45,11 @@ def merge(results: Sequence[MapResult], threshold: float,
     mean_map = np.mean(maps, axis=0).astype(np.float32)
     class_probs = [result.class_probabilities for result in results]
     mean_probs = None if class_probs[0] is None else np.mean(class_probs, axis=0).astype(np.float32)
-    return TTAResult(MapResult(mean_map, mean_probs), disagreement(maps, mean_map, threshold))
+    share = None
+    if results[0].malignant_share is not None:
+        shares = [flip(result.malignant_share, axes) for result, axes in zip(results, flips)]
+        share = np.mean(shares, axis=0).astype(np.float32)
+    return TTAResult(MapResult(mean_map, mean_probs, share), disagreement(maps, mean_map, threshold))
 
 
 def disagreement(maps: Sequence[np.ndarray], mean_map: np.ndarray, threshold: float) -> float:
