@@ -168,3 +168,55 @@ def _validation_table(frame: pd.DataFrame, k: int, stratify: str) -> pd.DataFram
     table = pd.DataFrame.from_dict(rows, orient="index").fillna(0.0)
     table.index.name = "run"
     return table
+
+
+class DedupPolicy(str, Enum):
+    drop_all = "drop-all"
+    keep_one = "keep-one"
+
+
+@app.command()
+@user_errors
+def dedup(
+    manifest: Path = typer.Argument(..., help="Manifest CSV."),
+    output: Path = typer.Option(..., "-o", "--output", help="Manifest to write (+ dup_group, dup_score)."),
+    curated: Path | None = typer.Option(None, "--curated", help="Also write a manifest without duplicates."),
+    policy: DedupPolicy = typer.Option(
+        DedupPolicy.drop_all,
+        "--policy",
+        help="drop-all: remove every member of every group; keep-one: keep one per label-consistent group.",
+    ),
+    report: Path | None = typer.Option(None, "--report", help="Folder for groups.csv, pairs.csv, sheets."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Aligned-detail correlation that confirms a copy (default 0.94)."
+    ),
+) -> None:
+    """Find copies (re-cropped, re-scaled, re-contrasted, re-compressed, marked) and group them."""
+    from buscad.data.dedup import DedupConfig, curate, find_duplicates
+    from buscad.data.dedup.report import write_report
+    from buscad.data.manifest import label_counts, read_manifest, write_manifest
+
+    frame = read_manifest(manifest)
+    config = DedupConfig() if threshold is None else DedupConfig(threshold=threshold)
+    result = find_duplicates(frame, config)
+    write_manifest(result.frame, output)
+    groups = result.groups.drop_duplicates("dup_group")
+    sizes = groups["group_size"].value_counts().sort_index()
+    console.print(
+        f"{len(result.groups)} of {len(frame)} images in {len(groups)} duplicate groups "
+        f"(by size: {', '.join(f'{n} of {s}' for s, n in sizes.items()) or 'none'}); "
+        f"{int(groups['label_conflict'].sum())} with conflicting labels, "
+        f"{int(groups['mask_conflict'].sum())} with masks overlapping poorly (IoU < 0.5)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"{output} written ({sum(result.seconds.values()):.1f} s)", highlight=False)
+    if curated is not None:
+        kept = curate(result.frame, policy.value)
+        write_manifest(kept, curated)
+        counts = ", ".join(f"{n} {label}" for label, n in label_counts(kept).items())
+        console.print(f"{curated}: {len(kept)} images kept with {policy.value} ({counts})", highlight=False,
+                      soft_wrap=True)
+    if report is not None:
+        sheets = write_report(result, report)
+        console.print(f"report in {report}: groups.csv, pairs.csv, {len(sheets)} sheets", highlight=False)
