@@ -76,10 +76,11 @@ def timed(func, repeats: int) -> list[float]:
     return times
 
 
-def bench_config(path: Path, backend: str, size: int, images: list[Path], repeats: int) -> list[dict]:
+def bench_config(path: Path, backend: str, size: int, images: list[Path], repeats: int,
+                 threads: int) -> list[dict]:
     from buscad.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(path, backend=backend, threads=THREADS)
+    predictor = Predictor.from_checkpoint(path, backend=backend, threads=threads)
     image = images[0]
     rows = []
     batch = np.random.default_rng(0).standard_normal((1, 1, size, size)).astype(np.float32)
@@ -103,13 +104,9 @@ def _row(backend: str, size: int, what: str, n_images: int, times: list[float]) 
 
 
 PEAK_SCRIPT = """
-import resource, sys, time, numpy as np, torch
-from PIL import Image
+import resource, sys, time
 from buscad.inference.predictor import Predictor
 predictor = Predictor.from_checkpoint(sys.argv[1], threads=2)
-image = np.clip(np.random.default_rng(0).gamma(2.0, 45.0, (6000, 8000)), 0, 255).astype(np.uint8)
-Image.fromarray(image).save(sys.argv[2])
-del image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 prediction = predictor.analyze(sys.argv[2], mode="resize")
@@ -122,6 +119,11 @@ print(f"{before / 1024:.0f} {peak / 1024:.0f} {seconds:.2f}")
 
 def peak_memory(ckpt: Path, folder: Path) -> dict:
     """Peak RSS of a fresh process analysing one 8000 x 6000 image in resize mode."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(6000, 8000), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "big.png")
+    del pixels
     out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(ckpt), str(folder / "big.png")],
                          capture_output=True, text=True, check=True)
     before, peak, seconds = out.stdout.split()[-3:]
@@ -136,7 +138,7 @@ def write_results(rows: list[dict], memory: dict, meta: dict) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "# Inference latency (CPU, 2 threads)", "",
+        f"# Inference latency (CPU, {meta['threads']} threads)", "",
         f"Date {meta['date']}; {meta['machine']}; torch {meta['torch']}, onnxruntime {meta['ort']}.",
         (f"Load average (1, 5, 15 min) before: {meta['load_before']}, after: {meta['load_after']} "
         "(a shared 2-core machine: absolute times vary with the load; compare rows of one run)."), "",
@@ -156,13 +158,14 @@ def write_results(rows: list[dict], memory: dict, meta: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads (default 2)")
     args = parser.parse_args()
     repeats = 3 if args.quick else 6
 
     import onnxruntime
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     load_before = tuple(round(v, 2) for v in os.getloadavg())
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +174,7 @@ def main() -> None:
         for size in (128, 256):
             ckpt, onnx_path = make_models(folder, size)
             for backend, path in (("torch", ckpt), ("onnx", onnx_path)):
-                rows.extend(bench_config(path, backend, size, images, repeats))
+                rows.extend(bench_config(path, backend, size, images, repeats, args.threads))
                 print(*(f"{r['backend']:5} {r['input_size']} {r['measurement']:38} {r['median_ms_per_image']:8} ms"
                         for r in rows[-4:]), sep="\n", flush=True)
         memory = peak_memory(folder / "unet128.ckpt", folder)
@@ -180,6 +183,7 @@ def main() -> None:
 
         width, height = Image.open(images[0]).size
     meta = {
+        "threads": args.threads,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
         "torch": torch.__version__, "ort": onnxruntime.__version__,

@@ -161,3 +161,33 @@ def test_real_busi_images_keep_their_exact_size(busi_root: Path, predictor: Pred
 @pytest.mark.slow
 def test_real_busi_widest_image_sliding_window(busi_root: Path, predictor: Predictor) -> None:
     _assert_exact_size(predictor, _busi_extremes(busi_root)[1], "sliding")
+
+
+def test_image_classifier_gets_a_class_and_no_outline(tmp_path: Path) -> None:
+    import torch
+
+    from buscad.checkpoint import ModelSpec, save_bundle
+    from buscad.data.preprocess import Preprocessing
+    from buscad.models import create
+
+    kwargs = {"seg_classes": 0, "cls_classes": 3, "widths": (4, 8, 16, 32), "hidden": 8}
+    torch.manual_seed(0)
+    ckpt = save_bundle(tmp_path / "cnn.ckpt", create("cnn", **kwargs), ModelSpec("cnn", kwargs, Preprocessing(64)))
+    predictor = Predictor.from_checkpoint(ckpt)
+    for mode in ("resize", "sliding"):
+        prediction = predictor.analyze(_png(tmp_path / "c.png", speckle_image(40, 52)), mode=mode)
+        record = prediction.record
+        assert not prediction.mask.any() and prediction.mask.shape == (40, 52)
+        assert record["label"] in {"normal", "benign", "malignant"}
+        assert record["refined_label"] == record["label"] and not record["flags"]["inconsistent"]
+        assert record["measurements"]["total"]["count"] == 0
+
+
+@pytest.mark.slow
+def test_very_large_image_keeps_its_size_in_resize_mode(predictor: Predictor, tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(6000, 8000), dtype=np.uint8)
+    path = _png(tmp_path / "big.png", pixels)
+    del pixels
+    prediction = predictor.analyze(path)
+    assert prediction.mask.shape == (6000, 8000)
+    assert prediction.record["image_size"] == {"width": 8000, "height": 6000}

@@ -188,14 +188,19 @@ class Predictor:
         if result.class_probabilities is not None:
             probabilities = {label: float(p) for label, p in zip(spec.labels, result.class_probabilities)}
         mask = result.probability_map > spec.seg_threshold
+        segments = bool(getattr(self.runner, "has_segmentation", True))
         class_coded = result.malignant_share is not None and len(spec.labels) == 3
         if class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
             mask = np.where(mask, 1 + (result.malignant_share > 0.5), 0).astype(np.uint8)
+        elif not segments and probabilities:  # image classifier: no outline to reconcile the class with
+            mask = np.full(mask.shape, max(probabilities, key=probabilities.__getitem__) != spec.labels[0])
         refined = refine_prediction(
             probabilities, mask, labels=spec.labels, uncertainty_threshold=spec.uncertainty_threshold,
-            min_lesion_pixels=spec.min_lesion_pixels, tta_disagreement=disagreement, tta_threshold=TTA_THRESHOLD,
-            class_coded=class_coded,
+            min_lesion_pixels=spec.min_lesion_pixels if segments else 0, tta_disagreement=disagreement,
+            tta_threshold=TTA_THRESHOLD, class_coded=class_coded,
         )
+        if not segments:
+            refined.mask = np.zeros(mask.shape, dtype=bool)
         pixel_spacing = spacing or image.pixel_spacing_mm
         measurements = measure_lesions(refined.mask, pixel_spacing)
         timings["postprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
