@@ -119,6 +119,7 @@ async def load(url: str, uploads: list[tuple[str, bytes]], n: int, concurrency: 
     """Send ``n`` analyze requests, at most ``concurrency`` in flight; latency per request."""
     latencies: list[float] = []
     statuses: list[int] = []
+    server_ms: list[float] = []
     gate = asyncio.Semaphore(concurrency)
 
     async def one(http: httpx.AsyncClient, index: int) -> None:
@@ -128,6 +129,8 @@ async def load(url: str, uploads: list[tuple[str, bytes]], n: int, concurrency: 
             try:
                 response = await http.post("/v1/analyze", files={"file": (name, data, "image/png")})
                 status = response.status_code
+                if status == 200:
+                    server_ms.append(float(response.json()["timings"]["service_ms"]))
             except httpx.HTTPError:
                 status = -1
             latencies.append(time.perf_counter() - start)
@@ -138,6 +141,7 @@ async def load(url: str, uploads: list[tuple[str, bytes]], n: int, concurrency: 
         await one(http, 0)  # one warm request, not counted
         latencies.clear()
         statuses.clear()
+        server_ms.clear()
         start = time.perf_counter()
         await asyncio.gather(*(one(http, i) for i in range(n)))
         wall = time.perf_counter() - start
@@ -155,6 +159,10 @@ async def load(url: str, uploads: list[tuple[str, bytes]], n: int, concurrency: 
             "mean": round(statistics.fmean(ms), 1),
             "max": round(ms[-1], 1),
         },
+        "server_compute_ms": {
+            "p50": round(float(np.percentile(server_ms, 50)), 1) if server_ms else None,
+            "p95": round(float(np.percentile(server_ms, 95)), 1) if server_ms else None,
+        },
     }
 
 
@@ -171,6 +179,10 @@ def markdown(report: dict) -> str:
         f"| {report['requests']} | {report['concurrency']} | {report['errors']} | "
         f"{report['requests_per_s']:.2f} | {lat['p50']:.0f} | {lat['p95']:.0f} | {lat['mean']:.0f} | "
         f"{lat['max']:.0f} |\n\n"
+        f"Time inside the server per image (decode, model, refine, measure, encode; excludes queueing): "
+        f"p50 {report['server_compute_ms']['p50']} ms, p95 {report['server_compute_ms']['p95']} ms. "
+        f"With one inference worker, latency at concurrency {report['concurrency']} is mostly waiting "
+        f"in the queue.\n\n"
         f"Statuses: {report['statuses']}. Server ready (model loaded, warm-up done) after "
         f"{report['startup_s']:.1f} s.\n\n"
         f"Command: `{report['command']}`\n"
