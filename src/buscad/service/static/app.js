@@ -7,7 +7,8 @@ const FLAG_TEXT = {
     "The classifier and the outlined lesion disagree (for example a lesion was outlined in an image " +
     "classified as normal). The result was corrected automatically; check the image yourself.",
   uncertain:
-    "The model is not confident about this image: no class is clearly more likely than the others.",
+    "The model is not confident about this result (no class clearly ahead, or the outline changes when " +
+    "the image is flipped). Treat it with extra caution.",
 };
 
 const LABEL_TEXT = {
