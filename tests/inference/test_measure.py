@@ -85,3 +85,24 @@ def test_diagonal_touch_joins_pixels_into_one_lesion() -> None:
     mask = np.zeros((10, 10), bool)
     mask[2, 2] = mask[3, 3] = True
     assert measure_lesions(mask)["total"]["count"] == 1
+
+
+def test_synthetic_dicom_lesion_measures_its_known_size_in_mm(tmp_path) -> None:
+    from tests.inference.conftest import write_dicom
+
+    from buscad.inference.readers import read_image
+
+    # A 14 mm wide, 9 mm deep hypoechoic lesion; PhysicalDeltaX 0.009 cm, PhysicalDeltaY 0.0075 cm per pixel.
+    delta_x_cm, delta_y_cm = 0.009, 0.0075
+    width_mm, depth_mm = 14.0, 9.0
+    semi = (depth_mm / 2 / (delta_y_cm * 10), width_mm / 2 / (delta_x_cm * 10))
+    lesion = ellipse_mask(260, 300, (130, 150), semi)
+    pixels = np.where(lesion, 30, 180).astype(np.uint8)
+    loaded = read_image(write_dicom(tmp_path / "lesion.dcm", pixels, region_delta_cm=(delta_x_cm, delta_y_cm)))
+    found = measure_lesions(loaded.gray < 100, loaded.pixel_spacing_mm)["lesions"]
+    assert len(found) == 1
+    assert found[0]["width_mm"] == pytest.approx(width_mm, rel=0.02)
+    assert found[0]["height_mm"] == pytest.approx(depth_mm, rel=0.02)
+    assert found[0]["longest_diameter_mm"] == pytest.approx(width_mm, rel=0.02)
+    assert found[0]["perpendicular_diameter_mm"] == pytest.approx(depth_mm, rel=0.02)
+    assert found[0]["area_mm2"] == pytest.approx(math.pi * width_mm * depth_mm / 4, rel=0.02)
