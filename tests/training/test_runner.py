@@ -18,37 +18,7 @@ from PIL import Image
 from buscad.training.config import load_config
 from buscad.training.runner import cross_validate
 
-TINY = """
-name: tiny
-data:
-  manifest: {manifest}
-  image_size: 64
-  folds: 2
-  val_fraction: 0.25
-  cache_dir: {cache}
-  augment: {{hflip: 0.5, rotation: 15, shift: 0.05, zoom_min: 0.9, speckle: 0.05, gamma: 0.1}}
-model:
-  name: unet
-  cls_head: multiscale
-  options: {{features: [8, 16, 32, 64, 128], dropout: 0.1}}
-loss: {{seg: dice+bce, cls: focal, seg_weight: 0.6}}
-train:
-  epochs: {epochs}
-  batch_size: 4
-  lr: 0.003
-  scheduler: cosine
-  warmup_epochs: 1
-  threads: 1
-  progress_bar: false
-"""
-
 HISTORY_KEYS = ["epoch", "train_loss", "val_loss", "val_dice", "val_accuracy", "val_score", "lr"]
-
-
-def _write_config(tmp_path: Path, manifest: Path, epochs: int) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(manifest=manifest, cache=tmp_path / "cache", epochs=epochs))
-    return path
 
 
 def _buscad(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -57,9 +27,9 @@ def _buscad(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
                             env={**os.environ, **(env or {})})
 
 
-def test_two_fold_cv_writes_the_whole_run_directory(tmp_path, synthetic_manifest):
+def test_two_fold_cv_writes_the_whole_run_directory(tmp_path, synthetic_manifest, write_tiny_config):
     start = time.perf_counter()
-    config = load_config(_write_config(tmp_path, synthetic_manifest, epochs=2))
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=2))
     result = cross_validate(config, tmp_path / "cv")
     elapsed = time.perf_counter() - start
     assert elapsed < 120, f"2-fold cv of 2 epochs took {elapsed:.0f} s"
@@ -106,8 +76,8 @@ def _history(run: Path) -> pd.DataFrame:
     return pd.read_csv(run / "history.csv")[HISTORY_KEYS]
 
 
-def test_run_killed_after_an_epoch_resumes_to_the_same_result(tmp_path, synthetic_manifest):
-    config = _write_config(tmp_path, synthetic_manifest, epochs=5)
+def test_run_killed_after_an_epoch_resumes_to_the_same_result(tmp_path, synthetic_manifest, write_tiny_config):
+    config = write_tiny_config(synthetic_manifest, epochs=5)
     reference = _buscad("train", str(config), "--fold", "0", "-o", str(tmp_path / "whole"))
     output, _ = reference.communicate(timeout=300)
     assert reference.returncode == 0, output
@@ -135,8 +105,8 @@ def test_run_killed_after_an_epoch_resumes_to_the_same_result(tmp_path, syntheti
     assert again["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-9)
 
 
-def test_two_process_ddp_with_gloo(tmp_path, synthetic_manifest):
-    config = _write_config(tmp_path, synthetic_manifest, epochs=2)
+def test_two_process_ddp_with_gloo(tmp_path, synthetic_manifest, write_tiny_config):
+    config = write_tiny_config(synthetic_manifest, epochs=2)
     run = tmp_path / "ddp"
     process = _buscad("train", str(config), "--fold", "0", "-o", str(run), "train.accelerator=cpu",
                       "train.devices=2", "train.strategy=ddp")
@@ -148,8 +118,8 @@ def test_two_process_ddp_with_gloo(tmp_path, synthetic_manifest):
     assert (run / "evaluation" / "metrics.json").is_file()
 
 
-def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, synthetic_manifest):
-    config = _write_config(tmp_path, synthetic_manifest, epochs=1)
+def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, synthetic_manifest, write_tiny_config):
+    config = write_tiny_config(synthetic_manifest, epochs=1)
     process = _buscad("train", str(config), "-o", str(tmp_path / "none"), "--resume")
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 1

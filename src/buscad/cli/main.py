@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from buscad import __version__
-from buscad.cli import data, training
+from buscad.cli import data, demo, training
 from buscad.cli import evaluation as evaluation_cli
 from buscad.cli import inference as inference_cli
 from buscad.cli import models as models_cli
@@ -24,6 +24,7 @@ evaluation_cli.register(app)
 service_cli.register(app)
 inference_cli.register(app)
 models_cli.register(app)
+demo.register(app)
 
 
 def _version(value: bool) -> None:

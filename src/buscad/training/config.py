@@ -97,6 +97,9 @@ class TrainConfig(_Strict):
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0)
     max_time_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
+    time_budget_minutes: float | None = Field(
+        None, gt=0, description="shorten the schedule (at most `epochs`) to fit this many minutes, timed on this machine"
+    )
     progress_bar: bool = True
 
 

@@ -203,6 +203,23 @@ def _evaluate(run_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
     return evaluate_run(run_dir)
 
 
+def _fit_budget(config: ExperimentConfig, module: Any, train_loader: Any, val_loader: Any, run_dir: Path,
+                resume: bool) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """Choose the epoch count that fits ``train.time_budget_minutes``; a resumed run keeps its first choice
+    (kept in ``RUN/time_budget.json``)."""
+    from buscad.training.budget import epochs_for_budget
+
+    record = run_dir / "time_budget.json"
+    if resume and record.is_file():
+        chosen = json.loads(record.read_text())
+    else:
+        chosen = epochs_for_budget(module, train_loader, val_loader, config.train.time_budget_minutes,
+                                   config.train.epochs).as_dict()
+        write_text_atomic(record, json.dumps(chosen, indent=2))
+    train = config.train.model_copy(update={"epochs": int(chosen["epochs"])})
+    return config.model_copy(update={"train": train}), chosen
+
+
 def _write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     write_text_atomic(run_dir / "run_info.json", json.dumps(info, indent=2, default=str))
 
@@ -253,6 +270,11 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
 
     module = SegClsModule(model, config, spec)
     train_loader, val_loader, n_train = _loaders(arrays, parts, config)
+    if config.train.time_budget_minutes:
+        config, info["time_budget"] = _fit_budget(config, module, train_loader, val_loader, run_dir, resume)
+        module.config = config
+        write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+        _write_run_info(run_dir, info)
     trainer = _trainer(config, run_dir)
     fit_start = time.perf_counter()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None)
