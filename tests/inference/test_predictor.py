@@ -191,3 +191,16 @@ def test_very_large_image_keeps_its_size_in_resize_mode(predictor: Predictor, tm
     prediction = predictor.analyze(path)
     assert prediction.mask.shape == (6000, 8000)
     assert prediction.record["image_size"] == {"width": 8000, "height": 6000}
+
+
+def test_iter_analyze_groups_by_pixels_and_keeps_order(predictor: Predictor, tmp_path: Path, monkeypatch) -> None:
+    import buscad.inference.predictor as module
+
+    monkeypatch.setattr(module, "GROUP_PIXELS", 3000)  # about two of these images per group
+    paths = [str(_png(tmp_path / f"{i}.png", speckle_image(30 + i, 50, seed=i))) for i in range(5)]
+    paths.insert(2, str(tmp_path / "missing.png"))
+    results = list(predictor.iter_analyze(paths))
+    assert isinstance(results[2], DataError)
+    assert [r.record["input"] for r in results if not isinstance(r, DataError)] == paths[:2] + paths[3:]
+    alone = predictor.analyze(paths[5])
+    assert np.allclose(results[5].probability_map, alone.probability_map, atol=1e-5)

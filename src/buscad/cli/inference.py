@@ -69,16 +69,14 @@ def predict(
         err_console.print(f"failed: {problem}", highlight=False, soft_wrap=True, markup=False)
     done, failed = 0, len(problems)
     stems = unique_stems(files)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        for path, outcome in zip(chunk, _analyze(predictor, chunk, spacing, tta)):
-            if isinstance(outcome, str):
-                failed += 1
-                err_console.print(f"failed: {outcome}", highlight=False, soft_wrap=True, markup=False)
-                continue
-            _save(outcome, output, stems[path])
-            done += 1
-            console.print(f"ok: {path} → {_summary(outcome.record)}", highlight=False, markup=False)
+    for path, outcome in zip(files, _analyze(predictor, files, spacing, tta)):
+        if isinstance(outcome, str):
+            failed += 1
+            err_console.print(f"failed: {outcome}", highlight=False, soft_wrap=True, markup=False)
+            continue
+        _save(outcome, output, stems[path])
+        done += 1
+        console.print(f"ok: {path} → {_summary(outcome.record)}", highlight=False, markup=False)
     console.print(f"{done} predicted, {failed} failed → {output / 'results.jsonl'}", highlight=False)
     if failed:
         raise typer.Exit(FAILED_EXIT)
@@ -160,21 +158,35 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _analyze(predictor, chunk: list[Path], spacing, tta: bool) -> Iterator[object]:
-    """Predictions or one-line problems, in order; an unexpected failure is retried image by image."""
+def _analyze(predictor, files: list[Path], spacing, tta: bool) -> Iterator[object]:
+    """Predictions or one-line problems, in input order, one group in memory at a time.
+
+    An unexpected failure inside a group is retried image by image, so only the image that causes it
+    is reported (with its exception) and the batch goes on.
+    """
+    from buscad.errors import BuscadError
+
+    size = max(1, predictor.batch_size)
+    for start in range(0, len(files), size):
+        chunk = [str(p) for p in files[start : start + size]]
+        done = 0
+        try:
+            for result in predictor.iter_analyze(chunk, pixel_spacing_mm=spacing, tta=tta):
+                done += 1
+                yield str(result) if isinstance(result, BuscadError) else result
+        except Exception:  # noqa: BLE001 - isolate the image that breaks the group
+            for path in chunk[done:]:
+                result = _analyze_one(predictor, path, spacing, tta)
+                yield str(result) if isinstance(result, BuscadError) else result
+
+
+def _analyze_one(predictor, path: str, spacing, tta: bool) -> object:
     from buscad.errors import BuscadError
 
     try:
-        results = predictor.analyze_many([str(p) for p in chunk], pixel_spacing_mm=spacing, tta=tta)
-    except Exception:  # noqa: BLE001 - isolate the image that breaks the batch
-        results = []
-        for path in chunk:
-            try:
-                results.extend(predictor.analyze_many([str(path)], pixel_spacing_mm=spacing, tta=tta))
-            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
-                results.append(BuscadError(f"{path}: prediction failed ({type(exc).__name__}: {exc})"))
-    for result in results:
-        yield str(result) if isinstance(result, BuscadError) else result
+        return predictor.analyze_many([path], pixel_spacing_mm=spacing, tta=tta)[0]
+    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+        return BuscadError(f"{path}: prediction failed ({type(exc).__name__}: {exc})")
 
 
 def _save(prediction, out_dir: Path, stem: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,8 @@ from buscad.inference.tiling import (
 from buscad.inference.tta import FLIPS, TTAResult, merge, variants
 
 Backend = Literal["torch", "onnx"]
+GROUP_PIXELS = 16_000_000
+"""Images analysed together are capped at this many pixels (with ``batch_size``) to bound memory."""
 TTA_THRESHOLD = 0.2
 """Disagreement (1 − mean Dice of flip variants) above which a prediction is flagged ``uncertain``."""
 
@@ -123,35 +125,52 @@ class Predictor:
 
         Each failure is a :class:`BuscadError` in the returned list (or raised with ``raise_errors``).
         """
+        return list(self.iter_analyze(sources, names=names, pixel_spacing_mm=pixel_spacing_mm, tta=tta, mode=mode,
+                                      raise_errors=raise_errors))
+
+    def iter_analyze(self, sources: Sequence[Source], *, names: Sequence[str | None] | None = None,
+                     pixel_spacing_mm: float | tuple[float, float] | None = None, tta: bool = False,
+                     mode: str | None = None, raise_errors: bool = False) -> Iterator[Prediction | BuscadError]:
+        """Like :meth:`analyze_many`, yielding results in order as soon as their group is done.
+
+        Images are grouped up to ``batch_size`` images and :data:`GROUP_PIXELS` pixels, so a caller that
+        writes each result before asking for the next holds at most one group in memory, whatever the
+        number and size of the images.
+        """
         mode = mode or self.mode
         _check_mode(mode)
         spacing = _spacing(pixel_spacing_mm)
         names = list(names) if names is not None else [None] * len(sources)
-        loaded: list[LoadedImage | BuscadError] = []
-        read_ms: list[float] = []
+        group: list[tuple[LoadedImage | BuscadError, float]] = []
+        pixels = 0
         for source, name in zip(sources, names):
             start = time.perf_counter()
             try:
-                loaded.append(source if isinstance(source, LoadedImage) else read_image(source, name))
+                item: LoadedImage | BuscadError = source if isinstance(source, LoadedImage) else read_image(source, name)
             except BuscadError as exc:
                 if raise_errors:
                     raise
-                loaded.append(exc)
-            read_ms.append((time.perf_counter() - start) * 1000)
-        good = [item for item in loaded if isinstance(item, LoadedImage)]
+                item = exc
+            group.append((item, (time.perf_counter() - start) * 1000))
+            pixels += item.gray.size if isinstance(item, LoadedImage) else 0
+            if len(group) >= self.batch_size or pixels >= GROUP_PIXELS:
+                yield from self._analyze_group(group, spacing, mode, tta)
+                group, pixels = [], 0
+        yield from self._analyze_group(group, spacing, mode, tta)
+
+    def _analyze_group(self, group: list[tuple[LoadedImage | BuscadError, float]], spacing: tuple[float, float] | None,
+                       mode: str, tta: bool) -> Iterator[Prediction | BuscadError]:
+        good = [item for item, _ in group if isinstance(item, LoadedImage)]
         start = time.perf_counter()
-        maps = self._maps([item.gray for item in good], mode, tta)
+        maps = iter(self._maps([item.gray for item in good], mode, tta))
         model_ms = (time.perf_counter() - start) * 1000 / max(1, len(good))
-        results: list[Prediction | BuscadError] = []
-        found = iter(zip(good, maps))
-        for item, ms in zip(loaded, read_ms):
+        for item, read_ms in group:
             if isinstance(item, BuscadError):
-                results.append(item)
+                yield item
                 continue
-            image, (result, disagreement) = next(found)
-            timings = {"read_ms": round(ms, 2), "model_ms": round(model_ms, 2)}
-            results.append(self._finish(image, result, disagreement, spacing, mode, tta, timings))
-        return results
+            result, disagreement = next(maps)
+            timings = {"read_ms": round(read_ms, 2), "model_ms": round(model_ms, 2)}
+            yield self._finish(item, result, disagreement, spacing, mode, tta, timings)
 
     def _maps(self, images: list[np.ndarray], mode: str, tta: bool) -> list[tuple[MapResult, float | None]]:
         """Probability maps (and TTA disagreement) for a list of gray images."""
