@@ -67,6 +67,19 @@ def test_dice_uses_squared_denominator_per_sample() -> None:
     assert dice_loss(logits, truth).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_dice_and_iou_agree_with_monai_metrics_on_hard_masks() -> None:
+    """On 0/1 predictions the losses are 1 − MONAI's Dice / IoU metric, up to the ε = 1 smoothing."""
+    from monai.metrics import compute_dice, compute_iou
+
+    torch.manual_seed(2)
+    truth = (torch.rand(3, 1, 32, 32) > 0.5).float()
+    pred = (torch.rand(3, 1, 32, 32) > 0.4).float()
+    dice = compute_dice(pred, truth, include_background=True).mean().item()
+    iou = compute_iou(pred, truth, include_background=True).mean().item()
+    assert dice_loss(hard_logits(pred), truth).item() == pytest.approx(1 - dice, abs=2e-3)
+    assert iou_loss(hard_logits(pred), truth).item() == pytest.approx(1 - iou, abs=2e-3)
+
+
 def test_iou_hand_values(masks: dict[str, torch.Tensor]) -> None:
     assert iou_loss(hard_logits(masks["full"]), masks["empty"]).item() == pytest.approx(1 - 1 / 65, abs=1e-6)
     # |P∩G| = 16, |P∪G| = 48 → 1 − 17 / 49

@@ -2,7 +2,7 @@
 input in single- and multi-task form, output shapes, gradients reaching the first layer, documented sizes.
 
 Fast suite: the multi-task form at the default widths (heavy models at batch 1), the single-task form at
-narrow widths; the single-task form at default widths and the heavy models at 256 px are ``slow``.
+narrow widths; the single-task form at default widths and the heavy models above 64 px are ``slow``.
 """
 
 from __future__ import annotations
@@ -119,21 +119,25 @@ def _sizes() -> list:
     cases = []
     for info in list_models():
         for size in (s for s in info.sizes if s > 64):  # 64 is covered by the tests above
-            mark = [pytest.mark.slow] if info.name in HEAVY and size > 128 else []
+            mark = [pytest.mark.slow] if info.name in HEAVY else []
             cases.append(pytest.param(info.name, size, marks=mark, id=f"{info.name}-{size}"))
     return cases
 
 
 @pytest.mark.parametrize(("name", "size"), _sizes())
 def test_documented_input_sizes(name: str, size: int) -> None:
+    """Multi-task form at each documented size (narrow widths): shapes, and gradients reach the first layer."""
     info = get_model_info(name)
     kwargs = {"seg_classes": 0, "cls_classes": 3} if info.task == "classification" else {"cls_classes": 3}
-    model = create(name, **kwargs, **TINY[name]).eval()
-    with torch.no_grad():
-        out = model(torch.randn(1, 1, size, size))
-    assert out.classification.shape == (1, 3)
+    model = create(name, **kwargs, **TINY[name]).train()
+    out = model(torch.randn(2, 1, size, size))
+    assert out.classification.shape == (2, 3)
+    loss = out.classification.pow(2).mean()
     if info.task == "segmentation":
-        assert out.segmentation.shape == (1, 1, size, size)
+        assert out.segmentation.shape == (2, 1, size, size)
+        loss = loss + out.segmentation.pow(2).mean()
+    loss.backward()
+    assert_first_layer_learns(model)
 
 
 @pytest.mark.parametrize("name", [n for n in SEGMENTERS if get_model_info(n).deep_supervision])
