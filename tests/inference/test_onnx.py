@@ -90,3 +90,25 @@ def test_a_foreign_or_missing_onnx_file_is_a_model_error(tmp_path: Path) -> None
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
         Predictor.from_checkpoint(tmp_path / "junk.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(["unet", "resunet-mt", "attention-unet", "unetpp", "nnunet", "segnet", "fcn",
+                                         "refinenet", "resnext50-unet", "cnn", "vgg19", "mobilenet"]))
+def test_every_zoo_architecture_exports_with_parity(name: str, tmp_path: Path) -> None:
+    from tests.models.test_zoo import TINY
+
+    from buscad.checkpoint import ModelSpec, save_bundle
+    from buscad.data.preprocess import Preprocessing
+    from buscad.models import create, get_model_info
+
+    kwargs = dict(TINY[name])
+    if get_model_info(name).task == "classification":
+        kwargs.update(seg_classes=0, cls_classes=3)
+    else:
+        kwargs.update(cls_classes=3, cls_head="multiscale")
+    torch.manual_seed(0)
+    ckpt = save_bundle(tmp_path / "m.ckpt", create(name, **kwargs), ModelSpec(name, kwargs, Preprocessing(64)))
+    result = export_onnx(ckpt, tmp_path / "m.onnx")
+    assert result.max_abs_diff <= PARITY_TOLERANCE
+    assert "classification" in result.outputs
