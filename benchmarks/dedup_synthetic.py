@@ -135,7 +135,7 @@ def main() -> None:
 def _quantiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
-    q = np.quantile(values, [0.0, 0.01, 0.5, 0.99, 1.0])
+    q = [float(v) for v in np.quantile(values, [0.0, 0.01, 0.5, 0.99, 1.0])]
     return {
         "n": len(values),
         "min": round(q[0], 4),

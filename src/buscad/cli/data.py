@@ -153,7 +153,8 @@ def split(
     if folds is not None and val_fraction > 0:
         validation = _validation_table(result, folds, shown)
         console.print(frame_table(validation.astype(object), f"Validation part of each run (% {shown})"))
-    console.print(f"no group straddles two parts; {len(result)} cases written to {output}", highlight=False)
+    message = f"no group straddles two parts; {len(result)} cases written to {output}"
+    console.print(message, highlight=False, soft_wrap=True)
 
 
 def _validation_table(frame: pd.DataFrame, k: int, stratify: str) -> pd.DataFrame:

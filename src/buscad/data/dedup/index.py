@@ -69,9 +69,9 @@ def _hough_keys(
 def pair_votes(
     features: Sequence[ImageFeatures],
     *,
-    tables: int = 16,
-    bits: int = 28,
-    max_bucket: int = 16,
+    tables: int = 20,
+    bits: int = 31,
+    max_bucket: int = 32,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every image pair with tentative matches, as (P, 2) ``i < j``, and its best Hough-cell count."""
@@ -106,9 +106,9 @@ def pair_votes(
 def candidate_pairs(
     features: Sequence[ImageFeatures],
     *,
-    tables: int = 16,
-    bits: int = 28,
-    max_bucket: int = 16,
+    tables: int = 20,
+    bits: int = 31,
+    max_bucket: int = 32,
     per_image: int = 4,
     min_votes: int = 4,
     seed: int = 0,

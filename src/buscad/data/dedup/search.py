@@ -16,8 +16,9 @@ from buscad.data.dedup.index import candidate_pairs
 from buscad.data.dedup.verify import PairMatch, confirm_pair
 
 DEFAULT_THRESHOLD = 0.94
-"""Trimmed correlation of the aligned overlap above which a pair is a copy (chosen on the planted benchmark
-and BUSI, see benchmarks/results/dedup_*)."""
+"""Trimmed correlation of the aligned overlap's detail above which a pair is a copy. Planted copies score
+0.98 and more (1st percentile), look-alike frames with fresh speckle far lower; on BUSI, frames of one
+sweep score 0.85-0.96. See benchmarks/results/dedup_*.md."""
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,9 @@ class DedupConfig:
     min_inliers: int = 10
     per_image: int = 4
     min_votes: int = 4
-    lsh_tables: int = 16
-    lsh_bits: int = 28
-    max_bucket: int = 16
+    lsh_tables: int = 20
+    lsh_bits: int = 31
+    max_bucket: int = 32
 
 
 @dataclass
