@@ -56,6 +56,11 @@ def test_parity_on_random_inputs(exported, checkpoint: Path, shape: tuple[int, .
     assert _max_diff(exported.path, checkpoint, batch) <= 1e-4
 
 
+def test_parity_on_a_preprocessed_ultrasound_like_image(exported, checkpoint: Path) -> None:
+    model_input, _ = preprocess(speckle_image(300, 420, seed=3), load_bundle(checkpoint).spec.preprocessing)
+    assert _max_diff(exported.path, checkpoint, model_input[None, None]) <= 1e-4
+
+
 @pytest.mark.busi
 def test_parity_on_a_real_image(exported, checkpoint: Path, busi_root: Path) -> None:
     path = next(p for p in sorted((busi_root / "benign").glob("*.png")) if "_mask" not in p.name)

@@ -61,8 +61,10 @@ def overlay(prediction: Prediction) -> np.ndarray:
     scale = max(1, round(max(canvas.shape[:2]) / 400))
     contours, _ = cv2.findContours(prediction.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(canvas, contours, -1, color, thickness=scale, lineType=cv2.LINE_AA)
-    cv2.putText(canvas, caption(record), (4 * scale, 14 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale,
-                color, max(1, scale), cv2.LINE_AA)
+    text, font, size = caption(record), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale
+    (width, height), baseline = cv2.getTextSize(text, font, size, scale)
+    cv2.rectangle(canvas, (0, 0), (width + 8 * scale, height + baseline + 6 * scale), (0, 0, 0), thickness=-1)
+    cv2.putText(canvas, text, (4 * scale, height + 3 * scale), font, size, color, scale, cv2.LINE_AA)
     return canvas
 
 
