@@ -157,3 +157,12 @@ def test_cli_split_bad_options_exit_1_with_one_line(tmp_path):
     )
     assert bad.exit_code == 1 and "val_fraction" in bad.output
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(("n", "k", "val_fraction"), [(16, 4, 0.05), (24, 4, 0.1), (12, 3, 0.15)])
+def test_every_run_of_a_small_dataset_still_gets_validation_cases(n, k, val_fraction):
+    frame = grouped_frame(n, seed=3).assign(dup_group="", patient_id="")
+    out = kfold_split(frame, k, val_fraction=val_fraction)
+    assert check_no_leakage(out) == []
+    for f in range(k):
+        assert ((out["fold"] != f) & (out["val_fold"] == f)).sum() >= 1

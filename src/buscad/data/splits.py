@@ -108,6 +108,28 @@ def _allocate(
     return part_of_group[group_ids]
 
 
+def _fill_empty_slots(parts: np.ndarray, groups: np.ndarray, n_slots: int) -> np.ndarray:
+    """Give every validation slot at least one group (small folds can leave one empty, and a training
+    run without validation cases cannot pick its best epoch): take the smallest group of the
+    never-validation remainder, else of the slot holding most groups."""
+    parts = parts.copy()
+    for slot in range(n_slots):
+        if (parts == slot).any():
+            continue
+        group_part = pd.Series(parts).groupby(groups).first()
+        group_size = pd.Series(groups).value_counts()
+        donors = group_part[group_part == n_slots].index
+        if donors.empty:
+            per_part = group_part.value_counts()
+            crowded = per_part[per_part >= 2].index
+            if crowded.empty:
+                continue
+            donors = group_part[group_part == crowded[0]].index
+        chosen = min(donors, key=lambda g: (group_size[g], g))
+        parts[groups == chosen] = slot
+    return parts
+
+
 def _check_val_fraction(k: int, val_fraction: float) -> None:
     if k < 2:
         raise ConfigError(f"folds must be at least 2 (got {k})")
@@ -149,7 +171,9 @@ def kfold_split(
             others = [f for f in range(k) if f != g]
             ratios = [val_fraction] * len(others) + [max(0.0, 1 - val_fraction * len(others))]
             _, local_groups = np.unique(groups[rows], return_inverse=True)
-            parts = _allocate(local_groups, strata[rows], ratios, rng)
+            parts = _fill_empty_slots(
+                _allocate(local_groups, strata[rows], ratios, rng), local_groups, len(others)
+            )
             slot = np.array(others + [-1])
             val_fold[rows] = slot[parts]
     out = frame.copy()
