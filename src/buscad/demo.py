@@ -89,7 +89,7 @@ def run_demo(out_dir: str | os.PathLike[str], *, cases: int = 72, folds: int = 2
     step("data")
 
     log(f"2/6 grouped, stratified {folds}-fold split → {out / 'manifest_folds.csv'}")
-    split = kfold_split(read_manifest(out / "manifest.csv"), folds, seed=seed, val_fraction=0.2)
+    split = kfold_split(read_manifest(out / "manifest.csv"), folds, seed=seed, val_fraction=min(0.2, 1 / (folds - 1)))
     problems = check_no_leakage(split)
     if problems:
         raise DataError("; ".join(problems))
