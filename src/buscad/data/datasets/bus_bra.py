@@ -19,6 +19,7 @@ from buscad.data.datasets.base import (
     index_by_stem,
     read_table,
     require_folder,
+    unique_rows,
 )
 from buscad.data.manifest import Problem
 
@@ -39,13 +40,7 @@ def scan(root: Path) -> ScanResult:
     table = root / "bus_data.csv"
     candidates: list[Candidate] = []
     listed: set[str] = set()
-    for row in read_table(table, TABLE_COLUMNS):
-        stem = Path(row["ID"]).stem
-        if not stem:
-            continue
-        if stem in listed:
-            problems.append(Problem(str(table), f"{stem} is listed more than once"))
-            continue
+    for stem, row in unique_rows(table, read_table(table, TABLE_COLUMNS), "ID", problems):
         listed.add(stem)
         label = row["Pathology"].lower()
         if stem not in images:

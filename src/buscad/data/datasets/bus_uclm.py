@@ -19,6 +19,7 @@ from buscad.data.datasets.base import (
     index_by_stem,
     read_table,
     require_folder,
+    unique_rows,
 )
 from buscad.data.manifest import Problem
 
@@ -40,13 +41,7 @@ def scan(root: Path) -> ScanResult:
     info = root / "INFO.csv"
     candidates: list[Candidate] = []
     listed: set[str] = set()
-    for row in read_table(info, INFO_COLUMNS, sep=";"):
-        stem = Path(row["Image"]).stem
-        if not stem:
-            continue
-        if stem in listed:
-            problems.append(Problem(str(info), f"{stem} is listed more than once"))
-            continue
+    for stem, row in unique_rows(info, read_table(info, INFO_COLUMNS, sep=";"), "Image", problems):
         listed.add(stem)
         label = row["Label"].lower()
         if stem not in images:
