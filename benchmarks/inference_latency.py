@@ -1,7 +1,7 @@
 """Inference latency and throughput on CPU: PyTorch vs ONNX Runtime, resize vs sliding, 128 vs 256 px.
 
-The model is the CPU recipe's network (``busi_mt_cpu``: U-Net 16-32-64-128-256 with a multiscale
-classification head), untrained: latency does not depend on the weights. Each configuration analyses a
+The model is the CPU recipe's U-Net (``busi_mt_cpu`` widths 16-32-64-128-256) with a default-width
+multiscale classification head, untrained: latency does not depend on the weights. Each configuration analyses a
 real BUSI image (or a synthetic one of BUSI size when the data set is absent) end to end through
 :class:`buscad.inference.predictor.Predictor` (read, map, refine, measure), with 2 threads.
 Also measured: the model pass alone (batch 1), batch throughput of ``resize`` (16 images, batches of 8),
@@ -148,7 +148,8 @@ def write_results(rows: list[dict], memory: dict, meta: dict) -> None:
         f"Date {meta['date']}; {meta['machine']}; torch {meta['torch']}, onnxruntime {meta['ort']}.",
         (f"Load average (1, 5, 15 min) before: {meta['load_before']}, after: {meta['load_after']} "
         "(a shared 2-core machine: absolute times vary with the load; compare rows of one run)."), "",
-        (f"Model: recipe U-Net {list(MODEL_KWARGS['features'])} + multiscale classification head; "
+        (f"Model: U-Net {list(MODEL_KWARGS['features'])} (the CPU recipe's widths) + multiscale classification head "
+         "(default width); "
         f"image: {meta['image']}. Command: `python benchmarks/inference_latency.py`."), "",
         "| backend | input | measurement | median ms / image | min ms / image | images / s |",
         "|---|---|---|---|---|---|",
