@@ -115,7 +115,7 @@ def markdown(record: dict) -> str:
         f"Published target ({record['published_target']['source']}): Dice {PUBLISHED['dice']}, "
         f"accuracy {PUBLISHED['accuracy']}.\n\n"
         f"Training: {record['epochs_run']} epochs (best {record['best_epoch']}), "
-        f"{record['train_items_per_epoch']} oversampled images per epoch, "
+        f"{record['train_items_per_epoch']} training items per epoch (after any oversampling), "
         f"{record['mean_epoch_seconds']} s/epoch, {record['train_images_per_second']} images/s, "
         f"{record['minutes_total']} minutes in total on {record['machine']['threads']} threads "
         f"(load average before/after {record['machine']['loadavg_before']} / {record['machine']['loadavg_after']}).\n"
