@@ -21,13 +21,13 @@ from buscad.data.synthetic import synthesize_case, write_busi_dataset
 from buscad.errors import DataError
 from buscad.recipes import recipe_path
 
-#: Overrides that shrink the CPU recipe to a few minutes on 2 cores (64x64 synthetic images).
+#: Overrides that fit the CPU recipe to a few minutes on 2 cores (96x128 synthetic images at 96x96).
 DEMO_OVERRIDES = (
-    "data.image_size=64",
-    "model.options.features=[8, 16, 32, 64, 128]",
+    "data.image_size=96",
+    "model.options.features=[16, 32, 64, 128, 256]",
     "model.options.head_conv_channels=64",
     "train.batch_size=8",
-    "train.lr=0.004",
+    "train.lr=0.003",
     "train.warmup_epochs=1",
     "train.max_time_minutes=null",
 )
@@ -61,7 +61,7 @@ def _new_images(directory: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
-def run_demo(out_dir: str | os.PathLike[str], *, cases: int = 72, folds: int = 2, epochs: int = 12, seed: int = 0,
+def run_demo(out_dir: str | os.PathLike[str], *, cases: int = 120, folds: int = 2, epochs: int = 25, seed: int = 0,
              threads: int = 2, log: Callable[[str], None] = print) -> DemoResult:
     """Run every stage into ``out_dir`` (which must be empty or absent) and return where things are."""
     from buscad.inference.onnx import export_onnx

@@ -23,9 +23,9 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def demo_command(
         output: Annotated[Path, typer.Option("-o", "--output", help="Folder for everything (must be empty).")] = Path("demo"),
-        cases: Annotated[int, typer.Option("--cases", min=12, help="Synthetic cases to generate.")] = 72,
+        cases: Annotated[int, typer.Option("--cases", min=12, help="Synthetic cases to generate.")] = 120,
         folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 2,
-        epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per fold.")] = 12,
+        epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per fold.")] = 25,
         seed: Annotated[int, typer.Option("--seed", help="Seed of data, split and training.")] = 0,
         threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
     ) -> None:
