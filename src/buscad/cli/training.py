@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -29,11 +30,11 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     @user_errors
     def train_command(
-        config: Path = typer.Argument(..., help=CONFIG_HELP),
-        overrides: list[str] = typer.Argument(None, help="key=value overrides", show_default=False),
-        fold: int = typer.Option(None, "--fold", help="Test fold (default 0 when the manifest has folds)."),
-        output: Path = typer.Option(None, "-o", "--output", help="Run directory (default runs/<name>)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint."),
+        config: Annotated[Path, typer.Argument(help=CONFIG_HELP)],
+        overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides", show_default=False)] = None,
+        fold: Annotated[int | None, typer.Option("--fold", help="Test fold (default 0 when the manifest has folds).")] = None,
+        output: Annotated[Path | None, typer.Option("-o", "--output", help="Run directory (default runs/<name>).")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
     ) -> None:
         """Train one model on one fold and evaluate it on that fold's test part."""
         from buscad.training.config import load_config
@@ -48,10 +49,10 @@ def register(app: typer.Typer) -> None:
     @app.command("cv")
     @user_errors
     def cv_command(
-        config: Path = typer.Argument(..., help=CONFIG_HELP),
-        overrides: list[str] = typer.Argument(None, help="key=value overrides", show_default=False),
-        output: Path = typer.Option(None, "-o", "--output", help="Run directory (default runs/<name>_cv)."),
-        resume: bool = typer.Option(False, "--resume", help="Skip finished folds, resume an interrupted one."),
+        config: Annotated[Path, typer.Argument(help=CONFIG_HELP)],
+        overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides", show_default=False)] = None,
+        output: Annotated[Path | None, typer.Option("-o", "--output", help="Run directory (default runs/<name>_cv).")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Skip finished folds, resume an interrupted one.")] = False,
     ) -> None:
         """Cross-validate: train every fold, then aggregate mean ± std over folds."""
         from buscad.training.config import load_config
