@@ -109,7 +109,8 @@ def run_demo(out_dir: str | os.PathLike[str], *, cases: int = 120, folds: int = 
     report_html, _ = write_report(run_dir)
     step("report")
 
-    best_fold = max(range(folds), key=lambda k: summary.get("dice", {}).get("per_fold", [0] * folds)[k] or 0)
+    fold_dice = [d if d is not None else -1.0 for d in summary["dice"]["per_fold"]]
+    best_fold = fold_dice.index(max(fold_dice))
     onnx_path = out / "model.onnx"
     log(f"5/6 exporting fold {best_fold}'s best checkpoint → {onnx_path}")
     export_onnx(run_dir / f"fold_{best_fold}" / "checkpoints" / "best.ckpt", onnx_path)

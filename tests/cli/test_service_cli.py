@@ -62,21 +62,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_ready(server: subprocess.Popen, port: int, timeout_s: float, poll_s: float) -> None:
+    """Poll ``/readyz`` until it answers 200; fail if the server exits or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert server.poll() is None, server.stdout.read() if server.stdout else ""
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"server not ready in {timeout_s:.0f} s"
+        time.sleep(poll_s)
+
+
 def test_serve_starts_on_loopback_and_answers(tiny_checkpoint: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "buscad.cli.main", "serve", str(tiny_checkpoint), "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 120 s"
-            time.sleep(0.2)
+        wait_until_ready(server, port, timeout_s=120, poll_s=0.2)
         card = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()
         assert card["architecture"] == "unet"
         assert "not a medical device" in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
@@ -96,16 +101,7 @@ def test_serve_with_worker_processes(tiny_checkpoint: Path) -> None:
         [*command, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
+        wait_until_ready(server, port, timeout_s=240, poll_s=0.5)
     finally:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=60)

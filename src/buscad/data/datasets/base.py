@@ -8,7 +8,7 @@ failure into a one-line problem instead of an exception, so one bad file never s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,18 +152,18 @@ def require_folder(path: Path) -> Path:
 
 
 def unique_rows(table: Path, rows: Iterable[dict[str, str]], id_column: str,
-                problems: list[Problem]) -> Iterator[tuple[str, dict[str, str]]]:
+                problems: list[Problem]) -> list[tuple[str, dict[str, str]]]:
     """``(image stem, row)`` for each row of a dataset table with a non-empty id seen for the first time.
 
     A repeated id is reported once per repeat (``problems``) and skipped, so no image enters twice.
     """
-    listed: set[str] = set()
+    unique: dict[str, dict[str, str]] = {}
     for row in rows:
         stem = Path(row[id_column]).stem
         if not stem:
             continue
-        if stem in listed:
+        if stem in unique:
             problems.append(Problem(str(table), f"{stem} is listed more than once"))
             continue
-        listed.add(stem)
-        yield stem, row
+        unique[stem] = row
+    return list(unique.items())

@@ -39,9 +39,9 @@ def scan(root: Path) -> ScanResult:
     problems += mask_problems
     table = root / "bus_data.csv"
     candidates: list[Candidate] = []
-    listed: set[str] = set()
-    for stem, row in unique_rows(table, read_table(table, TABLE_COLUMNS), "ID", problems):
-        listed.add(stem)
+    rows = unique_rows(table, read_table(table, TABLE_COLUMNS), "ID", problems)
+    listed = {stem for stem, _ in rows}
+    for stem, row in rows:
         label = row["Pathology"].lower()
         if stem not in images:
             problems.append(Problem(str(table), f"{row['ID']} is listed but not in Images/"))

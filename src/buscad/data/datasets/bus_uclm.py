@@ -40,9 +40,9 @@ def scan(root: Path) -> ScanResult:
     problems += mask_problems
     info = root / "INFO.csv"
     candidates: list[Candidate] = []
-    listed: set[str] = set()
-    for stem, row in unique_rows(info, read_table(info, INFO_COLUMNS, sep=";"), "Image", problems):
-        listed.add(stem)
+    rows = unique_rows(info, read_table(info, INFO_COLUMNS, sep=";"), "Image", problems)
+    listed = {stem for stem, _ in rows}
+    for stem, row in rows:
         label = row["Label"].lower()
         if stem not in images:
             problems.append(Problem(str(info), f"{row['Image']} is listed but not in images/"))
