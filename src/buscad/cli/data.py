@@ -44,11 +44,12 @@ def prepare(
     ] = False,
 ) -> None:
     """Scan a dataset folder and write its manifest (one row per image)."""
+    from buscad.data.datasets.base import shown_path
     from buscad.data.prepare import prepare as run_prepare
 
     result = run_prepare(src, fmt.value, output, strict=strict)
     for problem in result.problems:
-        err_console.print(f"problem: {problem}", highlight=False, soft_wrap=True, markup=False)
+        err_console.print(f"problem: {shown_path(str(problem))}", highlight=False, soft_wrap=True, markup=False)
     if result.manifest is None:
         fail(f"{len(result.problems)} problem(s) with --strict: no manifest written")
     console.print(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import glob
+import stat
 from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
@@ -10,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from buscad.cli.common import console, err_console, fail, user_errors
+from buscad.cli.common import console, err_console, user_errors
+from buscad.data.limits import DEFAULT_MAX_PIXELS
 
 FAILED_EXIT = 2
 
@@ -57,13 +60,18 @@ def predict(
         int, typer.Option("--batch-size", min=1, help="Images (resize) or windows (sliding, patches) per pass.")
     ] = 8,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for the model.")] = None,
+    max_image_mpx: Annotated[
+        float, typer.Option("--max-image-mpx", min=0.001, max=1000.0,
+                            help="Largest image accepted (megapixels), checked before decoding.")
+    ] = DEFAULT_MAX_PIXELS / 1e6,
 ) -> None:
     """Segment and classify images; write NAME_mask.png, NAME_overlay.png and results.jsonl (exit 2 if any failed)."""
     from buscad.inference.predictor import Predictor
 
     spacing = parse_spacing(pixel_spacing)
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
-                                          threads=threads, batch_size=batch_size)
+                                          threads=threads, batch_size=batch_size,
+                                          max_pixels=int(max_image_mpx * 1e6))
     files, problems = expand_inputs(inputs, exclude=output)
     for problem in problems:
         err_console.print(f"failed: {problem}", highlight=False, soft_wrap=True, markup=False)
@@ -74,7 +82,11 @@ def predict(
             failed += 1
             err_console.print(f"failed: {outcome}", highlight=False, soft_wrap=True, markup=False)
             continue
-        _save(outcome, output, stems[path])
+        problem = _save(outcome, output, stems[path])
+        if problem is not None:
+            failed += 1
+            err_console.print(f"failed: {path}: {problem}", highlight=False, soft_wrap=True, markup=False)
+            continue
         done += 1
         console.print(f"ok: {path} → {_summary(outcome.record)}", highlight=False, markup=False)
     console.print(f"{done} predicted, {failed} failed → {output / 'results.jsonl'}", highlight=False)
@@ -101,16 +113,12 @@ def export(
 
 
 def parse_spacing(text: str | None) -> tuple[float, float] | None:
-    """'0.1' → (0.1, 0.1); '0.08,0.12' → (0.08, 0.12) (row, col) in mm."""
+    """'0.1' → (0.1, 0.1); '0.08,0.12' → (0.08, 0.12) (row, col) in mm; finite and in range, or exit 1."""
     if text is None:
         return None
-    try:
-        values = [float(part) for part in text.replace("x", ",").split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) <= 0:
-        fail(f"--pixel-spacing: expected one or two positive numbers in mm (e.g. 0.1 or 0.08,0.12), got {text!r}")
-    return (values[0], values[-1])
+    from buscad.data.spacing import parse_spacing_text
+
+    return parse_spacing_text(text, "--pixel-spacing")
 
 
 def expand_inputs(inputs: Sequence[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -125,9 +133,17 @@ def expand_inputs(inputs: Sequence[str], exclude: Path | None = None) -> tuple[l
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = [p for p in sorted(path.rglob("*")) if p.is_file() and not _hidden(p, path)]
-        elif path.exists():
-            found = [path]
+            found = []
+            for entry in sorted(path.rglob("*")):
+                if _hidden(entry, path):
+                    continue
+                reason = _not_a_file(entry)
+                if reason is None:
+                    found.append(entry)
+                elif reason:
+                    problems.append(f"{entry}: {reason}")
+        elif path.exists() or path.is_symlink():
+            found = [path]  # a FIFO, device or broken link is reported by the reader, never read blindly
         elif glob.has_magic(item):
             found = [Path(p) for p in sorted(glob.glob(item, recursive=True)) if Path(p).is_file()]
             if not found:
@@ -152,6 +168,23 @@ def unique_stems(files: Sequence[Path]) -> dict[Path, str]:
         used.add(stem)
         stems[path] = stem
     return stems
+
+
+def _not_a_file(path: Path) -> str | None:
+    """None for a regular file (or a link to one); "" for a real folder (walked); else why it is skipped."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "broken symbolic link (skipped)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (skipped)"
+        return f"cannot read ({exc.strerror or exc}; skipped)"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "symbolic link to a folder (not followed)" if path.is_symlink() else ""
+    return "not a regular file (a pipe, socket or device; skipped)"
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -189,11 +222,19 @@ def _analyze_one(predictor, path: str, spacing, tta: bool) -> object:
         return BuscadError(f"{path}: prediction failed ({type(exc).__name__}: {exc})")
 
 
-def _save(prediction, out_dir: Path, stem: str) -> None:
+def _save(prediction, out_dir: Path, stem: str) -> str | None:
+    """Write the mask, overlay and results line; a failure removes what was written and is returned."""
     from buscad.inference.outputs import append_result, write_outputs
 
-    write_outputs(prediction, out_dir, stem)
-    append_result(out_dir, prediction.record)
+    paths: dict[str, Path] = {}
+    try:
+        paths = write_outputs(prediction, out_dir, stem)
+        append_result(out_dir, prediction.record)
+    except (OSError, ValueError, TypeError) as exc:
+        for written in paths.values():
+            written.unlink(missing_ok=True)
+        return f"could not write the results ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _summary(record: dict) -> str:

@@ -3,63 +3,123 @@
 Every model in buscad takes one channel: B-mode ultrasound is grayscale, and colour only appears in
 burnt-in annotation marks. RGB(A) images are converted with ITU-R 601 luma; 16-bit images are scaled
 to 8 bits by their full range so that contrast is preserved.
+
+Decoding is guarded (:mod:`buscad.data.limits`): the format is judged by content, the declared size is
+checked against the decoded-pixel budget before any pixel is decoded, and every decoder failure or
+unusable pixel value (NaN/inf in a float TIFF) is a one-line :class:`~buscad.errors.DataError`.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from buscad.data.limits import RASTER_FORMATS, ImageTooLarge, check_pixels, one_line
 from buscad.errors import DataError
 
 RASTER_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
-def open_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and fully decode an image, turning every decoding failure into a one-line DataError."""
-    path = Path(path)
+def decode_raster(source: IO[bytes], label: str, max_pixels: int | None = None) -> Image.Image:
+    """Open a PNG/JPEG/BMP/TIFF, check its format and declared size, then decode its first frame."""
     try:
-        if path.stat().st_size == 0:
-            raise DataError(f"{path}: empty file (0 bytes)")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own budget decides
+            image = Image.open(source)
+            if image.format not in RASTER_FORMATS:
+                raise DataError(f"{label}: {image.format} images are not supported (PNG, JPEG, BMP, TIFF or DICOM)")
+            width, height = image.size
+            check_pixels(label, width, height, max_pixels=max_pixels)
             image.load()
         return image
     except DataError:
         raise
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{label}: image too large ({one_line(exc)})") from exc
     except UnidentifiedImageError as exc:
-        raise DataError(f"{path}: not a readable image") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from exc
+        raise DataError(f"{label}: not a readable image") from exc
+    except MemoryError as exc:
+        raise ImageTooLarge(f"{label}: not enough memory to decode the image") from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a property of the file
+        raise DataError(f"{label}: cannot decode image ({one_line(exc)})") from exc
 
 
-def to_grayscale_array(image: Image.Image) -> np.ndarray:
-    """Convert a decoded PIL image of any mode to a 2-D uint8 array."""
+def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file, turning every failure into a one-line DataError."""
+    path = Path(path)
+    data = read_regular_file(path, str(path))
+    if not data:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    return decode_raster(io.BytesIO(data), str(path), max_pixels)
+
+
+def read_regular_file(path: Path, label: str) -> bytes:
+    """The bytes of a regular file; a FIFO, device, folder or broken link is a DataError (never a hang)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        kind = "broken symbolic link" if path.is_symlink() else "file not found"
+        raise DataError(f"{label}: {kind}") from exc
+    except OSError as exc:  # ELOOP (symlink loop), EACCES, ...
+        raise DataError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{label}: is a folder, not an image")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{label}: not a regular file (a pipe, socket or device)")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
+
+
+def to_grayscale_array(image: Image.Image, label: str = "image") -> np.ndarray:
+    """Convert a decoded PIL image of any supported mode to a 2-D uint8 array.
+
+    Float/32-bit images are scaled by their full range; a NaN or infinite pixel is a DataError (scaling
+    would silently turn the whole image black).
+    """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        return np.round(scaled).astype(np.uint8)
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        image = image.convert("RGBA").convert("RGB") if image.mode != "LA" else image.convert("L")
-    if image.mode != "L":
-        image = image.convert("L")
+        return scale_to_uint8(arr, label)
+    try:
+        if image.mode in ("RGBA", "LA", "P", "PA"):
+            image = image.convert("RGBA").convert("RGB") if image.mode != "LA" else image.convert("L")
+        if image.mode != "L":
+            image = image.convert("L")
+    except ValueError as exc:  # e.g. LAB or CMYK variants Pillow cannot convert
+        raise DataError(f"{label}: unsupported colour mode {image.mode} ({one_line(exc)})") from exc
     return np.asarray(image, dtype=np.uint8).copy()
+
+
+def scale_to_uint8(values: np.ndarray, label: str = "image") -> np.ndarray:
+    """Full-range linear scaling to uint8; DataError for NaN/inf or a range too wide to represent."""
+    data = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int(data.size - np.count_nonzero(finite))
+        raise DataError(f"{label}: {bad} pixel value(s) are not finite numbers (NaN or infinity)")
+    lo, hi = float(data.min()), float(data.max())
+    span = hi - lo
+    if not np.isfinite(span):
+        raise DataError(f"{label}: pixel values span a range too wide to display ({lo:g} to {hi:g})")
+    scaled = (data - lo) / span * 255.0 if span > 0 else np.zeros_like(data)
+    return np.round(scaled).astype(np.uint8)
 
 
 def read_grayscale(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a raster image file as a 2-D uint8 array (H, W)."""
-    return to_grayscale_array(open_image(path))
+    return to_grayscale_array(open_image(path), str(path))
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """Return (width, height) after a full decode, so truncated files are caught here, not later."""
     image = open_image(path)
+    to_grayscale_array(image, str(path))  # unusable pixels (NaN, unsupported mode) are caught here too
     return image.size

@@ -10,6 +10,7 @@ the one place where stored paths are resolved.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,6 +97,36 @@ def _stored_root(absolute_root: str, manifest_dir: Path) -> str:
         return Path(absolute_root).as_posix()
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def escape_cell(value: Any) -> Any:
+    """Keep spreadsheets from running a cell as a formula (CSV injection): ``=X`` is written ``'=X``.
+
+    Plain numbers (``-1``, ``+0.5``) are left alone; :func:`unescape_cell` undoes this on reading.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` with every text cell passed through :func:`escape_cell` (for any CSV we write)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = [escape_cell(v) for v in out[column]]
+    return out
+
+
+def unescape_cell(value: Any) -> Any:
+    """Inverse of :func:`escape_cell`."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_START):
+        return value[1:]
+    return value
+
+
 def write_manifest(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write ``frame`` (whose ``root`` column is absolute) to ``path`` atomically; return the path."""
     path = Path(path)
@@ -105,8 +136,12 @@ def write_manifest(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     out = frame.copy()
     manifest_dir = path.resolve().parent
     out["root"] = [_stored_root(str(r), manifest_dir) for r in out["root"]]
-    with atomic_path(path) as tmp:
-        out.to_csv(tmp, index=False, na_rep="")
+    out = escape_frame(out)
+    try:
+        with atomic_path(path) as tmp:
+            out.to_csv(tmp, index=False, na_rep="")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{path}: a path or value is not valid UTF-8 text ({exc.reason}); rename the file") from exc
     return path
 
 
@@ -119,6 +154,8 @@ def read_manifest(path: str | os.PathLike[str], data_root: str | os.PathLike[str
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable manifest CSV ({exc})") from exc
+    for column in frame.columns:
+        frame[column] = [unescape_cell(v) for v in frame[column]]
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: not a buscad manifest (missing columns: {', '.join(missing)})")

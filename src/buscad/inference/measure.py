@@ -22,6 +22,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage import measure
 
+from buscad.data.spacing import check_spacing
+
 OUTLINE_SIGMA = 1.0
 OUTLINE_PAD = 4
 SIZE_KEYS = ("perimeter", "longest_diameter", "perpendicular_diameter", "width", "height")
@@ -36,6 +38,8 @@ def measure_lesions(
     areas ``area_mm2``). Lesions are sorted by area, largest first; components smaller than
     ``min_pixels`` are ignored.
     """
+    if pixel_spacing_mm is not None:
+        pixel_spacing_mm = check_spacing(pixel_spacing_mm)  # finite and in range: no overflow to inf or 0
     labels = measure.label(np.asarray(mask) > 0, connectivity=2)
     lesions = []
     for region in measure.regionprops(labels):

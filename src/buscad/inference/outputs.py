@@ -44,11 +44,16 @@ def append_result(out_dir: str | os.PathLike[str], record: dict[str, Any]) -> Pa
     path = Path(out_dir) / RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
+    # 0600 like the masks (mkstemp): the records describe patients' images
+    with open(path, "a", encoding="utf-8", opener=_private_opener) as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
     return path
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 def overlay(prediction: Prediction) -> np.ndarray:

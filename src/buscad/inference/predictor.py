@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from buscad.checkpoint import ModelSpec, load_bundle
-from buscad.errors import BuscadError, DataError, ModelError
+from buscad.data.spacing import check_spacing
+from buscad.errors import BuscadError, ModelError
 from buscad.inference.readers import LoadedImage, read_image
 from buscad.inference.tiling import (
     MODES,
@@ -73,8 +74,9 @@ class Predictor:
     """Analyse ultrasound images with one model; build with :meth:`from_checkpoint`."""
 
     def __init__(self, runner: Runner, spec: ModelSpec, *, model_id: str, checksum: str, backend: Backend,
-                 path: Path, mode: str = "resize", batch_size: int = 8) -> None:
+                 path: Path, mode: str = "resize", batch_size: int = 8, max_pixels: int | None = None) -> None:
         _check_mode(mode)
+        self.max_pixels = max_pixels
         self.runner = runner
         self.spec = spec
         self.model_id = model_id
@@ -86,7 +88,8 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], *, backend: Backend | None = None,
-                        mode: str = "resize", threads: int | None = None, batch_size: int = 8) -> Predictor:
+                        mode: str = "resize", threads: int | None = None, batch_size: int = 8,
+                        max_pixels: int | None = None) -> Predictor:
         """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime; backend chosen from the suffix by default)."""
         path = Path(path)
         backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
@@ -105,7 +108,7 @@ class Predictor:
         else:
             raise ModelError(f"unknown backend {backend!r} (torch or onnx)")
         return cls(runner, spec, model_id=model_id, checksum=checksum, backend=backend, path=path, mode=mode,
-                   batch_size=batch_size)
+                   batch_size=batch_size, max_pixels=max_pixels)
 
     def predict(self, source: Source, **kwargs: Any) -> dict[str, Any]:
         """The prediction record of one image (same keys as ``results.jsonl``, without output paths)."""
@@ -146,7 +149,8 @@ class Predictor:
         for source, name in zip(sources, names):
             start = time.perf_counter()
             try:
-                item: LoadedImage | BuscadError = source if isinstance(source, LoadedImage) else read_image(source, name)
+                item: LoadedImage | BuscadError = (source if isinstance(source, LoadedImage)
+                                                 else read_image(source, name, max_pixels=self.max_pixels))
             except BuscadError as exc:
                 if raise_errors:
                     raise
@@ -230,7 +234,7 @@ class Predictor:
             "probabilities": {k: round(v, 6) for k, v in (probabilities or {}).items()},
             "refined_label": refined.refined_label,
             "flags": dict(refined.flags),
-            "reasons": list(refined.reasons),
+            "reasons": list(refined.reasons) + list(image.warnings),
             "measurements": measurements,
             "model_id": self.model_id,
             "mode": mode,
@@ -256,7 +260,7 @@ class Predictor:
             "preprocessing": spec.preprocessing.to_dict(),
             "thresholds": {"segmentation": spec.seg_threshold, "uncertainty": spec.uncertainty_threshold,
                            "min_lesion_pixels": spec.min_lesion_pixels, "tta_disagreement": TTA_THRESHOLD},
-            "training_data": spec.training_data,
+            "training_data": data_name(spec.training_data),
             "validation_metrics": dict(spec.validation_metrics),
             "version": spec.buscad_version,
             "checksum": self.checksum,
@@ -273,10 +277,14 @@ def _check_mode(mode: str) -> None:
 
 
 def _spacing(value: float | tuple[float, float] | Sequence[float] | None) -> tuple[float, float] | None:
-    """A single number means square pixels; (row, col) otherwise."""
+    """A single number means square pixels; (row, col) otherwise; finite and in range (DataError if not)."""
     if value is None:
         return None
-    pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-    if len(pair) != 2 or min(pair) <= 0:
-        raise DataError(f"pixel spacing must be one or two positive numbers (mm), got {value!r}")
-    return pair  # type: ignore[return-value]
+    return check_spacing(value)
+
+
+def data_name(training_data: Any) -> Any:
+    """Name the training data, not where it lay on the training machine: a path becomes its file name."""
+    if not isinstance(training_data, str) or not any(sep in training_data for sep in ("/", "\\")):
+        return training_data
+    return training_data.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]

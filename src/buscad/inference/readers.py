@@ -10,26 +10,31 @@ in cm) first, then PixelSpacing / ImagerPixelSpacing (mm).
 from __future__ import annotations
 
 import io
-import warnings
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from buscad.data.images import to_grayscale_array
+from buscad.data.images import decode_raster, read_regular_file, scale_to_uint8, to_grayscale_array
+from buscad.data.limits import RASTER_FORMATS, ImageTooLarge, check_pixels, one_line, sniff_format
+from buscad.data.spacing import check_spacing
 from buscad.errors import DataError
 
 DICOM_SUFFIXES: frozenset[str] = frozenset({".dcm", ".dicom", ".dic"})
 CM_UNITS = 3  # PhysicalUnitsX/YDirection code for centimetres (DICOM PS3.3 C.8.5.5.1.15)
+MAX_RESCALE_SLOPE = 1e6
+"""|RescaleSlope| above this is refused: no scanner needs it, and it overflows float arithmetic."""
 
 
 @dataclass
 class LoadedImage:
     """A decoded image: ``array`` as decoded (2-D gray or HxWx3 RGB), ``gray`` the 2-D uint8 model input.
 
-    ``pixel_spacing_mm`` is (row, col) in millimetres when the file states it, else None.
+    ``pixel_spacing_mm`` is (row, col) in millimetres when the file states a valid one, else None;
+    ``warnings`` says, in plain words, what in the file was ignored (e.g. an invalid spacing).
     """
 
     array: np.ndarray
@@ -37,6 +42,7 @@ class LoadedImage:
     pixel_spacing_mm: tuple[float, float] | None
     source: str
     kind: Literal["raster", "dicom"]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def height(self) -> int:
@@ -47,49 +53,42 @@ class LoadedImage:
         return int(self.gray.shape[1])
 
 
-def read_image(source: str | Path | bytes, name: str | None = None) -> LoadedImage:
-    """Decode a raster or DICOM image from a path or raw bytes; one-line DataError naming ``name`` if not."""
+def read_image(source: str | Path | bytes, name: str | None = None, *, max_pixels: int | None = None) -> LoadedImage:
+    """Decode a raster or DICOM image from a path or raw bytes; one-line DataError naming ``name`` if not.
+
+    The format is judged by content; a file without a known signature is tried as DICOM only when its
+    name says DICOM (old files without the 'DICM' preamble). ``max_pixels`` is the decoded-pixel budget
+    (:data:`buscad.data.limits.DEFAULT_MAX_PIXELS` by default), checked before decoding.
+    """
     label = name if name is not None else (str(source) if not isinstance(source, bytes) else "<bytes>")
     data = _read_bytes(source, label)
     if not data:
         raise DataError(f"{label}: empty file (0 bytes)")
-    suffix = Path(label).suffix.lower()
-    if _looks_like_dicom(data) or suffix in DICOM_SUFFIXES:
-        return _read_dicom(data, label)
-    return _read_raster(data, label)
+    image_format = sniff_format(data)
+    if image_format == "DICOM" or (image_format is None and Path(label).suffix.lower() in DICOM_SUFFIXES):
+        return _read_dicom(data, label, max_pixels)
+    if image_format is None:
+        raise DataError(f"{label}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM, judged by content)")
+    return _read_raster(data, label, max_pixels)
 
 
 def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
-    path = Path(source)
-    if path.is_dir():
-        raise DataError(f"{label}: is a folder, not an image")
+    return read_regular_file(Path(source), label)
+
+
+def _read_raster(data: bytes, label: str, max_pixels: int | None) -> LoadedImage:
+    image = decode_raster(io.BytesIO(data), label, max_pixels)
+    assert image.format in RASTER_FORMATS
     try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataError(f"{label}: file not found") from exc
-    except OSError as exc:
-        raise DataError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
-
-
-def _looks_like_dicom(data: bytes) -> bool:
-    """Part-10 files carry 'DICM' after a 128-byte preamble."""
-    return len(data) >= 132 and data[128:132] == b"DICM"
-
-
-def _read_raster(data: bytes, label: str) -> LoadedImage:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image.load()
-    except UnidentifiedImageError as exc:
-        raise DataError(f"{label}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM)") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{label}: cannot decode image ({exc})") from exc
-    gray = to_grayscale_array(image)
-    return LoadedImage(_display_array(image), gray, None, label, "raster")
+        gray = to_grayscale_array(image, label)
+        display = _display_array(image)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a mode conversion failing on an unusual file
+        raise DataError(f"{label}: cannot convert image ({one_line(exc)})") from exc
+    return LoadedImage(display, gray, None, label, "raster")
 
 
 def _display_array(image: Image.Image) -> np.ndarray:
@@ -103,27 +102,56 @@ def _display_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _read_dicom(data: bytes, label: str) -> LoadedImage:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
+def _read_dicom(data: bytes, label: str, max_pixels: int | None) -> LoadedImage:
+    """Parse, check the declared size against the budget, decode only the first frame, window."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{label}: not a readable DICOM file ({type(exc).__name__})") from exc
+        return _decode_dicom(data, label, max_pixels)
+    except DataError:
+        raise
+    except MemoryError as exc:
+        raise ImageTooLarge(f"{label}: not enough memory to decode the DICOM image") from exc
+    except RecursionError as exc:
+        raise DataError(f"{label}: not a readable DICOM file (elements nested too deeply)") from exc
+    except Exception as exc:  # noqa: BLE001 - any parser/decoder failure on untrusted bytes is the file's
+        raise DataError(f"{label}: invalid DICOM file ({type(exc).__name__}: {one_line(exc)})") from exc
+
+
+def _decode_dicom(data: bytes, label: str, max_pixels: int | None) -> LoadedImage:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data), force=True)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError(f"{label}: DICOM file has no pixel data")
-    pixels = _dicom_pixels(ds, label)
+    rows, columns = _header_int(ds, "Rows", label), _header_int(ds, "Columns", label)
+    frames = _header_int(ds, "NumberOfFrames", label, default=1)
+    check_pixels(label, columns, rows, frames=frames, max_pixels=max_pixels)
+    pixels = _dicom_pixels(ds, label, frames)
     if pixels.ndim == 4 or (pixels.ndim == 3 and pixels.shape[-1] not in (3, 4)):
-        pixels = pixels[0]  # multi-frame (cine loop): the first frame
-    gray, display = _dicom_gray_display(ds, pixels)
-    return LoadedImage(display, gray, dicom_spacing(ds), label, "dicom")
+        pixels = pixels[0]  # multi-frame (cine loop) decoded whole by an old decoder: the first frame
+    gray, display = _dicom_gray_display(ds, pixels, label)
+    spacing, warnings = dicom_spacing_checked(ds)
+    return LoadedImage(display, gray, spacing, label, "dicom", warnings)
 
 
-def _dicom_pixels(ds: object, label: str) -> np.ndarray:
-    """Decode PixelData (RGB for YBR/palette colour); a clear error for unsupported compression."""
+def _header_int(ds: Any, keyword: str, label: str, default: int | None = None) -> int:
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise DataError(f"{label}: DICOM file has no {keyword}")
     try:
-        pixels = ds.pixel_array  # type: ignore[attr-defined]
+        number = int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{label}: DICOM {keyword} is not a whole number ({str(value)[:40]!r})") from None
+    return number
+
+
+def _dicom_pixels(ds: Any, label: str, frames: int) -> np.ndarray:
+    """Decode the first frame of PixelData (RGB for YBR/palette colour); clear error for unsupported codecs."""
+    try:
+        if frames > 1:
+            ds.pixel_array_options(index=0)  # only the frame used is decoded
+        pixels = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax))
@@ -132,60 +160,132 @@ def _dicom_pixels(ds: object, label: str) -> np.ndarray:
             f"(install a decoder such as pylibjpeg or gdcm)"
         ) from exc
     except (AttributeError, ValueError, KeyError, TypeError, EOFError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{label}: invalid DICOM pixel data ({first})") from exc
-    return _to_rgb_if_needed(ds, np.asarray(pixels))
+        raise DataError(f"{label}: invalid DICOM pixel data ({one_line(exc)})") from exc
+    return _to_rgb_if_needed(ds, np.asarray(pixels), label)
 
 
-def _to_rgb_if_needed(ds: object, pixels: np.ndarray) -> np.ndarray:
+def _to_rgb_if_needed(ds: Any, pixels: np.ndarray, label: str) -> np.ndarray:
     """pydicom 3 already returns RGB for YBR; older versions and palette colour need converting."""
     import pydicom
     from pydicom.pixels import apply_color_lut, convert_color_space
 
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
-        return apply_color_lut(pixels, ds)
+        try:
+            return np.asarray(apply_color_lut(pixels, ds))
+        except Exception as exc:  # noqa: BLE001 - a missing or malformed palette
+            raise DataError(f"{label}: PALETTE COLOR DICOM without a usable colour palette ({one_line(exc)})") from exc
     if photometric.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
-        return convert_color_space(pixels, photometric, "RGB")
+        return np.asarray(convert_color_space(pixels, photometric, "RGB"))
     return pixels
 
 
-def _dicom_gray_display(ds: object, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _number(ds: Any, keyword: str, label: str) -> float | None:
+    """The first value of a numeric DICOM element (None when absent); DataError unless finite."""
+    if keyword not in ds:
+        return None
+    value = ds[keyword].value
+    if value is None or value == "":
+        return None
+    values = _values(value)
+    if not values:
+        return None
+    first = values[0]
+    try:
+        number = float(first)
+    except (TypeError, ValueError):
+        raise DataError(f"{label}: DICOM {keyword} is not a number ({str(first)[:40]!r})") from None
+    if not math.isfinite(number):
+        raise DataError(f"{label}: DICOM {keyword} is not a finite number ({number})")
+    return number
+
+
+def _check_value_transforms(ds: Any, label: str) -> None:
+    """Rescale and window values that would overflow or divide by zero are refused, never drawn black."""
+    slope = _number(ds, "RescaleSlope", label)
+    _number(ds, "RescaleIntercept", label)
+    if slope is not None and (slope == 0 or abs(slope) > MAX_RESCALE_SLOPE):
+        raise DataError(f"{label}: DICOM RescaleSlope {slope:g} is not usable (0 < |slope| <= {MAX_RESCALE_SLOPE:g})")
+    _number(ds, "WindowCenter", label)
+    width = _number(ds, "WindowWidth", label)
+    if width is not None and width < 1:
+        raise DataError(f"{label}: DICOM WindowWidth {width:g} is not usable (must be at least 1)")
+
+
+def _dicom_gray_display(ds: Any, pixels: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray]:
     """(model gray uint8, pixels as decoded): luma for colour; windowed, range-scaled for monochrome."""
     if pixels.ndim == 3:
         rgb = pixels[..., :3]
         if rgb.dtype != np.uint8:
-            rgb = _scale_to_uint8(rgb)
-        return to_grayscale_array(Image.fromarray(np.ascontiguousarray(rgb), "RGB")), rgb
+            rgb = np.stack([scale_to_uint8(rgb, label)[..., i] for i in range(3)], axis=-1)
+        return to_grayscale_array(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), label), rgb
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    _check_value_transforms(ds, label)
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():  # before windowing can hide it
+        scale_to_uint8(pixels, label)  # raises, naming how many pixels are NaN/inf
     values = pixels
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:  # type: ignore[operator]
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
         values = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
-    gray = values.astype(np.uint8) if values.dtype == np.uint8 else _scale_to_uint8(values)
+    gray = values.astype(np.uint8) if values.dtype == np.uint8 else scale_to_uint8(values, label)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         gray = 255 - gray
     return gray, pixels
 
 
-def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Full-range linear scaling to uint8 (what training does for 16-bit rasters)."""
-    data = values.astype(np.float64)
-    lo, hi = float(data.min()), float(data.max())
-    scaled = (data - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(data)
-    return np.round(scaled).astype(np.uint8)
-
-
-def dicom_spacing(ds: object) -> tuple[float, float] | None:
+def dicom_spacing(ds: Any) -> tuple[float, float] | None:
     """(row, col) spacing in mm: ultrasound regions in cm first, then PixelSpacing/ImagerPixelSpacing."""
-    for region in getattr(ds, "SequenceOfUltrasoundRegions", None) or []:
-        units_x = getattr(region, "PhysicalUnitsXDirection", None)
-        units_y = getattr(region, "PhysicalUnitsYDirection", None)
-        dx, dy = getattr(region, "PhysicalDeltaX", None), getattr(region, "PhysicalDeltaY", None)
-        if units_x == CM_UNITS and units_y == CM_UNITS and dx and dy:
-            return abs(float(dy)) * 10.0, abs(float(dx)) * 10.0
+    return dicom_spacing_checked(ds)[0]
+
+
+def dicom_spacing_checked(ds: Any) -> tuple[tuple[float, float] | None, list[str]]:
+    """The first valid spacing of the file, and a plain-words warning for each invalid one it skipped.
+
+    Every candidate goes through :func:`buscad.data.spacing.check_spacing` (finite, in range), so a NaN,
+    infinite, text, single-valued or absurd value is never used to measure.
+    """
+    warnings: list[str] = []
+    candidates: list[tuple[str, Any]] = []
+    for region in _sequence(ds, "SequenceOfUltrasoundRegions"):
+        units_x = region.get("PhysicalUnitsXDirection", None)
+        units_y = region.get("PhysicalUnitsYDirection", None)
+        if units_x == CM_UNITS and units_y == CM_UNITS:
+            dx, dy = region.get("PhysicalDeltaX", None), region.get("PhysicalDeltaY", None)
+            candidates.append(("ultrasound region PhysicalDeltaY/X", (dy, dx, 10.0)))
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = getattr(ds, keyword, None)
-        if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
-            return float(value[0]), float(value[1])
-    return None
+        if keyword in ds:
+            candidates.append((keyword, ds[keyword].value))
+    for what, value in candidates:
+        try:
+            if isinstance(value, tuple) and len(value) == 3:  # region deltas in cm (signed)
+                dy, dx, factor = value
+                pair = check_spacing((abs(float(dy)) * factor, abs(float(dx)) * factor), what)
+            else:
+                pair = check_spacing(_values(value), what)
+        except (DataError, TypeError, ValueError, OverflowError):
+            warnings.append(f"the file's {what} ({_shown(value)}) is not a usable pixel size; ignored")
+            continue
+        return pair, warnings
+    return None, warnings
+
+
+def _sequence(ds: Any, keyword: str) -> list[Any]:
+    try:
+        return list(ds.get(keyword, None) or [])
+    except (TypeError, ValueError):
+        return []
+
+
+def _values(value: Any) -> list[Any]:
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, (list, tuple, MultiValue)):
+        return list(value)
+    return [value]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) == 3:
+        value = value[:2]
+    text = " ".join(str(value).split())
+    return text[:40]

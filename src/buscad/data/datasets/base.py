@@ -47,7 +47,22 @@ class ScanResult:
     root: Path | None = None
 
 
+def shown_path(path: Path | str) -> str:
+    """A path as printable text: bytes that are not UTF-8 (surrogate escapes) shown as ``\\xff``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _check_names(candidate: Candidate) -> None:
+    """A file name that is not valid UTF-8 cannot go into a manifest: a problem, not a crash."""
+    for path in (candidate.image, *candidate.masks):
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"{shown_path(path)}: file name is not valid UTF-8; rename the file") from None
+
+
 def _build_one(candidate: Candidate, root: Path, dataset: str) -> Case:
+    _check_names(candidate)
     width, height = image_size(candidate.image)  # first: an unreadable image is the reason to report
     if candidate.require_mask and not candidate.masks:
         raise DataError(f"{candidate.image}: image has no mask file")
@@ -76,7 +91,7 @@ def build_cases(
         try:
             return _build_one(candidate, root, dataset)
         except DataError as exc:
-            return _as_problem(exc, candidate.image)
+            return _as_problem(exc, Path(shown_path(candidate.image)))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(attempt, candidates))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from buscad.data.dedup.apply import DedupResult
 from buscad.data.images import read_grayscale
-from buscad.data.manifest import image_file, load_mask
+from buscad.data.manifest import escape_frame, image_file, load_mask
 from buscad.io import atomic_path, write_bytes_atomic
 
 ROW_HEIGHT = 180
@@ -82,9 +82,9 @@ def write_report(result: DedupResult, out_dir: str | os.PathLike[str]) -> list[P
     sheet_of = {g: f"sheet_{i // GROUPS_PER_SHEET + 1:03d}.png" for i, g in enumerate(order)}
     groups["sheet"] = groups["dup_group"].map(sheet_of)
     with atomic_path(out_dir / "groups.csv") as tmp:
-        groups.to_csv(tmp, index=False)
+        escape_frame(groups).to_csv(tmp, index=False)
     with atomic_path(out_dir / "pairs.csv") as tmp:
-        result.pairs.to_csv(tmp, index=False)
+        escape_frame(result.pairs).to_csv(tmp, index=False)
     frame = result.frame.set_index("case_id", drop=False)
     written: list[Path] = []
     for start in range(0, len(order), GROUPS_PER_SHEET):
