@@ -126,7 +126,7 @@ def dicom_bytes(image: np.ndarray, spacing_mm: float) -> bytes:
 
 
 def test_analyze_dicom_uses_its_pixel_spacing(client: TestClient) -> None:
-    response = post_image(client, dicom_bytes(synthetic_image(), 0.1), name="scan.dcm", include_image="1")
+    response = post_image(client, dicom_bytes(synthetic_image(), 0.1), name="scan.dcm", include_image="true")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["measurements"]["spacing_mm"] == [0.1, 0.1]
@@ -241,7 +241,9 @@ def test_model_card(client: TestClient, checkpoint: Path) -> None:
 
 def test_health_and_readiness(client: TestClient, predictor: Predictor) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready", "model_id": predictor.model_id}
+    ready = client.get("/readyz").json()
+    assert {k: ready[k] for k in ("status", "model_id")} == {"status": "ready", "model_id": predictor.model_id}
+    assert ready["pending"] == 0 and ready["inflight_mpx"] == 0
 
 
 def test_not_ready_before_startup(predictor: Predictor) -> None:

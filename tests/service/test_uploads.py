@@ -70,7 +70,7 @@ def test_parse_multipart_rejects_other_body_types() -> None:
 def test_validate_form_reads_fields_and_basename() -> None:
     body, content_type = multipart(
         {"file": ("C:\\scans\\a.png", encode("PNG"), "application/octet-stream")},
-        {"pixel_spacing_mm": "0.1", "tta": "yes", "include_image": "0"},
+        {"pixel_spacing_mm": "0.1", "tta": "TRUE", "include_image": "false"},
     )
     form = validate_form(parse_multipart(body, content_type))
     assert (form.filename, form.image_format, form.pixel_spacing_mm, form.tta, form.include_image) == (
@@ -90,7 +90,7 @@ def test_validate_form_reads_fields_and_basename() -> None:
         ({"file": ("a.png", b"not an image at all", "image/png")}, None, 415, "unsupported file type"),
         ({"file": ("a.png", b"PNG", "image/png")}, {"pixel_spacing_mm": "abc"}, 422, "must be a number"),
         ({"file": ("a.png", b"PNG", "image/png")}, {"pixel_spacing_mm": "-1"}, 422, "positive"),
-        ({"file": ("a.png", b"PNG", "image/png")}, {"pixel_spacing_mm": "nan"}, 422, "positive"),
+        ({"file": ("a.png", b"PNG", "image/png")}, {"pixel_spacing_mm": "nan"}, 422, "must be a number"),
         ({"file": ("a.png", b"PNG", "image/png")}, {"tta": "maybe"}, 422, "true or false"),
         ({"file": ("a.png", b"PNG", "image/png")}, {"colour": "red"}, 422, "unknown form field"),
     ],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings as warnings_module
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -289,3 +290,47 @@ def _shown(value: Any) -> str:
         value = value[:2]
     text = " ".join(str(value).split())
     return text[:40]
+
+
+def probe_image(data: bytes, name: str, *, max_pixels: int | None = None) -> int:
+    """Pixels of the frame :func:`read_image` would decode, read from the header alone (no pixel decoded).
+
+    Raises what :func:`read_image` would for an over-budget (:class:`ImageTooLarge`), unsupported or
+    unparsable file, so a service can refuse or price a request before queueing its decode.
+    """
+    image_format = sniff_format(data)
+    if image_format == "DICOM" or (image_format is None and Path(name).suffix.lower() in DICOM_SUFFIXES):
+        try:
+            return _probe_dicom(data, name, max_pixels)
+        except DataError:
+            raise
+        except RecursionError as exc:
+            raise DataError(f"{name}: not a readable DICOM file (elements nested too deeply)") from exc
+        except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes is the file's
+            raise DataError(f"{name}: invalid DICOM file ({type(exc).__name__}: {one_line(exc)})") from exc
+    if image_format is None:
+        raise DataError(f"{name}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM, judged by content)")
+    try:
+        with warnings_module.catch_warnings():
+            warnings_module.simplefilter("ignore", Image.DecompressionBombWarning)  # our budget decides
+            image = Image.open(io.BytesIO(data))
+        with image:
+            if image.format not in RASTER_FORMATS:
+                raise DataError(f"{name}: {image.format} images are not supported (PNG, JPEG, BMP, TIFF or DICOM)")
+            width, height = image.size
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{name}: image too large ({one_line(exc)})") from exc
+    except Exception as exc:  # noqa: BLE001 - an unreadable header
+        raise DataError(f"{name}: not a readable image ({one_line(exc)})") from exc
+    return check_pixels(name, width, height, max_pixels=max_pixels)
+
+
+def _probe_dicom(data: bytes, label: str, max_pixels: int | None) -> int:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+    rows, columns = _header_int(ds, "Rows", label), _header_int(ds, "Columns", label)
+    frames = _header_int(ds, "NumberOfFrames", label, default=1)
+    return check_pixels(label, columns, rows, frames=frames, max_pixels=max_pixels)

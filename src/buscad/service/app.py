@@ -9,13 +9,14 @@ independent. Uploads stay in memory and are never written to disk or logged.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,11 +28,16 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
-from buscad import __version__
+from buscad.data.limits import DEFAULT_MAX_PIXELS, ImageTooLarge
+from buscad.data.spacing import SPACING_RANGE_MM
 from buscad.errors import DataError
+from buscad.inference.tta import FLIPS
 from buscad.service.encoding import png_base64, rle_encode
 from buscad.service.schemas import AnalyzeResponse, ErrorBody, Health, ModelCard, Readiness
+from buscad.service.security import ApiKeys, Guard, Policy
 from buscad.service.uploads import (
+    BODY_IDLE_TIMEOUT_S,
+    BODY_TIMEOUT_S,
     SUPPORTED_FORMATS,
     AnalyzeForm,
     UploadError,
@@ -56,6 +62,12 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 DROPPED_RECORD_KEYS = ("mask_path", "overlay_path")
+API_VERSION = "1"
+"""What ``/openapi.json`` calls its version: the API's, not the package's (no version banner)."""
+DEFAULT_MAX_INFLIGHT_MPX = 100.0
+"""Cost cap: megapixels admitted to the inference queue at once (TTA counts each flip)."""
+MIN_COST_MPX = 0.25
+"""Every request costs at least this much, so many tiny images are capped too."""
 
 
 class PredictionLike(Protocol):
@@ -145,9 +157,10 @@ ANALYZE_BODY: dict[str, Any] = {
                         },
                         "pixel_spacing_mm": {
                             "type": "number",
-                            "exclusiveMinimum": 0,
-                            "description": "Pixel size in mm; measurements are given in mm/mm² when set "
-                            "(DICOM files carry their own).",
+                            "minimum": SPACING_RANGE_MM[0],
+                            "maximum": SPACING_RANGE_MM[1],
+                            "description": "Pixel size in mm (a plain decimal number); measurements are "
+                            "given in mm/mm² when set (DICOM files carry their own).",
                         },
                         "tta": {
                             "type": "boolean",
@@ -160,25 +173,77 @@ ANALYZE_BODY: dict[str, Any] = {
                             "description": "Also return the decoded grayscale image as PNG (for display).",
                         },
                     },
-                }
+                    "additionalProperties": False,
+                },
+                "encoding": {"file": {"contentType": "application/octet-stream"}},
             }
         },
     }
 }
 ERRORS = {
-    413: {"model": ErrorBody, "description": "Upload larger than the server's limit."},
+    400: {"model": ErrorBody, "description": "Malformed request, or a Host name this server does not answer to."},
+    401: {"model": ErrorBody, "description": "Missing or wrong API key (when the server requires keys)."},
+    403: {"model": ErrorBody, "description": "Cross-origin browser request."},
+    408: {"model": ErrorBody, "description": "The upload arrived too slowly."},
+    413: {"model": ErrorBody, "description": "Upload or decoded image larger than the server's limits."},
     415: {"model": ErrorBody, "description": "Not multipart, or a file that is not a supported image."},
     422: {"model": ErrorBody, "description": "Unreadable image or invalid form field."},
-    503: {"model": ErrorBody, "description": "Too many requests waiting; retry later."},
+    503: {"model": ErrorBody, "description": "Server busy (too much work in flight); retry after Retry-After."},
 }
 
 
 def load_predictor(
-    model_path: str | os.PathLike[str], *, backend: str | None, mode: str, threads: int | None
+    model_path: str | os.PathLike[str], *, backend: str | None, mode: str, threads: int | None,
+    max_pixels: int | None = None,
 ) -> PredictorLike:
     from buscad.inference.predictor import Predictor
 
-    return Predictor.from_checkpoint(model_path, backend=backend, mode=mode, threads=threads)
+    return Predictor.from_checkpoint(model_path, backend=backend, mode=mode, threads=threads, max_pixels=max_pixels)
+
+
+def request_cost(form: AnalyzeForm) -> float:
+    """Megapixels of work a request adds to the queue: the decoded frame, once per TTA flip."""
+    return max(form.pixels / 1e6, MIN_COST_MPX) * (len(FLIPS) if form.tta else 1)
+
+
+class Load:
+    """What is in flight: requests reading their body, requests admitted to inference and their cost."""
+
+    def __init__(self, max_pending: int, max_inflight_mpx: float) -> None:
+        self.max_pending = max_pending
+        self.max_inflight_mpx = max_inflight_mpx
+        self.reading = 0
+        self.pending = 0
+        self.inflight_mpx = 0.0
+
+    def admit(self, cost: float) -> bool:
+        """Take ``cost`` if it fits (a single request always fits an empty queue)."""
+        if self.pending >= self.max_pending:
+            return False
+        if self.pending and self.inflight_mpx + cost > self.max_inflight_mpx:
+            return False
+        self.pending += 1
+        self.inflight_mpx += cost
+        return True
+
+    def release(self, cost: float) -> None:
+        self.pending -= 1
+        self.inflight_mpx = max(0.0, self.inflight_mpx - cost)
+
+    def saturation(self) -> str | None:
+        """Why the server cannot take more work now, or None."""
+        if self.pending >= self.max_pending:
+            return f"{self.pending} images waiting (the limit is {self.max_pending})"
+        if self.inflight_mpx >= self.max_inflight_mpx:
+            return f"{self.inflight_mpx:.0f} Mpx of work in flight (the limit is {self.max_inflight_mpx:g})"
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        return {"pending": self.pending, "reading": self.reading, "inflight_mpx": round(self.inflight_mpx, 2)}
+
+
+def busy_response(message: str) -> JSONResponse:
+    return error_response(503, f"server busy: {message}; retry shortly", {"Retry-After": "1"})
 
 
 def create_app(
@@ -192,22 +257,45 @@ def create_app(
     inference_workers: int = 1,
     max_pending: int = 32,
     warmup: bool = True,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    max_inflight_mpx: float = DEFAULT_MAX_INFLIGHT_MPX,
+    api_keys: ApiKeys | Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    allowed_origins: Sequence[str] = (),
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
 ) -> FastAPI:
     """Build the service for one model (a checkpoint or an ONNX file), loaded here, once.
 
     ``predictor`` may be given instead of ``model_path`` (an already loaded model). Raises
     :class:`~buscad.errors.ModelError` when the model cannot be loaded.
+
+    Limits: ``max_upload_mb`` per upload; ``max_image_pixels`` decoded pixels per image, checked from the
+    header before decoding (413); ``max_pending`` images and ``max_inflight_mpx`` megapixels of work
+    admitted at once (503 with Retry-After beyond, and ``/readyz`` says saturated); bodies must arrive
+    within ``body_timeout_s`` with no gap over ``body_idle_timeout_s`` (408).
+    Access: ``api_keys`` (an :class:`ApiKeys` or ``key``/``sha256:<hex>`` strings) protect ``/v1/*``;
+    ``allowed_hosts`` (None: any) and ``allowed_origins`` (besides the server's own) guard against DNS
+    rebinding and cross-site requests (:mod:`buscad.service.security`).
     """
-    if max_upload_mb <= 0:
-        raise ValueError("max_upload_mb must be positive")
+    if not math.isfinite(max_upload_mb) or max_upload_mb <= 0:
+        raise ValueError("max_upload_mb must be a positive number")
+    if not math.isfinite(max_inflight_mpx) or max_inflight_mpx <= 0:
+        raise ValueError("max_inflight_mpx must be a positive number")
+    if max_image_pixels < 1:
+        raise ValueError("max_image_pixels must be positive")
     if predictor is None:
         if model_path is None:
             raise ValueError("create_app needs model_path or predictor")
-        predictor = load_predictor(model_path, backend=backend, mode=mode, threads=threads)
+        predictor = load_predictor(model_path, backend=backend, mode=mode, threads=threads,
+                                   max_pixels=max_image_pixels)
+    keys = api_keys if isinstance(api_keys, ApiKeys) else ApiKeys.parse(api_keys or (), "api_keys")
+    policy = Policy(keys, tuple(allowed_hosts) if allowed_hosts is not None else None, tuple(allowed_origins))
     limit_bytes = int(max_upload_mb * 2**20)
     card = predictor.model_card()
     executor = ThreadPoolExecutor(max_workers=max(1, inference_workers), thread_name_prefix="buscad-infer")
-    state: dict[str, Any] = {"ready": False, "pending": 0, "problem": "model warming up"}
+    state: dict[str, Any] = {"ready": False, "problem": "model warming up"}
+    load = Load(max_pending, max_inflight_mpx)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -229,17 +317,21 @@ def create_app(
 
     app = FastAPI(
         title="buscad",
-        version=__version__,
+        version=API_VERSION,
         summary="Breast ultrasound lesion segmentation and classification. Research software, "
         "not a medical device.",
         lifespan=lifespan,
     )
     app.state.predictor = predictor
     app.state.max_upload_bytes = limit_bytes
+    app.state.load = load
+    app.state.policy = policy
 
     @app.exception_handler(UploadError)
     async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
-        return error_response(exc.status, exc.message)
+        # an answer given before the whole body was read must close the connection
+        headers = {"Connection": "close"} if exc.status in (400, 408, 413) else None
+        return error_response(exc.status, exc.message, headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -255,29 +347,39 @@ def create_app(
     )
     async def analyze(request: Request) -> JSONResponse:
         """Upload one image (multipart field `file`); get the prediction record and the lesion mask."""
-        if state["pending"] >= max_pending:
-            return error_response(
-                503, "server busy: too many images waiting, retry shortly", {"Retry-After": "1"}
-            )
-        state["pending"] += 1
+        check_content_length(request.headers.get("content-length"), limit_bytes)
+        load.reading += 1
         try:
-            check_content_length(request.headers.get("content-length"), limit_bytes)
-            try:
-                body = await read_limited(request.stream(), limit_bytes)
-            except ClientDisconnect:
-                return error_response(400, "the client disconnected before the upload was complete")
-            form = validate_form(parse_multipart(body, request.headers.get("content-type")))
-            del body
-            if len(form.data) > limit_bytes:
-                raise too_large(limit_bytes)
-            loop = asyncio.get_running_loop()
-            try:
-                result = await loop.run_in_executor(executor, analysis_body, predictor, form)
-            except DataError as exc:
-                raise UploadError(422, str(exc)) from None
-            return JSONResponse(result)
+            body = await read_limited(request.stream(), limit_bytes, timeout_s=body_timeout_s,
+                                      idle_timeout_s=body_idle_timeout_s)
+        except ClientDisconnect:
+            return error_response(400, "the client disconnected before the upload was complete")
         finally:
-            state["pending"] -= 1
+            load.reading -= 1
+        form = validate_form(parse_multipart(body, request.headers.get("content-type")))
+        del body
+        if len(form.data) > limit_bytes:
+            raise too_large(limit_bytes)
+        loop = asyncio.get_running_loop()
+        try:  # the header alone says what decoding will cost: refuse before any pixel is decoded
+            pixels = await loop.run_in_executor(None, probe_image, form.data, form.filename, max_image_pixels)
+        except ImageTooLarge as exc:
+            raise UploadError(413, str(exc)) from None
+        except DataError as exc:
+            raise UploadError(422, str(exc)) from None
+        form = dataclasses.replace(form, pixels=pixels)
+        cost = request_cost(form)
+        if not load.admit(cost):
+            return busy_response(load.saturation() or "too much work in flight")
+        try:
+            result = await loop.run_in_executor(executor, analysis_body, predictor, form)
+        except ImageTooLarge as exc:
+            raise UploadError(413, str(exc)) from None
+        except DataError as exc:
+            raise UploadError(422, str(exc)) from None
+        finally:
+            load.release(cost)
+        return JSONResponse(result)
 
     @app.get("/v1/model", response_model=ModelCard, summary="The model card")
     async def model() -> dict[str, Any]:
@@ -290,9 +392,13 @@ def create_app(
 
     @app.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorBody}}, summary="Readiness")
     async def readyz() -> Any:
+        """200 when the model is warm and the server can take more work; 503 before warm-up or when saturated."""
         if not state["ready"]:
             return error_response(503, f"not ready: {state['problem']}")
-        return {"status": "ready", "model_id": card.get("model_id")}
+        saturated = load.saturation()
+        if saturated is not None:
+            return error_response(503, f"saturated: {saturated}", {"Retry-After": "1"})
+        return {"status": "ready", "model_id": card.get("model_id"), **load.summary()}
 
     @app.middleware("http")
     async def page_headers(request: Request, call_next: Any) -> Any:
@@ -306,7 +412,35 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if keys:
+        _document_bearer_auth(app)
+    if policy.allowed_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(policy.allowed_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization"], max_age=600)
+    app.add_middleware(Guard, policy=policy)
     return app
+
+
+def _document_bearer_auth(app: FastAPI) -> None:
+    """Declare the Bearer scheme in the OpenAPI schema, so /docs offers 'Authorize'."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            document.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key of this server."}
+            }
+            for path, operations in document.get("paths", {}).items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:
@@ -316,3 +450,10 @@ def app_from_environment() -> FastAPI:
         raise RuntimeError(f"{ENV_OPTIONS} is not set; start the service with `buscad serve MODEL`")
     options = json.loads(raw)
     return create_app(options.pop("model_path"), **options)
+
+
+def probe_image(data: bytes, name: str, max_pixels: int) -> int:
+    """Pixels of the frame that will be decoded, from the header alone (see :func:`readers.probe_image`)."""
+    from buscad.inference.readers import probe_image as probe
+
+    return probe(data, name, max_pixels=max_pixels)

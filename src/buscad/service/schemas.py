@@ -77,5 +77,9 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str = Field(description="'ready' once the model is loaded and has answered a warm-up image.")
+    status: str = Field(description="'ready' once the model is loaded and has answered a warm-up image "
+                        "(503 'saturated' while the server cannot take more work).")
     model_id: str | None = None
+    pending: int | None = Field(None, description="Images admitted and waiting for or in inference.")
+    reading: int | None = Field(None, description="Uploads whose body is being received.")
+    inflight_mpx: float | None = Field(None, description="Megapixels of admitted work (TTA counts each flip).")

@@ -7,19 +7,31 @@ Starlette's form parser does above 1 MB), never written to disk, never logged. E
 
 from __future__ import annotations
 
-import math
+import asyncio
+import time
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from buscad.data.limits import SUPPORTED_FORMATS, sniff_format
+from buscad.data.spacing import check_spacing, parse_number
+from buscad.errors import DataError
+
+__all__ = ["SUPPORTED_FORMATS", "sniff_format"]
 
 MULTIPART_OVERHEAD = 64 * 1024
 """Bytes allowed on top of the file limit for multipart boundaries, headers and the small form fields."""
 
 MAX_PARTS = 8
 MAX_FIELD_BYTES = 1024
-
-SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "DICOM")
+MAX_BOUNDARY = 70
+"""RFC 2046: a multipart boundary is 1 to 70 characters."""
+BODY_TIMEOUT_S = 60.0
+"""The whole body must arrive within this time (a slow client cannot hold a request open)."""
+BODY_IDLE_TIMEOUT_S = 10.0
+"""Longest pause allowed between two pieces of the body."""
 
 
 class UploadError(Exception):
@@ -57,11 +69,24 @@ def check_content_length(header: str | None, limit_bytes: int) -> None:
         raise too_large(limit_bytes)
 
 
-async def read_limited(stream: AsyncIterator[bytes], limit_bytes: int) -> bytes:
-    """Read the whole body, stopping with 413 as soon as it exceeds the limit (whatever it declared)."""
+async def read_limited(stream: AsyncIterator[bytes], limit_bytes: int, *, timeout_s: float = BODY_TIMEOUT_S,
+                       idle_timeout_s: float = BODY_IDLE_TIMEOUT_S) -> bytes:
+    """Read the whole body, stopping with 413 as soon as it exceeds the limit (whatever it declared), and
+    with 408 when it stalls for ``idle_timeout_s`` or takes longer than ``timeout_s`` in all."""
     chunks: list[bytes] = []
     total = 0
-    async for chunk in stream:
+    deadline = time.monotonic() + timeout_s
+    iterator = stream.__aiter__()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UploadError(408, f"upload too slow: the body must arrive within {timeout_s:g} s")
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), timeout=min(idle_timeout_s, remaining))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise UploadError(408, f"upload too slow: no data for {min(idle_timeout_s, remaining):.0f} s") from None
         total += len(chunk)
         if total > limit_bytes + MULTIPART_OVERHEAD:
             raise too_large(limit_bytes)
@@ -78,6 +103,8 @@ def multipart_boundary(content_type: str | None) -> bytes:
     boundary = options.get(b"boundary")
     if not boundary:
         raise UploadError(422, "multipart body without a boundary")
+    if len(boundary) > MAX_BOUNDARY:
+        raise UploadError(422, f"multipart boundary too long ({len(boundary)} characters, at most {MAX_BOUNDARY})")
     return boundary
 
 
@@ -132,8 +159,8 @@ def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
         "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data,
     }
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
     except UploadError:
@@ -143,21 +170,6 @@ def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
     if not state["ended"]:
         raise UploadError(422, "malformed multipart body (incomplete: no closing boundary)")
     return parts
-
-
-def sniff_format(data: bytes) -> str | None:
-    """Name the image format from its first bytes (never from the file name or declared type)."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"BM") and len(data) >= 26:
-        return "BMP"
-    if data.startswith((b"II*\x00", b"MM\x00*")):
-        return "TIFF"
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "DICOM"
-    return None
 
 
 @dataclass(frozen=True)
@@ -170,11 +182,13 @@ class AnalyzeForm:
     pixel_spacing_mm: float | None
     tta: bool
     include_image: bool
+    pixels: int = 0
+    """Pixels of the frame that will be decoded, from the header (set once probed)."""
 
 
 FIELDS = ("file", "pixel_spacing_mm", "tta", "include_image")
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off", ""}
+TRUE = {"true"}
+FALSE = {"false", ""}
 
 
 def _text(part: Part) -> str:
@@ -193,7 +207,7 @@ def _boolean(part: Part | None) -> bool:
         return True
     if value in FALSE:
         return False
-    raise UploadError(422, f"field '{part.name}' must be true or false, got {value[:40]!r}")
+    raise UploadError(422, f"field '{part.name}' must be true or false (a boolean), got {value[:40]!r}")
 
 
 def _spacing(part: Part | None) -> float | None:
@@ -203,17 +217,20 @@ def _spacing(part: Part | None) -> float | None:
     if not value:
         return None
     try:
-        spacing = float(value)
+        spacing = parse_number(value)
     except ValueError:
         raise UploadError(422, f"field 'pixel_spacing_mm' must be a number, got {value[:40]!r}") from None
-    if not math.isfinite(spacing) or spacing <= 0:
-        raise UploadError(422, f"field 'pixel_spacing_mm' must be a positive number, got {value[:40]!r}")
-    return spacing
+    try:
+        return check_spacing(spacing, "field 'pixel_spacing_mm'")[0]
+    except DataError as exc:
+        raise UploadError(422, f"{exc} (a positive pixel size)") from None
 
 
 def _basename(filename: str | None) -> str:
-    """The last path component of a client-supplied file name (browsers on Windows may send a path)."""
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    """The last path component of a client-supplied file name (browsers on Windows may send a path),
+    without control, format or replacement characters (NUL, bidi overrides, U+FFFD are never echoed)."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c != "\ufffd").strip()
     return name[:200] or "upload"
 
 
