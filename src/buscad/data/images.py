@@ -21,7 +21,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from buscad.data.limits import RASTER_FORMATS, ImageTooLarge, check_pixels, one_line
+from buscad.data.limits import DEFAULT_MAX_PIXELS, RASTER_FORMATS, ImageTooLarge, check_pixels, one_line
 from buscad.errors import DataError
 
 RASTER_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -42,13 +42,20 @@ def decode_raster(source: IO[bytes], label: str, max_pixels: int | None = None) 
     except DataError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"{label}: image too large ({one_line(exc)})") from exc
+        raise bomb_error(label, max_pixels) from exc
     except UnidentifiedImageError as exc:
         raise DataError(f"{label}: not a readable image") from exc
     except MemoryError as exc:
         raise ImageTooLarge(f"{label}: not enough memory to decode the image") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a property of the file
         raise DataError(f"{label}: cannot decode image ({one_line(exc)})") from exc
+
+
+def bomb_error(label: str, max_pixels: int | None) -> ImageTooLarge:
+    """Pillow refuses sizes over twice its own limit before we see them: say so in our words."""
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    claimed = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+    return ImageTooLarge(f"{label}: image too large: over {claimed:.0f} Mpx (the limit is {limit / 1e6:g} Mpx per image)")
 
 
 def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from buscad.data.images import decode_raster, read_regular_file, scale_to_uint8, to_grayscale_array
+from buscad.data.images import bomb_error, decode_raster, read_regular_file, scale_to_uint8, to_grayscale_array
 from buscad.data.limits import RASTER_FORMATS, ImageTooLarge, check_pixels, one_line, sniff_format
 from buscad.data.spacing import check_spacing
 from buscad.errors import DataError
@@ -321,7 +321,7 @@ def probe_image(data: bytes, name: str, *, max_pixels: int | None = None) -> int
     except DataError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"{name}: image too large ({one_line(exc)})") from exc
+        raise bomb_error(name, max_pixels) from exc
     except Exception as exc:  # noqa: BLE001 - an unreadable header
         raise DataError(f"{name}: not a readable image ({one_line(exc)})") from exc
     return check_pixels(name, width, height, max_pixels=max_pixels)

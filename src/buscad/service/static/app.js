@@ -25,6 +25,51 @@ const MAX_ROWS = 10;
 const state = { result: null, image: null, overlayFill: null, outline: null, fileName: "image" };
 
 const $ = (id) => document.getElementById(id);
+const KEY_STORE = "buscad-api-key";
+
+// The API key (when the server requires one) lives in sessionStorage: this tab only, never a cookie,
+// so another site cannot make the browser send it.
+function apiFetch(url, options = {}) {
+  const key = sessionStorage.getItem(KEY_STORE);
+  const headers = new Headers(options.headers || {});
+  if (key) headers.set("Authorization", `Bearer ${key}`);
+  return fetch(url, { ...options, headers });
+}
+
+// Show the key form; resolves once a key was entered (one prompt shared by every waiting request).
+let keyPrompt = null;
+function askForKey(message) {
+  const form = $("key-form");
+  form.hidden = false;
+  setStatus(message, true);
+  $("api-key").focus();
+  if (keyPrompt) return keyPrompt;
+  keyPrompt = new Promise((resolve) => {
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const key = $("api-key").value.trim();
+      if (!key) return;
+      sessionStorage.setItem(KEY_STORE, key);
+      $("api-key").value = "";
+      form.hidden = true;
+      setStatus("");
+      keyPrompt = null;
+      resolve();
+    };
+  });
+  return keyPrompt;
+}
+
+// fetch through apiFetch; on 401 ask for the key and try again.
+async function authorizedFetch(url, options = {}) {
+  for (;;) {
+    const response = await apiFetch(url, options);
+    if (response.status !== 401) return response;
+    const hadKey = sessionStorage.getItem(KEY_STORE) !== null;
+    sessionStorage.removeItem(KEY_STORE);
+    await askForKey(hadKey ? "That API key was refused; enter a valid key." : "This server needs an API key.");
+  }
+}
 
 function setStatus(text, isError = false) {
   const status = $("status");
@@ -313,7 +358,7 @@ async function analyze(file) {
   setStatus(`Analysing ${state.fileName}…`);
   let response;
   try {
-    response = await fetch("/v1/analyze", { method: "POST", body: form });
+    response = await authorizedFetch("/v1/analyze", { method: "POST", body: form });
   } catch (err) {
     setStatus("The server could not be reached.", true);
     return;
@@ -351,7 +396,7 @@ async function show(result) {
 
 async function showModel() {
   try {
-    const response = await fetch("/v1/model");
+    const response = await authorizedFetch("/v1/model");
     const card = await response.json();
     const parts = [`Model ${card.model_id || "unknown"}`];
     if (card.architecture) parts.push(`architecture ${card.architecture}`);
