@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from typing import Self
+    from typing import Any, Self
 
     from fastapi import FastAPI
 
@@ -36,14 +36,17 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn serving an app on a free loopback port, in a background thread."""
+    """uvicorn serving an app on a free loopback port, in a background thread, configured as
+    ``buscad serve`` configures it (:func:`buscad.service.server.server_config`; ``options`` override)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, **options: Any) -> None:
         import uvicorn
+
+        from buscad.service.server import server_config
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = server_config(app, host="127.0.0.1", port=self.port, log_level="warning", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -230,6 +230,13 @@ class Load:
         self.pending -= 1
         self.inflight_mpx = max(0.0, self.inflight_mpx - cost)
 
+    def refusal(self, cost: float) -> str:
+        """Why a request of ``cost`` was not admitted."""
+        return self.saturation() or (
+            f"{self.inflight_mpx:.1f} Mpx of work in flight and this image needs {cost:.1f} "
+            f"(the limit is {self.max_inflight_mpx:g} Mpx)"
+        )
+
     def saturation(self) -> str | None:
         """Why the server cannot take more work now, or None."""
         if self.pending >= self.max_pending:
@@ -370,7 +377,7 @@ def create_app(
         form = dataclasses.replace(form, pixels=pixels)
         cost = request_cost(form)
         if not load.admit(cost):
-            return busy_response(load.saturation() or "too much work in flight")
+            return busy_response(load.refusal(cost))
         try:
             result = await loop.run_in_executor(executor, analysis_body, predictor, form)
         except ImageTooLarge as exc:
