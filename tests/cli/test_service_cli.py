@@ -106,3 +106,56 @@ def test_serve_with_worker_processes(tiny_checkpoint: Path) -> None:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
+
+
+def test_non_loopback_host_without_keys_refuses_to_start(tiny_checkpoint: Path) -> None:
+    """Issue 16, finding 10: ``--host 0.0.0.0`` used to only warn; now one line saying how to give keys."""
+    env = {k: v for k, v in os.environ.items() if k != "BUSCAD_API_KEYS"}
+    result = runner.invoke(app, ["serve", str(tiny_checkpoint), "--host", "0.0.0.0"], env=env)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: --host 0.0.0.0") and result.output.count("\n") == 1
+    assert "--api-keys-file" in result.output and "BUSCAD_API_KEYS" in result.output
+    assert "--insecure-no-auth" in result.output
+
+
+@pytest.mark.parametrize(
+    "option", [["--max-upload-mb", "nan"], ["--max-upload-mb", "inf"], ["--port", "70000"],
+               ["--max-image-mpx", "nan"]]
+)
+def test_unusable_numbers_are_one_line(tiny_checkpoint: Path, option: list[str]) -> None:
+    """Issue 16, finding 11: ``--max-upload-mb nan|inf`` and ``--port 70000`` ended in a traceback."""
+    result = runner.invoke(app, ["serve", str(tiny_checkpoint), *option])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error:") and "Traceback" not in result.output
+
+
+def test_serve_key_prints_a_key_and_its_digest() -> None:
+    import hashlib
+
+    result = runner.invoke(app, ["serve-key"])
+    assert result.exit_code == 0
+    key = result.output.split("): ", 1)[1].splitlines()[0].strip()
+    assert f"sha256:{hashlib.sha256(key.encode()).hexdigest()}" in result.output
+
+
+def test_serve_on_all_interfaces_with_keys(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """With a key file, 0.0.0.0 starts; no key or a wrong key is 401, the right key 200; no banner."""
+    key = "serve-test-key-0123456789"
+    key_file = tmp_path / "keys"
+    key_file.write_text(f"{key}\n")
+    port = free_port()
+    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(tiny_checkpoint), "--port", str(port),
+               "--host", "0.0.0.0", "--api-keys-file", str(key_file)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_ready(server, port, timeout_s=120, poll_s=0.2)
+        url = f"http://127.0.0.1:{port}/v1/model"
+        assert httpx.get(url, timeout=10).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer nope-nope-nope-nope"}, timeout=10).status_code == 401
+        answer = httpx.get(url + "?patient_name=Doe%5EJane", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert answer.status_code == 200 and "server" not in answer.headers
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert '"GET /v1/model" 200' in output and "Doe" not in output  # access log without query strings

@@ -66,6 +66,17 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging set-up, plus the app's loggers (access lines and errors) on its console handler."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["buscad"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
 def server_config(
     app: Any,
     *,
@@ -79,6 +90,7 @@ def server_config(
     **kwargs: Any,
 ) -> uvicorn.Config:
     """The uvicorn configuration ``buscad serve`` uses (also used by the tests' live servers)."""
+    kwargs.setdefault("log_config", log_config())
     config = uvicorn.Config(
         app,
         host=host,
