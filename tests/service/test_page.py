@@ -106,3 +106,33 @@ def test_dropped_unsupported_file_shows_a_one_line_error(browser: Browser, live_
     assert "Could not analyse notes.txt: unsupported file type" in page.inner_text("#status")
     assert page.is_hidden("#result")
     page.close()
+
+
+def test_page_asks_for_the_api_key(browser: Browser, predictor: object) -> None:
+    """Issue 16, finding 10: with keys, the page asks for one (a wrong one is refused) and then works."""
+    from buscad.service.app import create_app
+    from buscad.service.security import default_allowed_hosts, key_digest
+
+    key = "page-test-key-0123456789"
+    app = create_app(predictor=predictor, max_upload_mb=2, api_keys=[key_digest(key)],  # type: ignore[arg-type]
+                     allowed_hosts=default_allowed_hosts("127.0.0.1"))
+    with LiveServer(app) as server:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url + "/")
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert "needs an API key" in page.inner_text("#status")
+        page.fill("#api-key", "wrong-key-0123456789")
+        page.click("#key-form button")
+        page.wait_for_selector("#status:has-text('refused')")
+        page.fill("#api-key", key)
+        page.click("#key-form button")
+        page.wait_for_selector("#model-info:has-text('unet-')")
+        assert page.is_hidden("#key-form")
+        upload = encode(synthetic_image())
+        page.set_input_files("#file", files=[{"name": "scan.png", "mimeType": "image/png", "buffer": upload}])
+        page.wait_for_selector("#view[data-state='drawn']", timeout=60_000)
+        assert "Analysed scan.png" in page.inner_text("#status")
+        assert errors == []
+        page.close()
