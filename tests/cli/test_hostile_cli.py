@@ -28,6 +28,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("hostile_ckpt") / "unet.ckpt", lesion_bias=2.0)
 
 
+@pytest.mark.timeout(300)
 def test_predict_batch_with_the_hostile_corpus(ckpt: Path, tmp_path: Path) -> None:
     """Findings 1, 4, 6, 7, 8, 9, 11: bad files are one line each; good ones (and ok-with-warning) all done."""
     folder = tmp_path / "in"
@@ -74,6 +75,7 @@ def test_predict_refuses_unusable_pixel_spacing(ckpt: Path, tmp_path: Path, valu
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
+@pytest.mark.timeout(120)
 def test_predict_on_a_fifo_does_not_hang(ckpt: Path, tmp_path: Path) -> None:
     """Finding 11: ``buscad predict MODEL fifo.png`` used to block forever on the read."""
     fifo = tmp_path / "fifo.png"
