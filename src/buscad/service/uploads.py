@@ -188,7 +188,7 @@ class AnalyzeForm:
 
 FIELDS = ("file", "pixel_spacing_mm", "tta", "include_image")
 TRUE = {"true"}
-FALSE = {"false", ""}
+FALSE = {"false"}
 
 
 def _text(part: Part) -> str:
@@ -214,8 +214,6 @@ def _spacing(part: Part | None) -> float | None:
     if part is None:
         return None
     value = _text(part)
-    if not value:
-        return None
     try:
         spacing = parse_number(value)
     except ValueError:
