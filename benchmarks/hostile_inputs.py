@@ -33,10 +33,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from hostile import CORPUS, Hostile  # noqa: E402
-from service_load import free_port, recipe_checkpoint, start_server, upload_images, wait_ready  # noqa: E402
+from service_load import free_port, recipe_checkpoint, start_server, upload_images, wait_ready
 
-from buscad.io import write_text_atomic  # noqa: E402
+from buscad.io import write_text_atomic
+from hostile import CORPUS, Hostile
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -191,8 +191,8 @@ def main() -> None:
 
 def markdown(r: dict) -> str:
     lines = ["# Hostile inputs and slow clients against `buscad serve` (issue 16)", "",
-             f"{r['date']} · {r['cpus']} CPUs · load average before {r['load_average_before']} / after "
-             f"{r['load_average_after']} (shared machine: a training run was using the CPUs)", "",
+             (f"{r['date']} · {r['cpus']} CPUs · load average before {r['load_average_before']} / after "
+              f"{r['load_average_after']} (shared machine: a training run was using the CPUs)"), "",
              f"Model: CPU recipe U-Net, 128 px, random weights. Good uploads: {r['uploads']}.", "",
              "## Header-only refusals (5 requests each)", "",
              "| input | bytes | status | median ms | max ms | server peak-RSS growth MB |", "|---|---|---|---|---|---|"]
@@ -201,11 +201,11 @@ def markdown(r: dict) -> str:
                      f"| {row['rss_growth_mb']} |")
     s = r["slow_clients"]
     lines += ["", "## Slow clients", "",
-              f"With {s['stalled_connections']} stalled uploads open: a normal upload answered "
-              f"{s['normal_upload_status']} in {s['normal_upload_s']} s; `/readyz` {s['readyz_status']}. "
-              f"Stalled upload closed (408) after {s['stalled_upload_closed_after_s']} s; idle connection closed "
-              f"after {s['idle_connection_closed_after_s']} s; half-sent headers closed after "
-              f"{s['half_sent_headers_closed_after_s']} s.", "",
+              (f"With {s['stalled_connections']} stalled uploads open: a normal upload answered "
+               f"{s['normal_upload_status']} in {s['normal_upload_s']} s; `/readyz` {s['readyz_status']}. "
+               f"Stalled upload closed (408) after {s['stalled_upload_closed_after_s']} s; idle connection closed "
+               f"after {s['idle_connection_closed_after_s']} s; half-sent headers closed after "
+               f"{s['half_sent_headers_closed_after_s']} s."), "",
               "## Mixed load", "", "| run | requests | concurrency | statuses | 5xx | good p50 ms | good p95 ms | wall s |",
               "|---|---|---|---|---|---|---|---|"]
     for name, key, conc in (("sequential, good only", "sequential_good", 1), ("good only", "good_only", None),
@@ -214,8 +214,8 @@ def markdown(r: dict) -> str:
         conc = conc or r["command"].split("--concurrency ")[1].split()[0]
         lines.append(f"| {name} | {row['requests']} | {conc} | {row['statuses']} | {row['errors_5xx']} | "
                      f"{row['good_p50_ms']} | {row['good_p95_ms']} | {row['wall_s']} |")
-    lines += ["", f"p95 of good requests in the mixed run / in the good-only run at the same concurrency: "
-              f"{r['mixed_good_p95_over_good_only_p95']} (acceptance: < 3).", "", f"Command: `{r['command']}`", ""]
+    lines += ["", (f"p95 of good requests in the mixed run / in the good-only run at the same concurrency: "
+                   f"{r['mixed_good_p95_over_good_only_p95']} (acceptance: < 3)."), "", f"Command: `{r['command']}`", ""]
     return "\n".join(lines)
 
 

@@ -132,8 +132,8 @@ def dicom(pixels: np.ndarray | None = None, **elements: object) -> bytes:
 
 def dicom_raw_elements(ds, raw: dict[str, str]) -> bytes:  # noqa: ANN001
     """Save ``ds`` with elements whose stored text is ``raw`` (bypassing pydicom's value checks)."""
-    from pydicom.dataelem import RawDataElement
     from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
 
     for keyword, text in raw.items():
         tag = tag_for_keyword(keyword)

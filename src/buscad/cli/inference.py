@@ -82,10 +82,10 @@ def predict(
             failed += 1
             err_console.print(f"failed: {outcome}", highlight=False, soft_wrap=True, markup=False)
             continue
-        problem = _save(outcome, output, stems[path])
-        if problem is not None:
+        not_written = _save(outcome, output, stems[path])
+        if not_written is not None:
             failed += 1
-            err_console.print(f"failed: {path}: {problem}", highlight=False, soft_wrap=True, markup=False)
+            err_console.print(f"failed: {path}: {not_written}", highlight=False, soft_wrap=True, markup=False)
             continue
         done += 1
         console.print(f"ok: {path} → {_summary(outcome.record)}", highlight=False, markup=False)

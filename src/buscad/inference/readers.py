@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import warnings as warnings_module
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,13 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from buscad.data.images import bomb_error, decode_raster, read_regular_file, scale_to_uint8, to_grayscale_array
+from buscad.data.images import (
+    bomb_error,
+    decode_raster,
+    read_regular_file,
+    scale_to_uint8,
+    to_grayscale_array,
+)
 from buscad.data.limits import RASTER_FORMATS, ImageTooLarge, check_pixels, one_line, sniff_format
 from buscad.data.spacing import check_spacing
 from buscad.errors import DataError
@@ -54,7 +61,8 @@ class LoadedImage:
         return int(self.gray.shape[1])
 
 
-def read_image(source: str | Path | bytes, name: str | None = None, *, max_pixels: int | None = None) -> LoadedImage:
+def read_image(source: str | os.PathLike[str] | bytes, name: str | None = None, *,
+               max_pixels: int | None = None) -> LoadedImage:
     """Decode a raster or DICOM image from a path or raw bytes; one-line DataError naming ``name`` if not.
 
     The format is judged by content; a file without a known signature is tried as DICOM only when its
@@ -73,7 +81,7 @@ def read_image(source: str | Path | bytes, name: str | None = None, *, max_pixel
     return _read_raster(data, label, max_pixels)
 
 
-def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
+def _read_bytes(source: str | os.PathLike[str] | bytes, label: str) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     return read_regular_file(Path(source), label)

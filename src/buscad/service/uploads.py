@@ -12,6 +12,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -112,7 +113,7 @@ def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
     """Split a ``multipart/form-data`` body into in-memory parts (422 when malformed)."""
     boundary = multipart_boundary(content_type)
     parts: list[Part] = []
-    state = {"header_name": b"", "header_value": b"", "headers": {}, "ended": False}
+    state: dict[str, Any] = {"header_name": b"", "header_value": b"", "headers": {}, "ended": False}
 
     def on_part_begin() -> None:
         if len(parts) >= MAX_PARTS:
