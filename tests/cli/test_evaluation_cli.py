@@ -11,7 +11,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from buscad.cli.main import app
-from buscad.evaluation.simulate import simulate_cv, simulate_run
+from buscad.testing.simulate import simulate_cv, simulate_run
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from buscad.checkpoint import ModelSpec, save_bundle
 from buscad.data.manifest import read_manifest, write_manifest
 from buscad.data.preprocess import Preprocessing
 from buscad.errors import DataError, ModelError
-from buscad.evaluation.external import default_output, evaluate_checkpoint
+from buscad.workflows import default_output, evaluate_checkpoint
 
 KWARGS = {"in_channels": 1, "seg_classes": 1, "cls_classes": 3, "cls_head": "multiscale",
           "features": [4, 8, 16, 32, 64]}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from buscad.evaluation.refine import LESION, refine_prediction, remove_small_regions
+from buscad.postprocess.refine import LESION, refine_prediction, remove_small_regions
 
 
 def _probs(normal: float, benign: float, malignant: float) -> dict[str, float]:

@@ -15,7 +15,7 @@ from tests.inference.conftest import speckle_image
 from buscad.checkpoint import load_bundle
 from buscad.data.preprocess import preprocess
 from buscad.errors import ModelError
-from buscad.inference.onnx import PARITY_TOLERANCE, export_onnx, read_metadata
+from buscad.inference.onnx import PARITY_TOLERANCE, OnnxRunner, export_onnx
 from buscad.inference.predictor import Predictor
 
 
@@ -35,7 +35,7 @@ def _max_diff(onnx_path: Path, checkpoint: Path, batch: np.ndarray) -> float:
 def test_export_writes_spec_metadata_and_verifies_parity(exported, checkpoint: Path) -> None:
     assert exported.outputs == ("segmentation", "classification")
     assert exported.max_abs_diff <= PARITY_TOLERANCE
-    meta = read_metadata(exported.path)
+    meta = dict(OnnxRunner(exported.path, threads=1).session.get_modelmeta().custom_metadata_map)
     spec = json.loads(meta["buscad_spec"])
     assert spec["preprocessing"]["image_size"] == 64 and spec["labels"] == ["normal", "benign", "malignant"]
     assert meta["model_id"] == load_bundle(checkpoint).model_id == exported.model_id

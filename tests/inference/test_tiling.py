@@ -8,15 +8,9 @@ import torch
 from tests.inference.conftest import speckle_image
 
 from buscad.data.preprocess import Preprocessing, from_square, preprocess
-from buscad.inference.tiling import (
-    RawOutput,
-    lesion_probability,
-    pixel_maps,
-    predict_patches,
-    predict_resize,
-    predict_sliding,
-    softmax,
-)
+from buscad.inference.tiling import predict_patches, predict_sliding
+from buscad.postprocess.probability import class_probabilities, lesion_probability, pixel_maps
+from buscad.prediction import RawOutput, predict_resize
 
 
 class EchoRunner:
@@ -44,7 +38,7 @@ def test_lesion_probability_matches_torch() -> None:
     expected = 1 - torch.softmax(torch.from_numpy(logits), 1)[:, 0].numpy()
     assert np.allclose(lesion_probability(logits), expected, atol=1e-6)
     assert np.allclose(lesion_probability(logits[:, :1]), torch.sigmoid(torch.from_numpy(logits[:, 0])), atol=1e-6)
-    assert np.allclose(softmax(logits[:, :, 0, 0]), torch.softmax(torch.from_numpy(logits[:, :, 0, 0]), 1), atol=1e-6)
+    assert np.allclose(class_probabilities(logits[:, :, 0, 0]), torch.softmax(torch.from_numpy(logits[:, :, 0, 0]), 1), atol=1e-6)
 
 
 @pytest.mark.parametrize("keep_aspect", [False, True])
@@ -113,7 +107,7 @@ def test_real_model_keeps_exact_sizes_in_every_mode(predictor) -> None:
             (small, predict_sliding(small, prep, runner, batch_size=16))]
     for image, result in maps:
         assert result.probability_map.shape == image.shape and result.probability_map.dtype == np.float32
-        assert 0.0 <= result.probability_map.min() and result.probability_map.max() <= 1.0
+        assert result.probability_map.min() >= 0.0 and result.probability_map.max() <= 1.0
         assert result.class_probabilities.shape == (3,)
 
 

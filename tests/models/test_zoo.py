@@ -14,7 +14,6 @@ import torch
 
 from buscad.errors import ModelError
 from buscad.models import ModelOutput, create, get_model_info, list_models
-from buscad.models.multitask import first_layer
 
 torch.set_num_threads(2)
 
@@ -41,6 +40,11 @@ TINY: dict[str, dict] = {
 
 def batch(name: str) -> int:
     return 1 if name in HEAVY else 2
+
+
+def first_layer(model: torch.nn.Module) -> torch.nn.Conv2d:
+    """The first Conv2d of a model."""
+    return next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 def assert_first_layer_learns(model: torch.nn.Module) -> None:

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from buscad.training.config import load_config
-from buscad.training.runner import cross_validate
+from buscad.workflows import cross_validate
 
 HISTORY_KEYS = ["epoch", "train_loss", "val_loss", "val_dice", "val_accuracy", "val_score", "lr"]
 

@@ -102,15 +102,12 @@ def export(
 
 def parse_spacing(text: str | None) -> tuple[float, float] | None:
     """'0.1' → (0.1, 0.1); '0.08,0.12' → (0.08, 0.12) (row, col) in mm."""
-    if text is None:
-        return None
+    from buscad.inference.measure import parse_spacing as parse
+
     try:
-        values = [float(part) for part in text.replace("x", ",").split(",")]
+        return parse(text)
     except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) <= 0:
         fail(f"--pixel-spacing: expected one or two positive numbers in mm (e.g. 0.1 or 0.08,0.12), got {text!r}")
-    return (values[0], values[-1])
 
 
 def expand_inputs(inputs: Sequence[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -174,7 +171,7 @@ def _analyze(predictor, files: list[Path], spacing, tta: bool) -> Iterator[objec
             for result in predictor.iter_analyze(chunk, pixel_spacing_mm=spacing, tta=tta):
                 done += 1
                 yield str(result) if isinstance(result, BuscadError) else result
-        except Exception:  # noqa: BLE001 - isolate the image that breaks the group
+        except Exception:
             for path in chunk[done:]:
                 result = _analyze_one(predictor, path, spacing, tta)
                 yield str(result) if isinstance(result, BuscadError) else result
@@ -185,7 +182,7 @@ def _analyze_one(predictor, path: str, spacing, tta: bool) -> object:
 
     try:
         return predictor.analyze_many([path], pixel_spacing_mm=spacing, tta=tta)[0]
-    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+    except Exception as exc:
         return BuscadError(f"{path}: prediction failed ({type(exc).__name__}: {exc})")
 
 

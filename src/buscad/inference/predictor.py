@@ -4,7 +4,7 @@ One object serves the CLI (``buscad predict``), the Python API (``buscad.Predict
 service, so all three return the same record (docs/architecture.md, "Prediction record"). Steps: read
 (:mod:`~buscad.inference.readers`), map (:mod:`~buscad.inference.tiling`, optionally
 :mod:`~buscad.inference.tta`), threshold at the spec's ``seg_threshold``, refine and flag
-(:func:`buscad.evaluation.refine.refine_prediction`), measure (:mod:`~buscad.inference.measure`).
+(:func:`buscad.postprocess.refine.refine_prediction`), measure (:mod:`~buscad.inference.measure`).
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ import torch
 
 from buscad.checkpoint import ModelSpec, load_bundle
 from buscad.errors import BuscadError, DataError, ModelError
+from buscad.inference.measure import measure_lesions, parse_spacing
 from buscad.inference.readers import LoadedImage, read_image
-from buscad.inference.tiling import (
-    MODES,
-    MapResult,
-    RawOutput,
-    Runner,
-    predict_patches,
-    predict_resize,
-    predict_sliding,
-)
+from buscad.inference.tiling import MODES, predict_patches, predict_sliding
 from buscad.inference.tta import FLIPS, TTAResult, merge, variants
+from buscad.postprocess.probability import lesion_mask
+from buscad.postprocess.refine import refine_prediction
+from buscad.prediction import MapResult, Runner, TorchRunner, predict_resize
 
 Backend = Literal["torch", "onnx"]
 GROUP_PIXELS = 16_000_000
@@ -51,22 +47,6 @@ class Prediction:
     mask: np.ndarray
     probability_map: np.ndarray
     image: np.ndarray
-
-
-class TorchRunner:
-    """Runs the PyTorch model of a checkpoint on numpy batches (eval mode, no grad)."""
-
-    def __init__(self, model: torch.nn.Module, image_size: int) -> None:
-        self.model = model.eval()
-        probe = self(np.zeros((1, 1, image_size, image_size), dtype=np.float32))
-        self.has_segmentation = probe.segmentation is not None
-        self.has_classification = probe.classification is not None
-
-    def __call__(self, batch: np.ndarray) -> RawOutput:
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        seg, cls = out.segmentation, out.classification
-        return RawOutput(None if seg is None else seg.float().numpy(), None if cls is None else cls.float().numpy())
 
 
 class Predictor:
@@ -198,15 +178,12 @@ class Predictor:
                 spacing: tuple[float, float] | None, mode: str, tta: bool,
                 timings: dict[str, float]) -> Prediction:
         """Threshold, refine, measure and assemble the record of one image."""
-        from buscad.evaluation.refine import refine_prediction
-        from buscad.inference.measure import measure_lesions
-
         start = time.perf_counter()
         spec = self.spec
         probabilities = None
         if result.class_probabilities is not None:
             probabilities = {label: float(p) for label, p in zip(spec.labels, result.class_probabilities)}
-        mask = result.probability_map > spec.seg_threshold
+        mask = lesion_mask(result.probability_map, spec.seg_threshold)
         segments = bool(getattr(self.runner, "has_segmentation", True))
         class_coded = result.malignant_share is not None and len(spec.labels) == 3
         if class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
@@ -274,9 +251,7 @@ def _check_mode(mode: str) -> None:
 
 def _spacing(value: float | tuple[float, float] | Sequence[float] | None) -> tuple[float, float] | None:
     """A single number means square pixels; (row, col) otherwise."""
-    if value is None:
-        return None
-    pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-    if len(pair) != 2 or min(pair) <= 0:
-        raise DataError(f"pixel spacing must be one or two positive numbers (mm), got {value!r}")
-    return pair  # type: ignore[return-value]
+    try:
+        return parse_spacing(value)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None

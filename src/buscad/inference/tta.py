@@ -9,12 +9,12 @@ as they diverge; it feeds the ``uncertain`` flag.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from buscad.inference.tiling import MapResult
+from buscad.prediction import MapResult
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
 """Identity, horizontal flip, vertical flip, both (axes of a 2-D image)."""
@@ -62,9 +62,3 @@ def disagreement(maps: Sequence[np.ndarray], mean_map: np.ndarray, threshold: fl
         total = ref_sum + int(mask.sum())
         scores.append(1.0 if total == 0 else 2.0 * int(np.logical_and(mask, reference).sum()) / total)
     return float(1.0 - np.mean(scores))
-
-
-def predict_with_tta(predict: Callable[[list[np.ndarray]], list[MapResult]], image: np.ndarray,
-                     threshold: float, flips: Sequence[tuple[int, ...]] = FLIPS) -> TTAResult:
-    """Run ``predict`` (a batch function over images) on every flip variant of ``image`` and merge."""
-    return merge(predict(variants(image, flips)), threshold, flips)

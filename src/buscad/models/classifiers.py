@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from buscad.models.base import register
 from buscad.models.output import ModelOutput
-from buscad.models.registry import register
 
 PAPER = "Munukurthi & Gayathri 2024"
 

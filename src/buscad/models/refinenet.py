@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from buscad.models.registry import Backbone, register
+from buscad.models.base import Backbone, register
 
 PAPER = "Kumar et al. 2025 (baseline)"
 

@@ -7,7 +7,6 @@ Starlette's form parser does above 1 MB), never written to disk, never logged. E
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -138,7 +137,7 @@ def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
         parser.finalize()
     except UploadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parser failure means a malformed body
+    except Exception as exc:
         raise UploadError(422, f"malformed multipart body ({type(exc).__name__})") from None
     if not state["ended"]:
         raise UploadError(422, "malformed multipart body (incomplete: no closing boundary)")
@@ -202,13 +201,17 @@ def _spacing(part: Part | None) -> float | None:
     value = _text(part)
     if not value:
         return None
+    from buscad.inference.measure import parse_spacing
+
     try:
-        spacing = float(value)
+        float(value)
     except ValueError:
         raise UploadError(422, f"field 'pixel_spacing_mm' must be a number, got {value[:40]!r}") from None
-    if not math.isfinite(spacing) or spacing <= 0:
-        raise UploadError(422, f"field 'pixel_spacing_mm' must be a positive number, got {value[:40]!r}")
-    return spacing
+    try:
+        spacing = parse_spacing(value)
+    except ValueError:
+        raise UploadError(422, f"field 'pixel_spacing_mm' must be a positive number, got {value[:40]!r}") from None
+    return None if spacing is None else spacing[0]
 
 
 def _basename(filename: str | None) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from buscad.data.preprocess import Preprocessing
 from buscad.errors import ConfigError
+from buscad.postprocess.settings import EvalConfig as EvalConfig  # the config's ``eval`` section
 
 
 class _Strict(BaseModel):
@@ -101,14 +102,6 @@ class TrainConfig(_Strict):
         None, gt=0, description="shorten the schedule (at most `epochs`) to fit this many minutes, timed on this machine"
     )
     progress_bar: bool = True
-
-
-class EvalConfig(_Strict):
-    """How test predictions are refined and flagged."""
-
-    seg_threshold: float = Field(0.5, gt=0, lt=1)
-    min_lesion_pixels: int = Field(0, ge=0, description="at the original image size")
-    uncertainty_threshold: float = Field(0.6, gt=0, le=1)
 
 
 class ExperimentConfig(_Strict):

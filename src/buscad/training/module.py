@@ -14,14 +14,8 @@ import torch
 from torch import nn
 
 from buscad.checkpoint import ModelSpec
+from buscad.postprocess.probability import lesion_mask, lesion_probability
 from buscad.training.config import ExperimentConfig
-
-
-def lesion_probability(segmentation: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] logits → [B, H, W] lesion probability (sigmoid for C=1, 1 − p(background) else)."""
-    if segmentation.shape[1] == 1:
-        return torch.sigmoid(segmentation[:, 0])
-    return 1.0 - torch.softmax(segmentation, dim=1)[:, 0]
 
 
 def image_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -80,7 +74,7 @@ class SegClsModule(pl.LightningModule):
         scores = []
         if self.has_segmentation and output.segmentation is not None:
             truth = masks[:, 0] > 0.5 if masks.dim() == 4 else masks > 0
-            pred = lesion_probability(output.segmentation) > self.spec.seg_threshold
+            pred = lesion_mask(lesion_probability(output.segmentation), self.spec.seg_threshold)
             dice = image_dice(pred, truth).mean()
             self.log("val_dice", dice, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=True)
             scores.append(dice)

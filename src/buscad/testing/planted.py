@@ -18,7 +18,7 @@ COPY_KINDS: tuple[str, ...] = ("crop", "scale", "contrast", "jpeg", "marks")
 
 def _crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape
-    keep_h, keep_w = (int(round(n * rng.uniform(0.7, 0.95))) for n in (height, width))
+    keep_h, keep_w = (round(n * rng.uniform(0.7, 0.95)) for n in (height, width))
     top = int(rng.integers(0, height - keep_h + 1))
     left = int(rng.integers(0, width - keep_w + 1))
     return image[top : top + keep_h, left : left + keep_w]
