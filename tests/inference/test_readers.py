@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.inference.conftest import speckle_image, write_dicom
 
 from buscad.data.images import read_grayscale
 from buscad.errors import DataError
 from buscad.inference.readers import read_image
+from tests.helpers import speckle_image, write_dicom
 
 
 def _save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:

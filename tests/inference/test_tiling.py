@@ -5,28 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.inference.conftest import speckle_image
 
 from buscad.data.preprocess import Preprocessing, from_square, preprocess
 from buscad.inference.tiling import predict_patches, predict_sliding
 from buscad.postprocess.probability import class_probabilities, lesion_probability, pixel_maps
 from buscad.prediction import RawOutput, predict_resize
-
-
-class EchoRunner:
-    """A real, fully convolutional 'model' whose lesion logit is its input pixel: makes maps checkable."""
-
-    has_segmentation = True
-
-    def __init__(self, classes: int = 3) -> None:
-        self.classes = classes
-        self.batches: list[tuple[int, ...]] = []
-
-    def __call__(self, batch: np.ndarray) -> RawOutput:
-        self.batches.append(batch.shape)
-        mean = batch.mean(axis=(1, 2, 3))
-        cls = np.stack([mean * (k + 1) for k in range(self.classes)], axis=1).astype(np.float32)
-        return RawOutput(batch.copy(), cls)
+from tests.helpers import EchoRunner, speckle_image
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

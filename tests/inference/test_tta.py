@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.inference.conftest import speckle_image
-from tests.inference.test_tiling import EchoRunner
 
 from buscad.data.preprocess import Preprocessing
 from buscad.inference.tta import FLIPS, disagreement, flip, merge, variants
 from buscad.prediction import MapResult, predict_resize
+from tests.helpers import EchoRunner, speckle_image
 
 
 def test_merge_undoes_each_flip() -> None:
