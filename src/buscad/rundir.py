@@ -264,7 +264,7 @@ def quantize_probability(probability: np.ndarray) -> np.ndarray:
 
 
 def write_predictions(run_dir: Path, case_ids: Sequence[str], labels: Sequence[str],
-                      maps: Sequence[np.ndarray], probabilities: Sequence[Sequence[float] | None]) -> Path:
+                      maps: Sequence[np.ndarray], probabilities: Sequence[Sequence[float] | np.ndarray | None]) -> Path:
     """``RUN/predictions/``: one lesion-probability PNG per case (original size, uint8 0–255, from float
     [0, 1] maps or already-quantised uint8) and ``predictions.csv`` (NaN class probabilities without a
     classifier). Returns the CSV path."""

@@ -6,7 +6,7 @@ import glob
 from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -155,7 +155,7 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _analyze(predictor, files: list[Path], spacing, tta: bool) -> Iterator[object]:
+def _analyze(predictor, files: list[Path], spacing, tta: bool) -> Iterator[Any]:
     """Predictions or one-line problems, in input order, one group in memory at a time.
 
     An unexpected failure inside a group is retried image by image, so only the image that causes it

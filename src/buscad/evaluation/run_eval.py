@@ -81,7 +81,7 @@ def _variant_columns(mask: np.ndarray, label: str | None, truth: np.ndarray, tru
                      spacing: float | None, classified: bool, suffix: str) -> dict[str, Any]:
     """Metrics of one variant (refined or raw); labels are only scored when a classifier gave them."""
     metrics = segmentation_metrics(mask, truth)
-    row = {f"{key}{suffix}": value for key, value in metrics.items()}
+    row: dict[str, Any] = {f"{key}{suffix}": value for key, value in metrics.items()}
     if spacing is not None:
         mm = segmentation_metrics(mask, truth, spacing=spacing)
         row[f"hd95_mm{suffix}"], row[f"msd_mm{suffix}"] = mm["hd95"], mm["msd"]

@@ -70,6 +70,7 @@ class Predictor:
         """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime; backend chosen from the suffix by default)."""
         path = Path(path)
         backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
+        runner: Runner
         if backend == "onnx":
             from buscad.inference.onnx import load_onnx
 
@@ -126,7 +127,9 @@ class Predictor:
         for source, name in zip(sources, names):
             start = time.perf_counter()
             try:
-                item: LoadedImage | BuscadError = source if isinstance(source, LoadedImage) else read_image(source, name)
+                item: LoadedImage | BuscadError = (
+                    source if isinstance(source, LoadedImage)
+                    else read_image(source if isinstance(source, (str, bytes)) else Path(source), name))
             except BuscadError as exc:
                 if raise_errors:
                     raise
@@ -185,9 +188,10 @@ class Predictor:
             probabilities = {label: float(p) for label, p in zip(spec.labels, result.class_probabilities)}
         mask = lesion_mask(result.probability_map, spec.seg_threshold)
         segments = bool(getattr(self.runner, "has_segmentation", True))
-        class_coded = result.malignant_share is not None and len(spec.labels) == 3
-        if class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
-            mask = np.where(mask, 1 + (result.malignant_share > 0.5), 0).astype(np.uint8)
+        share = result.malignant_share
+        class_coded = share is not None and len(spec.labels) == 3
+        if share is not None and class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
+            mask = np.where(mask, 1 + (share > 0.5), 0).astype(np.uint8)
         elif not segments and probabilities:  # image classifier: no outline to reconcile the class with
             mask = np.full(mask.shape, max(probabilities, key=probabilities.__getitem__) != spec.labels[0])
         refined = refine_prediction(

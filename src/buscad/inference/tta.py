@@ -44,11 +44,11 @@ def merge(results: Sequence[MapResult], threshold: float,
     maps = [flip(result.probability_map, axes) for result, axes in zip(results, flips)]
     mean_map = np.mean(maps, axis=0).astype(np.float32)
     class_probs = [result.class_probabilities for result in results]
-    mean_probs = None if class_probs[0] is None else np.mean(class_probs, axis=0).astype(np.float32)
-    share = None
-    if results[0].malignant_share is not None:
-        shares = [flip(result.malignant_share, axes) for result, axes in zip(results, flips)]
-        share = np.mean(shares, axis=0).astype(np.float32)
+    known = [probs for probs in class_probs if probs is not None]
+    mean_probs = None if class_probs[0] is None else np.mean(known, axis=0).astype(np.float32)
+    shares = [flip(result.malignant_share, axes) for result, axes in zip(results, flips)
+              if result.malignant_share is not None]
+    share = np.mean(shares, axis=0).astype(np.float32) if results[0].malignant_share is not None else None
     return TTAResult(MapResult(mean_map, mean_probs, share), disagreement(maps, mean_map, threshold))
 
 

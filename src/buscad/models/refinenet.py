@@ -77,7 +77,7 @@ class RefineNet(nn.Module):
     def __init__(self, encoder: nn.Module, out_channels: int, channels: int) -> None:
         super().__init__()
         self.encoder = encoder
-        c1, c2, c3, c4 = encoder.out_channels[-4:]
+        c1, c2, c3, c4 = encoder.out_channels[-4:]  # type: ignore[index]  # smp encoders list their widths
         top = 2 * channels
         self.refine = nn.ModuleList([
             RefineBlock([c4], top),

@@ -86,11 +86,12 @@ def other_frame(image: np.ndarray, rng: np.random.Generator, *, move_lesion: boo
     x = image.astype(np.float32) + 1.0
     anatomy = cv2.GaussianBlur(x, (0, 0), 3.0)
     speckle = x / anatomy
-    shift = np.float32(
+    shift = np.array(
         [
             [1, 0, rng.uniform(0.03, 0.12) * width * rng.choice([-1, 1])],
             [0, 1, rng.uniform(0.0, 0.06) * height * rng.choice([-1, 1])],
-        ]
+        ],
+        dtype=np.float32,
     )
     anatomy = cv2.warpAffine(anatomy, shift, (width, height), borderMode=cv2.BORDER_REFLECT)
     old = cv2.warpAffine(speckle, shift, (width, height), borderMode=cv2.BORDER_REFLECT)

@@ -145,7 +145,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from exc
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
         _set_dotted(tree, key.strip(), value)
     return tree
 

@@ -6,7 +6,7 @@ empty scores 1, an empty truth with a non-empty prediction scores 0 — so norma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -91,11 +91,12 @@ class SegClsModule(pl.LightningModule):
         if train.scheduler == "none":
             return optimizer
         if train.scheduler == "plateau":
-            mode = "min" if train.monitor == "val_loss" else "max"
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=5)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": train.monitor}}
+            mode: Literal["min", "max"] = "min" if train.monitor == "val_loss" else "max"
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=5)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": train.monitor}}
         cosine_epochs = max(1, train.epochs - train.warmup_epochs)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cosine_epochs, eta_min=train.lr * 0.01)
+        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cosine_epochs, eta_min=train.lr * 0.01)
         if train.warmup_epochs:
             warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.1, 1.0, total_iters=train.warmup_epochs)
             scheduler = torch.optim.lr_scheduler.SequentialLR(

@@ -73,7 +73,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
 def _build_model(config: ExperimentConfig, spec: ModelSpec) -> torch.nn.Module:
     from buscad.models import create
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if config.model.pretrained:
         extra["pretrained"] = config.model.pretrained
     if config.model.weights:
@@ -93,7 +93,7 @@ def _loaders(arrays: CaseArrays, parts: pd.Series, config: ExperimentConfig) -> 
     seed = config.train.seed
     train_set = CaseDataset(arrays, order, prep, config.data.target, config.data.augment, seed=seed)
     val_set = CaseDataset(arrays, val_idx.tolist(), prep, config.data.target, None, seed=seed)
-    common = {"batch_size": config.train.batch_size, "num_workers": config.train.num_workers,
+    common: dict[str, Any] = {"batch_size": config.train.batch_size, "num_workers": config.train.num_workers,
               "persistent_workers": config.train.num_workers > 0}
     train_loader = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed=seed),
                               drop_last=len(train_set) > config.train.batch_size, **common)
@@ -122,7 +122,7 @@ def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
                                        check_on_train_epoch_end=True))
     loggers = [CSVLogger(paths.logs, name="csv", version=""),
                TensorBoardLogger(paths.logs, name="tensorboard", version="")]
-    max_time = {"minutes": train.max_time_minutes} if train.max_time_minutes else None
+    max_time: Any = {"minutes": train.max_time_minutes} if train.max_time_minutes else None
     return pl.Trainer(
         max_epochs=train.epochs,
         max_time=max_time,
@@ -176,7 +176,7 @@ def _fit_budget(config: ExperimentConfig, module: Any, train_loader: Any, val_lo
     if resume and record.is_file():
         chosen = json.loads(record.read_text())
     else:
-        chosen = epochs_for_budget(module, train_loader, val_loader, config.train.time_budget_minutes,
+        chosen = epochs_for_budget(module, train_loader, val_loader, config.train.time_budget_minutes or 0.0,
                                    config.train.epochs).as_dict()
         write_text_atomic(record, json.dumps(chosen, indent=2))
     train = config.train.model_copy(update={"epochs": int(chosen["epochs"])})
