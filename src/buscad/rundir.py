@@ -39,6 +39,7 @@ from buscad.data.images import open_image
 from buscad.data.manifest import read_manifest, write_manifest
 from buscad.errors import DataError
 from buscad.io import atomic_path, json_safe, write_text_atomic
+from buscad.postprocess.probability import probability_level
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("case_id", "label", *(f"prob_{label}" for label in LABELS), "mask_file")
 """Columns of ``predictions/predictions.csv``; ``mask_file`` is relative to ``predictions/``."""
@@ -260,7 +261,7 @@ def mask_file_name(case_id: str) -> str:
 
 def quantize_probability(probability: np.ndarray) -> np.ndarray:
     """A [0, 1] probability map as the uint8 (0–255) stored in ``predictions/masks``."""
-    return np.clip(np.rint(np.asarray(probability, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+    return probability_level(probability).astype(np.uint8)
 
 
 def write_predictions(run_dir: Path, case_ids: Sequence[str], labels: Sequence[str],

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from buscad.postprocess.probability import lesion_mask
 from buscad.prediction import MapResult
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
@@ -54,11 +55,11 @@ def merge(results: Sequence[MapResult], threshold: float,
 
 def disagreement(maps: Sequence[np.ndarray], mean_map: np.ndarray, threshold: float) -> float:
     """1 − mean Dice between each variant's mask and the averaged mask (both empty counts as Dice 1)."""
-    reference = mean_map > threshold
+    reference = lesion_mask(mean_map, threshold)
     ref_sum = int(reference.sum())
     scores = []
     for prob in maps:
-        mask = prob > threshold
+        mask = lesion_mask(prob, threshold)
         total = ref_sum + int(mask.sum())
         scores.append(1.0 if total == 0 else 2.0 * int(np.logical_and(mask, reference).sum()) / total)
     return float(1.0 - np.mean(scores))

@@ -3,7 +3,10 @@
 - lesion probability of segmentation logits ``[B, C, H, W]``: ``sigmoid`` for C = 1, ``1 − p(background)``
   (softmax over C) otherwise;
 - class probabilities of classification logits ``[B, K]``: softmax;
-- the lesion mask: probability ``> threshold`` (strictly greater).
+- the lesion mask: probability ``> threshold`` (strictly greater), decided on the probability's 8-bit
+  level (``round(255 p) / 255``, :func:`probability_level`), the precision at which run directories store
+  probability maps — so a mask is the same whether it comes from a stored map (``buscad train`` /
+  ``evaluate``) or a live one (``predict``, ``serve``).
 
 Each function takes a torch tensor (training, on any device) or a numpy array (inference, evaluation;
 computed through torch on the CPU and returned as float32 numpy), so every path computes the same numbers.
@@ -11,12 +14,10 @@ computed through torch on the CPU and returned as float32 numpy), so every path 
 
 from __future__ import annotations
 
-from typing import TypeVar, overload
+from typing import overload
 
 import numpy as np
 import torch
-
-Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 
 def _lesion_probability(seg: torch.Tensor) -> torch.Tensor:
@@ -63,6 +64,27 @@ def pixel_maps(segmentation: np.ndarray) -> np.ndarray:
     return np.concatenate([lesion, malignant_share(segmentation)[:, None]], axis=1)
 
 
-def lesion_mask(probability: Array, threshold: float) -> Array:
-    """The boolean lesion mask of a probability map: ``probability > threshold``."""
-    return probability > threshold
+PROBABILITY_LEVELS = 255
+"""Probability maps are stored (and masks decided) at this many steps: uint8 0–255."""
+
+
+@overload
+def probability_level(probability: torch.Tensor) -> torch.Tensor: ...
+@overload
+def probability_level(probability: np.ndarray) -> np.ndarray: ...
+def probability_level(probability: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """A [0, 1] probability as its 8-bit level 0–255, rounded half to even (numpy: float64; tensors: float32,
+    on their device, e.g. for validation Dice during training)."""
+    if isinstance(probability, torch.Tensor):
+        return torch.round(probability.float() * PROBABILITY_LEVELS).clamp(0, PROBABILITY_LEVELS)
+    return np.clip(np.rint(np.asarray(probability, dtype=np.float64) * PROBABILITY_LEVELS), 0, PROBABILITY_LEVELS)
+
+
+@overload
+def lesion_mask(probability: torch.Tensor, threshold: float) -> torch.Tensor: ...
+@overload
+def lesion_mask(probability: np.ndarray, threshold: float) -> np.ndarray: ...
+def lesion_mask(probability: torch.Tensor | np.ndarray, threshold: float) -> torch.Tensor | np.ndarray:
+    """The boolean lesion mask of a probability map: its 8-bit level above ``threshold`` (``level / 255 >
+    threshold``). Stored maps (``level / 255``) and live float maps give the same mask."""
+    return probability_level(probability) > threshold * PROBABILITY_LEVELS
