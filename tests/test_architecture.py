@@ -176,3 +176,15 @@ def test_only_rundir_spells_run_directory_names(name: str) -> None:
     spelled = [f"{module}:{line}" for module, path in MODULES.items() if module != "buscad.rundir"
                for text, line in _string_constants(ast.parse(path.read_text(encoding="utf-8"))) if name in text]
     assert spelled == [], f"{name!r} spelled outside buscad.rundir"
+
+
+@pytest.mark.parametrize(("function", "home"), [("json_safe", "buscad.io"),
+                                                ("lesion_probability", "buscad.postprocess.probability"),
+                                                ("lesion_mask", "buscad.postprocess.probability"),
+                                                ("parse_spacing", "buscad.inference.measure"),
+                                                ("refine_prediction", "buscad.postprocess.refine")])
+def test_one_definition(function: str, home: str) -> None:
+    defined = {module for module, path in MODULES.items()
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.FunctionDef) and node.name == function}
+    assert defined == {home}

@@ -61,7 +61,7 @@ def predict(
     """Segment and classify images; write NAME_mask.png, NAME_overlay.png and results.jsonl (exit 2 if any failed)."""
     from buscad.inference.predictor import Predictor
 
-    spacing = parse_spacing(pixel_spacing)
+    spacing = _spacing_option(pixel_spacing)
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
                                           threads=threads, batch_size=batch_size)
     files, problems = expand_inputs(inputs, exclude=output)
@@ -100,12 +100,12 @@ def export(
     )
 
 
-def parse_spacing(text: str | None) -> tuple[float, float] | None:
+def _spacing_option(text: str | None) -> tuple[float, float] | None:
     """'0.1' → (0.1, 0.1); '0.08,0.12' → (0.08, 0.12) (row, col) in mm."""
-    from buscad.inference.measure import parse_spacing as parse
+    from buscad.inference.measure import parse_spacing
 
     try:
-        return parse(text)
+        return parse_spacing(text)
     except ValueError:
         fail(f"--pixel-spacing: expected one or two positive numbers in mm (e.g. 0.1 or 0.08,0.12), got {text!r}")
 
