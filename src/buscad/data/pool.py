@@ -57,10 +57,13 @@ def merge_manifests(frames: Sequence[pd.DataFrame], names: Sequence[str], keep_f
         pool["dup_group"] = _namespaced(pool["dup_group"], pool["dataset"])
     if not keep_folds:
         pool = pool.drop(columns=[c for c in SPLIT_COLUMNS if c in pool.columns])
-    elif "fold" in pool.columns:
-        pool["fold"] = pd.array(pd.to_numeric(pool["fold"], errors="coerce"), dtype="Int64")
     extras = [c for c in pool.columns if c not in REQUIRED_COLUMNS]
-    return pool[list(REQUIRED_COLUMNS) + extras].fillna("")
+    pool = pool[list(REQUIRED_COLUMNS) + extras]
+    pool = pool.where(pool.notna(), "")
+    for column in ("fold", "val_fold"):
+        if column in pool.columns:
+            pool[column] = pd.array(pd.to_numeric(pool[column].replace("", np.nan)), dtype="Int64")
+    return pool
 
 
 def read_bus_bra_partition(path: Path) -> pd.DataFrame:
