@@ -73,7 +73,7 @@ def main() -> None:
     run_dir = args.work / f"{args.tag}_fold{args.fold}"
     load_before = os.getloadavg()
     start = time.perf_counter()
-    result = train(config, run_dir, fold=args.fold)
+    result = train(config, run_dir, fold=args.fold, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
     minutes = (time.perf_counter() - start) / 60
     info = json.loads((run_dir / "run_info.json").read_text())
     metrics = result.metrics

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "buscad"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("buscad", "buscad.errors", "buscad.io", "buscad.recipes", "buscad.postprocess"),
+    ("buscad", "buscad.errors", "buscad.io", "buscad.recipes", "buscad.hardware", "buscad.postprocess"),
     ("buscad.data",),
     ("buscad.models", "buscad.losses", "buscad.checkpoint", "buscad.rundir", "buscad.prediction"),
     ("buscad.training",),
@@ -79,17 +79,23 @@ def imports(module: str) -> Iterator[tuple[str, int]]:
                 yield target, node.lineno
 
 
+def _contains(unit: str, module: str) -> bool:
+    """``unit`` (a package or module of :data:`LAYERS`) holds ``module``; the root ``buscad`` holds only itself."""
+    return module == unit or (unit != "buscad" and module.startswith(unit + "."))
+
+
 def layer_of(module: str) -> int:
+    """Index in :data:`LAYERS` of the most specific unit holding ``module``; -1 when none does."""
     best, index = "", -1
     for i, layer in enumerate(LAYERS):
         for unit in layer:
-            if (module == unit or module.startswith(unit + ".")) and len(unit) > len(best):
+            if _contains(unit, module) and len(unit) > len(best):
                 best, index = unit, i
     return index
 
 
 def unit_of(module: str) -> str:
-    return max((u for layer in LAYERS for u in layer if module == u or module.startswith(u + ".")), key=len)
+    return max((u for layer in LAYERS for u in layer if _contains(u, module)), key=len)
 
 
 def test_every_module_has_a_layer() -> None:

@@ -59,16 +59,16 @@ class SegClsModule(pl.LightningModule):
         torch.manual_seed(int(seed.generate_state(1)[0]))
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        images, masks, labels = batch
+        images, masks, labels, allowed = batch
         output = self(images)
-        loss, _ = self.loss(output, masks, labels if self.has_classifier else None)
+        loss, _ = self.loss(output, masks, labels if self.has_classifier else None, allowed)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        images, masks, labels = batch
+        images, masks, labels, allowed = batch
         output = self(images)
-        loss, _ = self.loss(output, masks, labels if self.has_classifier else None)
+        loss, _ = self.loss(output, masks, labels if self.has_classifier else None, allowed)
         n = len(images)
         self.log("val_loss", loss, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=True)
         scores = []

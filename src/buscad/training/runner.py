@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,14 @@ from buscad.io import write_text_atomic
 from buscad.prediction import TorchRunner, predict_resized
 from buscad.training import provenance
 from buscad.training.config import ExperimentConfig
-from buscad.training.data import CaseArrays, CaseDataset, EpochSampler, load_case_arrays
+from buscad.training.data import (
+    BalancedEpochSampler,
+    CaseArrays,
+    CaseDataset,
+    EpochSampler,
+    classes_per_group,
+    load_case_arrays,
+)
 from buscad.training.splits import assign_parts, ensure_folds, filter_cases, uses_ratio_split
 
 log = logging.getLogger(__name__)
@@ -81,7 +89,22 @@ def _build_model(config: ExperimentConfig, spec: ModelSpec) -> torch.nn.Module:
     return create(spec.name, **spec.create_kwargs, **extra)
 
 
-def _loaders(arrays: CaseArrays, parts: pd.Series, config: ExperimentConfig) -> tuple[Any, Any, int]:
+def _train_sampler(frame: pd.DataFrame, order: Sequence[int], config: ExperimentConfig) -> EpochSampler:
+    """Plain epoch-seeded shuffling, or per-group rebalancing (``data.balance_by``) of the training order."""
+    seed = config.train.seed
+    columns = config.data.balance_by
+    if not columns:
+        return EpochSampler(len(order), seed=seed)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"data.balance_by: the manifest has no column {missing[0]!r}")
+    keys = frame[columns].astype(str).agg("|".join, axis=1).to_numpy()[np.asarray(order, dtype=int)]
+    _, groups = np.unique(keys, return_inverse=True)
+    return BalancedEpochSampler(groups, alpha=config.data.balance_alpha, seed=seed)
+
+
+def _loaders(arrays: CaseArrays, frame: pd.DataFrame, parts: pd.Series, config: ExperimentConfig
+             ) -> tuple[Any, Any, int]:
     from torch.utils.data import DataLoader
 
     prep = config.data.preprocessing()
@@ -90,12 +113,14 @@ def _loaders(arrays: CaseArrays, parts: pd.Series, config: ExperimentConfig) -> 
     val_idx = index[(parts == "val").to_numpy()]
     train_labels = [LABELS[i] if i >= 0 else "" for i in arrays.labels[train_idx]]
     order = [int(train_idx[i]) for i in oversampled_indices(train_labels)] if config.data.oversample else train_idx
+    if config.loss.partial_labels:
+        arrays.allowed = classes_per_group(frame, (parts == "train").to_numpy())
     seed = config.train.seed
     train_set = CaseDataset(arrays, order, prep, config.data.target, config.data.augment, seed=seed)
     val_set = CaseDataset(arrays, val_idx.tolist(), prep, config.data.target, None, seed=seed)
     common: dict[str, Any] = {"batch_size": config.train.batch_size, "num_workers": config.train.num_workers,
               "persistent_workers": config.train.num_workers > 0}
-    train_loader = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed=seed),
+    train_loader = DataLoader(train_set, sampler=_train_sampler(frame, order, config),
                               drop_last=len(train_set) > config.train.batch_size, **common)
     val_loader = DataLoader(val_set, sampler=EpochSampler(len(val_set), shuffle=False), **common)
     return train_loader, val_loader, len(train_set)
@@ -129,7 +154,7 @@ def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
         accelerator=train.accelerator,
         devices=train.devices,
         strategy=train.strategy,
-        precision=train.precision,
+        precision=train.precision,  # type: ignore[arg-type]  # "auto" is resolved before (_resolve_precision)
         callbacks=callbacks,
         logger=loggers,
         default_root_dir=run_dir,
@@ -151,6 +176,16 @@ def _configure_threads(config: ExperimentConfig) -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                  "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _resolve_precision(config: ExperimentConfig) -> tuple[ExperimentConfig, str]:
+    """Replace ``train.precision: auto`` by what this machine runs fastest (see :mod:`buscad.hardware`)."""
+    from buscad.hardware import resolve_precision
+
+    used, reason = resolve_precision(config.train.precision, config.train.accelerator)
+    if used != config.train.precision:
+        config = config.model_copy(update={"train": config.train.model_copy(update={"precision": used})})
+    return config, reason
 
 
 def write_test_predictions(model: torch.nn.Module, arrays: CaseArrays, test: pd.DataFrame,
@@ -195,6 +230,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     start = time.perf_counter()
     run_dir = Path(run_dir)
     _configure_threads(config)
+    config, precision_reason = _resolve_precision(config)
     if frame is None:
         if config.data.manifest is None:
             raise ConfigError("data.manifest is required (a CSV from buscad data prepare / split)")
@@ -219,6 +255,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
         "packages": provenance.package_versions(), "machine": provenance.machine(),
         "model": {"name": config.model.name, "options": config.model.options},
         "monitor": config.train.monitor, "split_counts": parts.value_counts().to_dict(),
+        "precision": {"used": config.train.precision, "reason": precision_reason},
     }
     _write_run_info(run_dir, info)
 
@@ -233,7 +270,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     from buscad.training.module import SegClsModule
 
     module = SegClsModule(model, config, spec)
-    train_loader, val_loader, n_train = _loaders(arrays, parts, config)
+    train_loader, val_loader, n_train = _loaders(arrays, frame, parts, config)
     if config.train.time_budget_minutes:
         config, info["time_budget"] = _fit_budget(config, module, train_loader, val_loader, run_dir, resume)
         module.config = config
