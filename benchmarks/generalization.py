@@ -13,7 +13,9 @@ dataset in full):
   validation slots) → tested on its held-out fold and on all 444 curated-BUSI images;
 - ``busi+bus-bra``: the pool, 5 folds: BUS-BRA keeps its official folds, curated BUSI is split into 5
   grouped stratified folds; rows are balanced per dataset while training → tested on each dataset's
-  held-out rows.
+  held-out rows. Training batches are rebalanced per (dataset, label) with square-root shares
+  (normal images keep a fair share although BUS-BRA has none) and the class loss of a BUS-BRA case covers
+  benign vs malignant only (partial labels).
 
 Folds are independent: run them one at a time (a fold takes the CPU recipe's budget on 2 cores) and
 ``table`` aggregates whatever is complete; a row is reported only when all its folds are done.
@@ -51,7 +53,7 @@ SHARED = REPO.parent / "shared" / "datasets"
 TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5}
 EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None}
 MANIFEST = {"busi": "busi_curated_folds.csv", "bus-bra": "bus_bra_folds.csv", "busi+bus-bra": "pool_folds.csv"}
-POOL_OVERRIDES = ["data.balance_by=[dataset]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
+POOL_OVERRIDES = ["data.balance_by=[dataset,label]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
 
 
 def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:

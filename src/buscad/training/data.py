@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def _load_case(row: pd.Series, prep: Preprocessing, target: str, cache_dir: Path
         mask = class_coded(mask, row["label"])
     mask = resize_mask(mask, prep)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")  # two rows may share a key
     np.savez(tmp, image=image, mask=mask)
     os.replace(tmp, path)
     return image, mask
