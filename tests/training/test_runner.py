@@ -133,7 +133,7 @@ def test_a_pool_trains_with_dataset_balancing_partial_labels_and_bf16_where_avai
     from buscad.data.pool import merge_manifests
     from buscad.data.splits import kfold_split
     from buscad.hardware import bf16_fast_on_cpu
-    from buscad.training.runner import train
+    from buscad.workflows import train
 
     first = read_manifest(synthetic_manifest)
     second = first[first["label"] != "normal"].copy()  # a second "hospital" without normal images
@@ -154,8 +154,8 @@ def test_a_pool_trains_with_dataset_balancing_partial_labels_and_bf16_where_avai
 
 def test_balance_by_an_unknown_column_is_a_config_error(tmp_path, synthetic_manifest, write_tiny_config):
     from buscad.errors import ConfigError
-    from buscad.training.runner import train
+    from buscad.workflows import train
 
     config = load_config(write_tiny_config(synthetic_manifest, epochs=1), ["data.balance_by=[hospital]"])
-    with pytest.raises(ConfigError, match="data.balance_by: the manifest has no column 'hospital'"):
+    with pytest.raises(ConfigError, match=r"data\.balance_by: the manifest has no column 'hospital'"):
         train(config, tmp_path / "run", fold=0)
