@@ -107,7 +107,7 @@ def main() -> None:
             try:
                 timing = bench_model(name, size, args.batch, device, args.min_steps, args.min_seconds)
                 row.update({k: round(v, 3) for k, v in timing.items()})
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 — a model that fails is reported, the others still run
                 row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
             rows.append(row)
             print(row, flush=True)

@@ -101,7 +101,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         raise ModelError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
+    except Exception as exc:  # any unpickling/zip failure means "not a checkpoint"
         raise ModelError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from exc
     if not isinstance(payload, dict) or "buscad_spec" not in payload or "state_dict" not in payload:
         raise ModelError(f"{path}: not a buscad checkpoint (no model spec inside)")

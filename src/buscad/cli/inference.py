@@ -233,7 +233,7 @@ def _analyze(predictor, files: list[Path], spacing, tta: bool) -> Iterator[Any]:
             for result in predictor.iter_analyze(chunk, pixel_spacing_mm=spacing, tta=tta):
                 done += 1
                 yield str(result) if isinstance(result, BuscadError) else result
-        except Exception:
+        except Exception:  # noqa: BLE001 - isolate the image that breaks the group
             for path in chunk[done:]:
                 result = _analyze_one(predictor, path, spacing, tta)
                 yield str(result) if isinstance(result, BuscadError) else result
@@ -244,7 +244,7 @@ def _analyze_one(predictor, path: str, spacing, tta: bool) -> object:
 
     try:
         return predictor.analyze_many([path], pixel_spacing_mm=spacing, tta=tta)[0]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
         return BuscadError(f"{path}: prediction failed ({type(exc).__name__}: {exc})")
 
 

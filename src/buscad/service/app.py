@@ -200,7 +200,7 @@ def create_app(
                 await loop.run_in_executor(
                     executor, lambda: predictor.analyze(warmup_image(), name="warm-up")
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported through /readyz, the server stays up
                 log.error("warm-up inference failed: %s", exc)
                 state["problem"] = f"warm-up inference failed: {exc}"
                 yield

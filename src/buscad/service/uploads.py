@@ -137,7 +137,7 @@ def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
         parser.finalize()
     except UploadError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any parser failure means a malformed body
         raise UploadError(422, f"malformed multipart body ({type(exc).__name__})") from None
     if not state["ended"]:
         raise UploadError(422, "malformed multipart body (incomplete: no closing boundary)")
