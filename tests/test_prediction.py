@@ -115,3 +115,48 @@ def test_lesion_mask_is_decided_at_the_stored_precision() -> None:
         assert np.array_equal(lesion_mask(probability, threshold), lesion_mask(stored, threshold))
         tensor = lesion_mask(torch.from_numpy(probability), threshold).numpy()
         assert np.array_equal(tensor, lesion_mask(probability, threshold))
+
+
+def test_a_temperature_softens_class_probabilities_and_keeps_the_argmax():
+    import numpy as np
+
+    from buscad.prediction import RawOutput, calibrated
+    from buscad.postprocess.probability import class_probabilities
+
+    class Fixed:
+        has_segmentation = True
+
+        def __call__(self, batch):
+            return RawOutput(np.zeros((len(batch), 1, 4, 4), np.float32),
+                             np.tile(np.array([[0.0, 1.0, 3.0]], np.float32), (len(batch), 1)))
+
+    runner = Fixed()
+    assert calibrated(runner, 1.0) is runner
+    sharp = class_probabilities(runner(np.zeros((1, 1, 4, 4), np.float32)).classification)
+    soft = class_probabilities(calibrated(runner, 2.0)(np.zeros((1, 1, 4, 4), np.float32)).classification)
+    assert soft.argmax() == sharp.argmax() == 2 and soft.max() < sharp.max()
+    np.testing.assert_allclose(soft[0], np.exp([0, 0.5, 1.5]) / np.exp([0, 0.5, 1.5]).sum(), rtol=1e-5)
+
+
+def test_bf16_inference_agrees_with_float32(tiny_checkpoint):
+    import numpy as np
+    import pytest
+
+    from buscad.checkpoint import load_bundle
+    from buscad.hardware import bf16_fast_on_cpu
+    from buscad.prediction import TorchRunner
+
+    path = tiny_checkpoint()
+    bundle = load_bundle(path)
+    size = bundle.spec.preprocessing.image_size
+    fp32 = TorchRunner(bundle.model, size, precision="32-true")
+    fast = TorchRunner(load_bundle(path).model, size, precision="auto")
+    if not bf16_fast_on_cpu():
+        assert fast.precision == "32-true"
+        pytest.skip("this CPU has no bf16 units: auto is float32 here")
+    assert fast.precision == "bf16-mixed"
+    batch = np.random.default_rng(0).standard_normal((2, 1, size, size)).astype(np.float32)
+    want, got = fp32(batch), fast(batch)
+    assert got.segmentation.dtype == np.float32
+    np.testing.assert_allclose(got.segmentation, want.segmentation, atol=0.1)
+    assert (got.classification.argmax(1) == want.classification.argmax(1)).all()

@@ -36,6 +36,9 @@ class ModelSpec:
     seg_threshold: float = 0.5
     uncertainty_threshold: float = 0.6
     min_lesion_pixels: int = 0
+    refine_policy: str = "published"
+    temperature: float = 1.0
+    """Class-probability temperature (softmax(logits / T)), fitted on held-out data; 1 = uncalibrated."""
     training_data: str = ""
     validation_metrics: dict[str, float] = field(default_factory=dict)
     buscad_version: str = __version__

@@ -88,7 +88,7 @@ def config_from_spec(spec: ModelSpec, manifest: Path) -> ExperimentConfig:
         model=ModelConfig(name=spec.name, cls_head=spec.create_kwargs.get("cls_head"),
                           segmentation=spec.create_kwargs.get("seg_classes", 1) > 0),
         eval=EvalConfig(seg_threshold=spec.seg_threshold, min_lesion_pixels=spec.min_lesion_pixels,
-                        uncertainty_threshold=spec.uncertainty_threshold),
+                        uncertainty_threshold=spec.uncertainty_threshold, refine_policy=spec.refine_policy),
     )
 
 
@@ -138,5 +138,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], manifest: str | os.P
     prep = bundle.spec.preprocessing
     arrays = load_case_arrays(frame, prep, "binary", Path(cache_dir) if cache_dir is not None else None)
     with torch.inference_mode():
-        write_test_predictions(bundle.model, arrays, frame, np.arange(len(frame)), prep, out)
+        write_test_predictions(bundle.model, arrays, frame, np.arange(len(frame)), prep, out,
+                               temperature=bundle.spec.temperature)
     return out, evaluate_run(out)

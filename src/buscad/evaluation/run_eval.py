@@ -104,7 +104,7 @@ def case_masks(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: 
     probability = rundir.read_probability_mask(run_dir, str(prediction["mask_file"]), truth.shape)
     raw = lesion_mask(probability, settings.seg_threshold)
     refined = refine_prediction(_probabilities(prediction), raw, uncertainty_threshold=settings.uncertainty_threshold,
-                                min_lesion_pixels=settings.min_lesion_pixels)
+                                min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy)
     return truth, raw, refined
 
 

@@ -27,7 +27,7 @@ from buscad.inference.tiling import MODES, predict_patches, predict_sliding
 from buscad.inference.tta import FLIPS, TTAResult, merge, variants
 from buscad.postprocess.probability import lesion_mask
 from buscad.postprocess.refine import refine_prediction
-from buscad.prediction import MapResult, Runner, TorchRunner, predict_resize
+from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resize
 
 Backend = Literal["torch", "onnx"]
 GROUP_PIXELS = 16_000_000
@@ -66,8 +66,13 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], *, backend: Backend | None = None,
-                        mode: str = "resize", threads: int | None = None, batch_size: int = 8) -> Predictor:
-        """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime; backend chosen from the suffix by default)."""
+                        mode: str = "resize", threads: int | None = None, batch_size: int = 8,
+                        precision: str = "auto") -> Predictor:
+        """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime; backend chosen from the suffix by default).
+
+        ``precision`` (PyTorch only): ``auto`` (bf16 autocast where the CPU has bf16 units), ``32-true``
+        or ``bf16-mixed``. A spec's fitted ``temperature`` calibrates the class probabilities.
+        """
         path = Path(path)
         backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
         runner: Runner
@@ -81,12 +86,12 @@ class Predictor:
             if path.suffix.lower() == ".onnx":
                 raise ModelError(f"{path}: an ONNX file needs --backend onnx")
             bundle = load_bundle(path)
-            runner = TorchRunner(bundle.model, bundle.spec.preprocessing.image_size)
+            runner = TorchRunner(bundle.model, bundle.spec.preprocessing.image_size, precision=precision)
             spec, model_id, checksum = bundle.spec, bundle.model_id, bundle.checksum
         else:
             raise ModelError(f"unknown backend {backend!r} (torch or onnx)")
-        return cls(runner, spec, model_id=model_id, checksum=checksum, backend=backend, path=path, mode=mode,
-                   batch_size=batch_size)
+        return cls(calibrated(runner, spec.temperature), spec, model_id=model_id, checksum=checksum, backend=backend,
+                   path=path, mode=mode, batch_size=batch_size)
 
     def predict(self, source: Source, **kwargs: Any) -> dict[str, Any]:
         """The prediction record of one image (same keys as ``results.jsonl``, without output paths)."""
@@ -197,7 +202,7 @@ class Predictor:
         refined = refine_prediction(
             probabilities, mask, labels=spec.labels, uncertainty_threshold=spec.uncertainty_threshold,
             min_lesion_pixels=spec.min_lesion_pixels if segments else 0, tta_disagreement=disagreement,
-            tta_threshold=TTA_THRESHOLD, class_coded=class_coded,
+            tta_threshold=TTA_THRESHOLD, class_coded=class_coded, policy=spec.refine_policy,
         )
         if not segments:
             refined.mask = np.zeros(mask.shape, dtype=bool)

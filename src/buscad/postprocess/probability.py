@@ -43,7 +43,8 @@ def class_probabilities(classification: torch.Tensor) -> torch.Tensor: ...
 @overload
 def class_probabilities(classification: np.ndarray) -> np.ndarray: ...
 def class_probabilities(classification: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """[B, K] logits → [B, K] class probabilities (softmax; float32)."""
+    """[B, K] logits → [B, K] class probabilities (softmax; float32). A calibrated model's logits arrive
+    already divided by its temperature (:class:`buscad.prediction.TemperatureRunner`)."""
     if isinstance(classification, torch.Tensor):
         return torch.softmax(classification.float(), dim=1)
     logits = torch.from_numpy(np.ascontiguousarray(classification, dtype=np.float32))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -13,3 +15,7 @@ class EvalConfig(BaseModel):
     seg_threshold: float = Field(0.5, gt=0, lt=1)
     min_lesion_pixels: int = Field(0, ge=0, description="at the original image size")
     uncertainty_threshold: float = Field(0.6, gt=0, le=1)
+    refine_policy: Literal["published", "keep-class"] = Field(
+        "published", description="empty mask with a lesion class: 'published' calls it normal, 'keep-class' "
+        "keeps the classifier's lesion class (both flag it inconsistent)"
+    )

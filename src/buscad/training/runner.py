@@ -28,7 +28,7 @@ from buscad.data.preprocess import Preprocessing, letterbox_geometry
 from buscad.data.sampling import oversampled_indices
 from buscad.errors import ConfigError
 from buscad.io import write_text_atomic
-from buscad.prediction import TorchRunner, predict_resized
+from buscad.prediction import TorchRunner, calibrated, predict_resized
 from buscad.training import provenance
 from buscad.training.config import ExperimentConfig
 from buscad.training.data import (
@@ -74,6 +74,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
         seg_threshold=config.eval.seg_threshold,
         uncertainty_threshold=config.eval.uncertainty_threshold,
         min_lesion_pixels=config.eval.min_lesion_pixels,
+        refine_policy=config.eval.refine_policy,
         training_data=training_data,
     )
 
@@ -189,10 +190,11 @@ def _resolve_precision(config: ExperimentConfig) -> tuple[ExperimentConfig, str]
 
 
 def write_test_predictions(model: torch.nn.Module, arrays: CaseArrays, test: pd.DataFrame,
-                           positions: np.ndarray, prep: Preprocessing, run_dir: Path) -> Path:
+                           positions: np.ndarray, prep: Preprocessing, run_dir: Path, *,
+                           temperature: float = 1.0) -> Path:
     """Predict the cached ``positions`` of ``arrays`` (the rows of ``test``) through the one prediction
     path (:func:`buscad.prediction.predict_resized`) and write ``RUN/predictions``; returns the CSV path."""
-    runner = TorchRunner(model, prep.image_size)
+    runner = calibrated(TorchRunner(model, prep.image_size), temperature)
     boxes = [letterbox_geometry(int(case["height"]), int(case["width"]), prep.image_size, prep.keep_aspect)
              for _, case in test.iterrows()]
     results = predict_resized(list(arrays.images[positions]), boxes, prep, runner, batch_size=32)
