@@ -120,8 +120,8 @@ def test_lesion_mask_is_decided_at_the_stored_precision() -> None:
 def test_a_temperature_softens_class_probabilities_and_keeps_the_argmax():
     import numpy as np
 
-    from buscad.prediction import RawOutput, calibrated
     from buscad.postprocess.probability import class_probabilities
+    from buscad.prediction import RawOutput, calibrated
 
     class Fixed:
         has_segmentation = True
