@@ -31,12 +31,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' hostile corpus: tests/hostile.py
 
 from service_load import free_port, recipe_checkpoint, start_server, upload_images, wait_ready
+from tests.hostile import CORPUS, Hostile
 
 from buscad.io import write_text_atomic
-from hostile import CORPUS, Hostile
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 

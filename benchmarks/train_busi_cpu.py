@@ -27,7 +27,7 @@ from buscad.data.manifest import label_counts, read_manifest, write_manifest
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.training.config import load_config
-from buscad.training.runner import train
+from buscad.workflows import train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -73,7 +73,7 @@ def main() -> None:
     run_dir = args.work / f"{args.tag}_fold{args.fold}"
     load_before = os.getloadavg()
     start = time.perf_counter()
-    result = train(config, run_dir, fold=args.fold)
+    result = train(config, run_dir, fold=args.fold, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
     minutes = (time.perf_counter() - start) / 60
     info = json.loads((run_dir / "run_info.json").read_text())
     metrics = result.metrics

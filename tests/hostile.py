@@ -93,7 +93,7 @@ def gif() -> bytes:
 # ---------------------------------------------------------------------------------------------- DICOM
 
 
-def dicom_dataset(pixels: np.ndarray | None = None, **elements: object):  # noqa: ANN201 - pydicom Dataset
+def dicom_dataset(pixels: np.ndarray | None = None, **elements: object):
     """An uncompressed ultrasound DICOM dataset (8-bit MONOCHROME2) with extra ``elements`` set."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
@@ -120,7 +120,7 @@ def dicom_dataset(pixels: np.ndarray | None = None, **elements: object):  # noqa
     return ds
 
 
-def dicom_bytes(ds) -> bytes:  # noqa: ANN001
+def dicom_bytes(ds) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=False)
     return buffer.getvalue()
@@ -130,7 +130,7 @@ def dicom(pixels: np.ndarray | None = None, **elements: object) -> bytes:
     return dicom_bytes(dicom_dataset(pixels, **elements))
 
 
-def dicom_raw_elements(ds, raw: dict[str, str]) -> bytes:  # noqa: ANN001
+def dicom_raw_elements(ds, raw: dict[str, str]) -> bytes:
     """Save ``ds`` with elements whose stored text is ``raw`` (bypassing pydicom's value checks)."""
     from pydicom.datadict import dictionary_VR, tag_for_keyword
     from pydicom.dataelem import RawDataElement

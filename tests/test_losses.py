@@ -182,3 +182,19 @@ def test_bad_names_raise() -> None:
         MultiTaskLoss(seg_loss="hinge")
     with pytest.raises(ValueError, match="weighting"):
         MultiTaskLoss(ds_weighting="linear")
+
+
+def test_partial_labels_give_excluded_classes_no_gradient():
+    from buscad.losses import MultiTaskLoss
+
+    loss = MultiTaskLoss(seg_loss="dice", cls_loss="ce")
+    logits = torch.tensor([[2.0, 0.5, -1.0]], requires_grad=True)
+    labels = torch.tensor([1])
+    allowed = torch.tensor([[False, True, True]])
+    value = loss.classification(logits, labels, allowed)
+    value.backward()
+    assert logits.grad[0, 0].abs() < 1e-6  # "normal" is not pushed down for a dataset without normals
+    expected = torch.nn.functional.cross_entropy(logits.detach()[:, 1:], torch.tensor([0]))
+    assert torch.isclose(value, expected, atol=1e-5)
+    full = loss.classification(logits.detach(), labels, torch.ones(1, 3, dtype=torch.bool))
+    assert torch.isclose(full, torch.nn.functional.cross_entropy(logits.detach(), labels))

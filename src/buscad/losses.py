@@ -152,23 +152,30 @@ class MultiTaskLoss(nn.Module):
     def segmentation(self, logits: list[Tensor], masks: Tensor) -> Tensor:
         fn = SEG_LOSS_FUNCTIONS[self.seg_loss]
         weights = deep_supervision_weights(len(logits), self.ds_weighting)
-        return sum(w * fn(out, resize_target(masks, tuple(out.shape[-2:])))
-                   for w, out in zip(weights, logits, strict=True))  # type: ignore[return-value]
+        terms = [w * fn(out, resize_target(masks, (out.shape[-2], out.shape[-1])))
+                 for w, out in zip(weights, logits, strict=True)]
+        return sum(terms[1:], terms[0])
 
-    def classification(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def classification(self, logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """Class loss; ``allowed`` (bool [B, K]) restricts each sample's softmax to the classes its
+        dataset has (partial labels): excluded classes get no gradient from that sample."""
+        if allowed is not None and not bool(allowed.all()):
+            logits = logits.masked_fill(~allowed.bool(), -1e4)
         if self.cls_loss == "ce":
             return cross_entropy(logits, labels)
         return focal_cross_entropy(logits, labels, self.gamma)
 
-    def forward(self, output: object, masks: Tensor | None, labels: Tensor | None = None
-                ) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, output: object, masks: Tensor | None, labels: Tensor | None = None,
+                allowed: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         seg_logits = getattr(output, "segmentation", None)
         cls_logits = getattr(output, "classification", None)
         parts: dict[str, Tensor] = {}
+        # Losses run in float32 even when the network ran under bf16 autocast.
         if seg_logits is not None and masks is not None:
-            parts["seg"] = self.segmentation([seg_logits, *(getattr(output, "deep_supervision", None) or [])], masks)
+            extra = getattr(output, "deep_supervision", None) or []
+            parts["seg"] = self.segmentation([t.float() for t in (seg_logits, *extra)], masks)
         if cls_logits is not None and labels is not None:
-            parts["cls"] = self.classification(cls_logits, labels)
+            parts["cls"] = self.classification(cls_logits.float(), labels, allowed)
         if "seg" in parts and "cls" in parts:
             total = self.seg_weight * parts["seg"] + (1.0 - self.seg_weight) * parts["cls"]
         elif parts:

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.inference.conftest import make_checkpoint
 from typer.testing import CliRunner
 
 from buscad.cli.main import app
 from buscad.data.manifest import read_manifest
-from hostile import CORPUS, encode, gray, png_claiming
+from tests.helpers import make_checkpoint
+from tests.hostile import CORPUS, encode, gray, png_claiming
 
 runner = CliRunner()
 

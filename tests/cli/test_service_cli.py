@@ -20,17 +20,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from buscad.checkpoint import ModelSpec, save_bundle
-    from buscad.data.preprocess import Preprocessing
-    from buscad.models import create
-
-    torch.manual_seed(0)
+def serve_checkpoint(tiny_checkpoint) -> Path:
     kwargs = {"cls_classes": 3, "cls_head": "multiscale", "features": (8, 16, 32, 64, 128)}
-    spec = ModelSpec(name="unet", create_kwargs=kwargs, preprocessing=Preprocessing(image_size=64))
-    return save_bundle(tmp_path_factory.mktemp("serve") / "tiny.ckpt", create("unet", **kwargs), spec)
+    return tiny_checkpoint(create_kwargs=kwargs, image_size=64, keep_aspect=False)
 
 
 def test_missing_model_is_one_line(tmp_path: Path) -> None:
@@ -49,9 +41,9 @@ def test_not_a_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_bad_options_are_one_line(tiny_checkpoint: Path) -> None:
+def test_bad_options_are_one_line(serve_checkpoint: Path) -> None:
     for option in (["--workers", "0"], ["--max-upload-mb", "0"]):
-        result = runner.invoke(app, ["serve", str(tiny_checkpoint), *option])
+        result = runner.invoke(app, ["serve", str(serve_checkpoint), *option])
         assert result.exit_code == 1, option
         assert result.output.startswith("error:")
 
@@ -76,9 +68,9 @@ def wait_until_ready(server: subprocess.Popen, port: int, timeout_s: float, poll
         time.sleep(poll_s)
 
 
-def test_serve_starts_on_loopback_and_answers(tiny_checkpoint: Path) -> None:
+def test_serve_starts_on_loopback_and_answers(serve_checkpoint: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(tiny_checkpoint), "--port", str(port)]
+    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(serve_checkpoint), "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until_ready(server, port, timeout_s=120, poll_s=0.2)
@@ -94,9 +86,9 @@ def test_serve_starts_on_loopback_and_answers(tiny_checkpoint: Path) -> None:
 
 @pytest.mark.skipif(os.name != "posix", reason="uvicorn worker processes are tested on POSIX")
 @pytest.mark.slow
-def test_serve_with_worker_processes(tiny_checkpoint: Path) -> None:
+def test_serve_with_worker_processes(serve_checkpoint: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(tiny_checkpoint), "--port", str(port)]
+    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(serve_checkpoint), "--port", str(port)]
     server = subprocess.Popen(
         [*command, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -108,10 +100,10 @@ def test_serve_with_worker_processes(tiny_checkpoint: Path) -> None:
     assert server.returncode == 0, output
 
 
-def test_non_loopback_host_without_keys_refuses_to_start(tiny_checkpoint: Path) -> None:
+def test_non_loopback_host_without_keys_refuses_to_start(serve_checkpoint: Path) -> None:
     """Issue 16, finding 10: ``--host 0.0.0.0`` used to only warn; now one line saying how to give keys."""
     env = {k: v for k, v in os.environ.items() if k != "BUSCAD_API_KEYS"}
-    result = runner.invoke(app, ["serve", str(tiny_checkpoint), "--host", "0.0.0.0"], env=env)
+    result = runner.invoke(app, ["serve", str(serve_checkpoint), "--host", "0.0.0.0"], env=env)
     assert result.exit_code == 1
     assert result.output.startswith("error: --host 0.0.0.0") and result.output.count("\n") == 1
     assert "--api-keys-file" in result.output and "BUSCAD_API_KEYS" in result.output
@@ -122,9 +114,9 @@ def test_non_loopback_host_without_keys_refuses_to_start(tiny_checkpoint: Path) 
     "option", [["--max-upload-mb", "nan"], ["--max-upload-mb", "inf"], ["--port", "70000"],
                ["--max-image-mpx", "nan"]]
 )
-def test_unusable_numbers_are_one_line(tiny_checkpoint: Path, option: list[str]) -> None:
+def test_unusable_numbers_are_one_line(serve_checkpoint: Path, option: list[str]) -> None:
     """Issue 16, finding 11: ``--max-upload-mb nan|inf`` and ``--port 70000`` ended in a traceback."""
-    result = runner.invoke(app, ["serve", str(tiny_checkpoint), *option])
+    result = runner.invoke(app, ["serve", str(serve_checkpoint), *option])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error:") and "Traceback" not in result.output
 
@@ -138,13 +130,13 @@ def test_serve_key_prints_a_key_and_its_digest() -> None:
     assert f"sha256:{hashlib.sha256(key.encode()).hexdigest()}" in result.output
 
 
-def test_serve_on_all_interfaces_with_keys(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_serve_on_all_interfaces_with_keys(serve_checkpoint: Path, tmp_path: Path) -> None:
     """With a key file, 0.0.0.0 starts; no key or a wrong key is 401, the right key 200; no banner."""
     key = "serve-test-key-0123456789"
     key_file = tmp_path / "keys"
     key_file.write_text(f"{key}\n")
     port = free_port()
-    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(tiny_checkpoint), "--port", str(port),
+    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(serve_checkpoint), "--port", str(port),
                "--host", "0.0.0.0", "--api-keys-file", str(key_file)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

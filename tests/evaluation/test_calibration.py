@@ -36,3 +36,19 @@ def test_bin_edges_are_right_closed() -> None:
 def test_unlabelled_rows_are_counted_not_used() -> None:
     m = calibration_metrics(np.array([[0.6, 0.4, 0.0], [0.2, 0.8, 0.0]]), np.array([0, -1]))
     assert m["n"] == 1 and m["n_unlabelled"] == 1 and m["ece"] == pytest.approx(0.4)
+
+
+def test_temperature_scaling_softens_an_overconfident_model_without_changing_its_argmax():
+    from buscad.evaluation.calibration import apply_temperature, fit_temperature
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 600)
+    logits = rng.normal(0, 1, (600, 3))
+    logits[np.arange(600), truth] += 1.0  # informative but weak ...
+    overconfident = np.exp(4 * logits) / np.exp(4 * logits).sum(1, keepdims=True)  # ... and 4x too sharp
+    temperature = fit_temperature(overconfident, truth)
+    assert 3.0 < temperature < 5.5
+    calibrated = apply_temperature(overconfident, temperature)
+    assert (calibrated.argmax(1) == overconfident.argmax(1)).all()
+    assert calibration_metrics(calibrated, truth)["ece"] < calibration_metrics(overconfident, truth)["ece"] / 2
+    assert fit_temperature(overconfident, np.full(600, -1)) == 1.0

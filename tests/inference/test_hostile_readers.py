@@ -10,7 +10,7 @@ import pytest
 from buscad.data.limits import ImageTooLarge
 from buscad.errors import DataError
 from buscad.inference.readers import LoadedImage, probe_image, read_image
-from hostile import CORPUS, Hostile, encode, gray, png_claiming
+from tests.hostile import CORPUS, Hostile, encode, gray, png_claiming
 
 
 @pytest.fixture(scope="module", params=sorted(CORPUS))
@@ -62,6 +62,6 @@ def test_invalid_spacing_in_a_file_is_ignored_and_said() -> None:
 
 def test_budget_is_configurable_and_checked_before_decoding() -> None:
     small = png_claiming(3000, 3000)
-    with pytest.raises(ImageTooLarge, match="9.0 Mpx"):
+    with pytest.raises(ImageTooLarge, match=r"9\.0 Mpx"):
         read_image(small, "x.png", max_pixels=1_000_000)
     assert read_image(encode(gray()), "g.png", max_pixels=5000).width == 64

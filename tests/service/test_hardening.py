@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from buscad.inference.predictor import Predictor
 from buscad.service.app import create_app
 from buscad.service.security import ApiKeys, default_allowed_hosts, key_digest
-from hostile import CORPUS, encode, gray, jpeg_claiming
+from tests.hostile import CORPUS, encode, gray, jpeg_claiming
 
 from .service_helpers import LiveServer, synthetic_image
 

@@ -57,3 +57,15 @@ def test_cli_reports_bad_config_key_on_one_line(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "train.colour: unknown key" in lines[0]
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("32", "32-true"), ("32-true", "32-true"), ("bf16", "bf16-mixed"),
+                                               ("bf16-mixed", "bf16-mixed"), ("auto", "auto")])
+def test_precision_accepts_lightning_spellings_and_the_yaml_number_32(raw, expected):
+    assert load_config(None, [f"train.precision={raw}"]).train.precision == expected
+
+
+def test_precision_defaults_to_auto_and_rejects_unknown_values():
+    assert load_config(None).train.precision == "auto"
+    with pytest.raises(ConfigError, match=r"train\.precision"):
+        load_config(None, ["train.precision=16-mixed"])

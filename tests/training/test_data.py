@@ -68,7 +68,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_position(tiny_manifest, tm
         assert dataset[key][0].equal(again[key][0])
     assert not dataset[1][0].equal(dataset[2][0])  # same image, other position: another augmentation
     assert not dataset[1][0].equal(dataset[5][0])  # same position, next epoch
-    image, mask, label = dataset[0]
+    image, mask, label, _allowed = dataset[0]
     assert image.shape == (1, 32, 32) and mask.shape == (1, 32, 32) and label.item() == 0
 
 
@@ -93,3 +93,67 @@ def test_epoch_sampler_shards_across_ranks(monkeypatch):
         shards.append(list(sampler))
     assert len(shards[0]) == len(shards[1]) == 4
     assert set(shards[0]) | set(shards[1]) == set(range(7))
+
+
+def test_domain_augmentations_keep_image_and_mask_together_and_change_intensity():
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 10:30] = 1
+    image = (mask * 200 + 20).astype(np.uint8)
+    cfg = AugmentConfig(zoom_min=0.7, zoom_max=1.4, aspect=0.4, contrast=0.4, brightness=0.1, blur=1.0,
+                        noise=0.03, gamma=0.3, speckle=0.1, rotation=0, hflip=0)
+    changed = 0
+    for seed in range(6):
+        out_image, out_mask = augment_pair(image, mask, cfg, np.random.default_rng(seed))
+        assert out_image.dtype == np.uint8 and out_mask.dtype == np.uint8
+        assert set(np.unique(out_mask)) <= {0, 1} and out_mask.sum() > 0
+        inside = out_image[out_mask > 0].astype(float).mean()
+        outside = out_image[out_mask == 0].astype(float).mean()
+        assert inside > outside + 60  # the lesion stays where the mask says
+        changed += not np.array_equal(out_image[out_mask > 0], image[mask > 0][: int(out_mask.sum())])
+    assert changed == 6
+
+
+def test_aspect_stretch_changes_width_against_height():
+    mask = np.zeros((64, 64), np.uint8)
+    mask[22:42, 22:42] = 1  # a square
+    cfg = AugmentConfig(aspect=0.6, rotation=0, hflip=0, shift=0, zoom_min=1.0)
+    ratios = []
+    for seed in range(8):
+        _, out = augment_pair(mask * 255, mask, cfg, np.random.default_rng(seed))
+        rows, cols = np.nonzero(out)
+        ratios.append((np.ptp(cols) + 1) / (np.ptp(rows) + 1))
+    assert min(ratios) < 0.85 and max(ratios) > 1.15
+
+
+def test_balanced_sampler_gives_groups_the_chosen_shares_and_is_deterministic():
+    groups = np.array([0] * 90 + [1] * 10)
+    equal = tdata.BalancedEpochSampler(groups, alpha=0.0, seed=1)
+    keys = list(equal)
+    assert len(keys) == len(equal) == 100
+    positions = np.array(keys) % 100
+    assert (groups[positions] == 1).sum() == 50  # the small group takes half of the epoch
+    assert len(set(keys)) == 100  # repeats of one case get distinct keys (distinct augmentations)
+    assert keys == list(tdata.BalancedEpochSampler(groups, alpha=0.0, seed=1))
+    natural = tdata.BalancedEpochSampler(groups, alpha=1.0, seed=1)
+    assert (groups[np.array(list(natural)) % 100] == 1).sum() == 10
+    equal.set_epoch(1)
+    assert list(equal) != keys
+
+
+def test_balanced_keys_feed_the_dataset(tiny_manifest, tmp_path):
+    prep = Preprocessing(image_size=32)
+    arrays = load_case_arrays(tiny_manifest, prep, cache_dir=tmp_path / "cache")
+    dataset = CaseDataset(arrays, [0, 1, 2, 3], prep, "binary", AugmentConfig(), seed=0)
+    sampler = tdata.BalancedEpochSampler(np.array([0, 1, 1, 1]), alpha=0.0, seed=0)
+    items = [dataset[k] for k in sampler]
+    assert len(items) == 4 and sum(int(item[2]) == 0 for item in items) == 2  # the one normal case twice
+
+
+def test_classes_per_group_allows_only_what_a_dataset_has():
+    import pandas as pd
+
+    frame = pd.DataFrame({"dataset": ["a", "a", "a", "b", "b"],
+                          "label": ["normal", "benign", "malignant", "benign", "malignant"]})
+    allowed = tdata.classes_per_group(frame, np.ones(5, dtype=bool))
+    assert allowed[:3].all()
+    assert allowed[3:].tolist() == [[False, True, True], [False, True, True]]

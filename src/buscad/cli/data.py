@@ -119,14 +119,14 @@ def inspect(manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")]) -> 
 @app.command()
 @user_errors
 def split(
-    manifest: Path = typer.Argument(..., help="Manifest CSV (with dup_group / patient_id when known)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Manifest CSV to write with the split columns."),
-    folds: int | None = typer.Option(None, "--folds", help="K for grouped stratified k-fold."),
-    ratios: str | None = typer.Option(None, "--ratios", help="train:val:test or train:test, e.g. 80:10:10."),
-    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same split."),
-    val_fraction: float = typer.Option(0.15, "--val-fraction", help="k-fold: share of each training part "
-                                       "used for validation (at most 1/(K-1))."),
-    stratify: str = typer.Option("label", "--stratify", help="Column to stratify by ('none' to disable)."),
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV (with dup_group / patient_id when known).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Manifest CSV to write with the split columns.")],
+    folds: Annotated[int | None, typer.Option("--folds", help="K for grouped stratified k-fold.")] = None,
+    ratios: Annotated[str | None, typer.Option("--ratios", help="train:val:test or train:test, e.g. 80:10:10.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same split.")] = 0,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="k-fold: share of each training part used for validation (at most 1/(K-1)).")] = 0.15,
+    stratify: Annotated[str, typer.Option("--stratify", help="Column to stratify by ('none' to disable).")] = "label",
 ) -> None:
     """Split a manifest so that no duplicate group or patient straddles two parts, and verify it."""
     from buscad.data.manifest import read_manifest, write_manifest
@@ -149,10 +149,15 @@ def split(
         fail(f"{len(problems)} group(s) straddle two parts: nothing written")
     write_manifest(result, output)
     shown = by or "label"
-    proportions = part_proportions(result, column, shown).astype(object)  # object: counts print as ints
+    if "," in shown:  # composite strata (dataset,label): show the joined value
+        columns = [c.strip() for c in shown.split(",")]
+        result_shown = result.assign(**{shown: result[columns].astype(str).agg("/".join, axis=1)})
+    else:
+        result_shown = result
+    proportions = part_proportions(result_shown, column, shown).astype(object)  # object: counts print as ints
     console.print(frame_table(proportions, f"Cases and % {shown} per {column}"))
     if folds is not None and val_fraction > 0:
-        validation = _validation_table(result, folds, shown)
+        validation = _validation_table(result_shown, folds, shown)
         console.print(frame_table(validation.astype(object), f"Validation part of each run (% {shown})"))
     message = f"no group straddles two parts; {len(result)} cases written to {output}"
     console.print(message, highlight=False, soft_wrap=True)
@@ -172,6 +177,56 @@ def _validation_table(frame: pd.DataFrame, k: int, stratify: str) -> pd.DataFram
     return table
 
 
+@app.command()
+@user_errors
+def merge(
+    manifests: Annotated[list[Path], typer.Argument(help="Two or more manifest CSVs (e.g. busi.csv bus_bra.csv).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Pooled manifest CSV to write.")],
+    keep_folds: Annotated[
+        bool, typer.Option("--keep-folds", help="Keep the inputs' fold/val_fold columns instead of dropping them.")
+    ] = False,
+) -> None:
+    """Pool datasets into one manifest (each row keeps its dataset, patient and root); split it next."""
+    from buscad.data.manifest import label_counts, read_manifest, write_manifest
+    from buscad.data.pool import merge_manifests
+
+    frames = [read_manifest(path) for path in manifests]
+    pool = merge_manifests(frames, [str(p) for p in manifests], keep_folds=keep_folds)
+    write_manifest(pool, output)
+    for dataset, part in pool.groupby("dataset", sort=False):
+        console.print(f"{dataset}: {len(part)} cases {label_counts(part)}", highlight=False, soft_wrap=True)
+    hint = "" if keep_folds else f"; split it with: buscad data split {output} --folds K --stratify dataset,label"
+    console.print(f"{len(pool)} cases written to {output}{hint}", highlight=False, soft_wrap=True)
+
+
+@app.command("import-partition")
+@user_errors
+def import_partition(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV of that one dataset (e.g. bus_bra.csv).")],
+    partition: Annotated[Path, typer.Argument(help="Official partition CSV (BUS-BRA 5-fold-cv.csv or 10-fold-cv.csv).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Manifest CSV to write with fold/val_fold.")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the validation slots.")] = 0,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of each training part "
+                                                "used for validation (patient-grouped).")] = 0.15,
+) -> None:
+    """Take a dataset's official test folds as the fold column (validation slots grouped by patient)."""
+    from buscad.data.manifest import read_manifest, write_manifest
+    from buscad.data.pool import apply_official_partition, read_bus_bra_partition
+    from buscad.data.splits import check_no_leakage, part_proportions
+
+    result = apply_official_partition(read_manifest(manifest), read_bus_bra_partition(partition), seed=seed,
+                                      val_fraction=val_fraction)
+    problems = check_no_leakage(result)
+    for problem in problems:
+        err_console.print(f"problem: {problem}", highlight=False, soft_wrap=True, markup=False)
+    if problems:
+        fail(f"{len(problems)} group(s) straddle two parts: nothing written")
+    write_manifest(result, output)
+    console.print(frame_table(part_proportions(result, "fold").astype(object), "Cases and % label per fold"))
+    console.print(f"official test folds of {partition.name}; {len(result)} cases written to {output}",
+                  highlight=False, soft_wrap=True)
+
+
 class DedupPolicy(str, Enum):
     drop_all = "drop-all"
     keep_one = "keep-one"
@@ -180,18 +235,16 @@ class DedupPolicy(str, Enum):
 @app.command()
 @user_errors
 def dedup(
-    manifest: Path = typer.Argument(..., help="Manifest CSV."),
-    output: Path = typer.Option(..., "-o", "--output", help="Manifest to write (+ dup_group, dup_score)."),
-    curated: Path | None = typer.Option(None, "--curated", help="Also write a manifest without duplicates."),
-    policy: DedupPolicy = typer.Option(
-        DedupPolicy.drop_all,
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Manifest to write (+ dup_group, dup_score).")],
+    curated: Annotated[Path | None, typer.Option("--curated", help="Also write a manifest without duplicates.")] = None,
+    policy: Annotated[DedupPolicy, typer.Option(
         "--policy",
         help="drop-all: remove every member of every group; keep-one: keep one per label-consistent group.",
-    ),
-    report: Path | None = typer.Option(None, "--report", help="Folder for groups.csv, pairs.csv, sheets."),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="Aligned-detail correlation that confirms a copy (default 0.94)."
-    ),
+    )] = DedupPolicy.drop_all,
+    report: Annotated[Path | None, typer.Option("--report", help="Folder for groups.csv, pairs.csv, sheets.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", help="Aligned-detail correlation that confirms a copy (default 0.94).")] = None,
 ) -> None:
     """Find copies (re-cropped, re-scaled, re-contrasted, re-compressed, marked) and group them."""
     from buscad.data.dedup import DedupConfig, curate, find_duplicates

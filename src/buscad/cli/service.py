@@ -6,7 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -67,23 +67,23 @@ def serve(
             highlight=False,
         )
     hosts = list(allowed_hosts) if allowed_hosts else list(default_allowed_hosts(host))
-    options = {
+    options: dict[str, Any] = {
         "max_upload_mb": max_upload_mb, "mode": mode, "threads": threads,
         "max_image_pixels": int(max_image_mpx * 1e6), "max_inflight_mpx": max_inflight_mpx,
         "api_keys": ["sha256:" + d.hex() for d in keys.digests],  # digests only, never the keys
         "allowed_hosts": hosts, "allowed_origins": list(allowed_origins or []),
     }
-    network = {"host": host, "port": port, "max_connections": max_connections,
+    network: dict[str, Any] = {"host": host, "port": port, "max_connections": max_connections,
                "forwarded_allow_ips": forwarded_allow_ips}
     try:
         if workers == 1:
-            app = create_app(model, **options)  # type: ignore[arg-type]  # a bad model fails here, before binding
-            uvicorn.Server(server_config(app, **network)).run()  # type: ignore[arg-type]
+            app = create_app(model, **options)  # a bad model fails here, as one line, before binding
+            uvicorn.Server(server_config(app, **network)).run()
             return
-        create_app(model, warmup=False, **options)  # type: ignore[arg-type]  # check the model once first
+        create_app(model, warmup=False, **options)  # check the model once before starting the workers
         os.environ[ENV_OPTIONS] = json.dumps({"model_path": str(model.resolve()), **options})
         config = server_config("buscad.service.app:app_from_environment", factory=True, workers=workers,
-                               **network)  # type: ignore[arg-type]
+                               **network)
         from uvicorn.supervisors import Multiprocess
 
         Multiprocess(config, sockets=[config.bind_socket()]).run()

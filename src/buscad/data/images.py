@@ -47,7 +47,7 @@ def decode_raster(source: IO[bytes], label: str, max_pixels: int | None = None) 
         raise DataError(f"{label}: not a readable image") from exc
     except MemoryError as exc:
         raise ImageTooLarge(f"{label}: not enough memory to decode the image") from exc
-    except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a property of the file
+    except Exception as exc:
         raise DataError(f"{label}: cannot decode image ({one_line(exc)})") from exc
 
 

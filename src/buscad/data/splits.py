@@ -49,6 +49,9 @@ def split_groups(frame: pd.DataFrame, columns: Sequence[str] = GROUP_COLUMNS) ->
         if column not in frame.columns:
             continue
         keys = _non_empty(frame[column]).reset_index(drop=True)
+        if column == "patient_id" and "dataset" in frame.columns:
+            # patient ids are unique only inside one dataset: "1" of BUS-BRA is not "1" of another
+            keys = (frame["dataset"].astype(str).reset_index(drop=True) + ":" + keys).astype("string")
         present = keys.dropna()
         if present.empty:
             continue
@@ -68,11 +71,16 @@ def split_groups(frame: pd.DataFrame, columns: Sequence[str] = GROUP_COLUMNS) ->
 
 
 def _strata(frame: pd.DataFrame, stratify: str | None) -> np.ndarray:
+    """Stratum code per row; ``stratify`` is a column or several joined by commas (``dataset,label``)."""
     if stratify is None:
         return np.zeros(len(frame), dtype=np.int64)
-    if stratify not in frame.columns:
-        raise DataError(f"cannot stratify by {stratify!r}: the manifest has no such column")
-    values = frame[stratify].astype("string").fillna("")
+    columns = [c.strip() for c in stratify.split(",") if c.strip()]
+    for column in columns:
+        if column not in frame.columns:
+            raise DataError(f"cannot stratify by {column!r}: the manifest has no such column")
+    values = frame[columns[0]].astype("string").fillna("")
+    for column in columns[1:]:
+        values = values + "|" + frame[column].astype("string").fillna("")
     _, codes = np.unique(values.to_numpy(dtype=str), return_inverse=True)
     return codes.astype(np.int64)
 
@@ -163,6 +171,26 @@ def kfold_split(
     folds = np.full(len(frame), -1, dtype=np.int64)
     for f, (_, test_index) in enumerate(splitter.split(np.zeros(len(frame)), strata, groups)):
         folds[test_index] = f
+    return with_val_folds(frame, folds, k, seed=seed, val_fraction=val_fraction, stratify=stratify)
+
+
+def with_val_folds(
+    frame: pd.DataFrame,
+    folds: np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    stratify: str | None = "label",
+) -> pd.DataFrame:
+    """``frame`` with the given test ``fold`` (0..k-1) and grouped, stratified ``val_fold`` slots.
+
+    Used by :func:`kfold_split` and to complete an official partition that fixes only the test folds.
+    """
+    _check_val_fraction(k, val_fraction)
+    groups = split_groups(frame)
+    strata = _strata(frame, stratify)
+    folds = np.asarray(folds, dtype=np.int64)
     val_fold = np.full(len(frame), -1, dtype=np.int64)
     if val_fraction > 0:
         rng = np.random.default_rng(seed)
@@ -174,7 +202,7 @@ def kfold_split(
             parts = _fill_empty_slots(
                 _allocate(local_groups, strata[rows], ratios, rng), local_groups, len(others)
             )
-            slot = np.array(others + [-1])
+            slot = np.array([*others, -1])
             val_fold[rows] = slot[parts]
     out = frame.copy()
     out["fold"] = pd.array(folds, dtype="Int64")
@@ -265,14 +293,3 @@ def part_proportions(frame: pd.DataFrame, part_column: str, stratify: str = "lab
     table["cases"] = table["cases"].astype(int)
     table.index.name = part_column
     return table
-
-
-def max_proportion_gap(frame: pd.DataFrame, part_column: str, stratify: str = "label") -> float:
-    """Largest difference (percentage points) between a part's class share and the whole's."""
-    values = frame[stratify].astype("string").fillna("")
-    whole = values.value_counts(normalize=True)
-    gap = 0.0
-    for _, part in values.groupby(frame[part_column].astype("string").fillna("")):
-        share = part.value_counts(normalize=True).reindex(whole.index, fill_value=0.0)
-        gap = max(gap, float((share - whole).abs().max()) * 100)
-    return gap

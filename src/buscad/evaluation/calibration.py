@@ -56,3 +56,33 @@ def calibration_metrics(probabilities: np.ndarray, truth_index: np.ndarray, n_bi
         "brier": float(((probs - onehot) ** 2).sum(axis=1).mean()),
         "bins": bins,
     }
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature-scaled probabilities: softmax(logits / T) computed from softmax(logits) as p^(1/T)."""
+    probs = np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1.0)
+    scaled = np.exp(np.log(probs) / temperature)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probabilities: np.ndarray, truth_index: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of held-out labels (Guo et al. 2017).
+
+    One scalar, so it changes confidence but never the argmax (accuracy is untouched). Fitted from
+    probabilities (their logs are the logits up to a per-row constant, which softmax ignores). Rows
+    with a negative truth index (unknown label) are ignored; no labelled rows gives T = 1.
+    """
+    from scipy.optimize import minimize_scalar
+
+    truth_index = np.asarray(truth_index, dtype=int)
+    known = truth_index >= 0
+    if not known.any():
+        return 1.0
+    probs, truth = np.asarray(probabilities, dtype=float)[known], truth_index[known]
+
+    def nll(log_t: float) -> float:
+        scaled = apply_temperature(probs, math.exp(log_t))
+        return float(-np.log(np.clip(scaled[np.arange(len(truth)), truth], 1e-12, 1.0)).mean())
+
+    result = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return float(math.exp(result.x))

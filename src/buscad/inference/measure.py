@@ -15,6 +15,8 @@ Conventions (stated once, used everywhere):
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,11 +24,53 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage import measure
 
-from buscad.data.spacing import check_spacing
+from buscad.errors import DataError
 
 OUTLINE_SIGMA = 1.0
 OUTLINE_PAD = 4
 SIZE_KEYS = ("perimeter", "longest_diameter", "perpendicular_diameter", "width", "height")
+
+
+SPACING_RANGE_MM = (0.001, 10.0)
+"""Accepted pixel sizes (mm): ultrasound pixels are 0.01–1 mm; outside this a value is a mistake (and
+1e-300 or 1e200 would overflow the geometry, 1e-150 round to 0 mm)."""
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def parse_number(text: str) -> float:
+    """A plain decimal number (``0.1``, ``1e-1``); ValueError for anything else: ``1_000``, ``nan``, ``inf``,
+    hex (all of which Python's ``float`` takes)."""
+    stripped = text.strip()
+    if not NUMBER.fullmatch(stripped):
+        raise ValueError(f"not a plain number: {stripped[:40]!r}")
+    return float(stripped)
+
+
+def parse_spacing(value: str | float | Sequence[Any] | None) -> tuple[float, float] | None:
+    """Pixel spacing in mm as ``(row, col)``: one number (``0.1``, ``"0.1"``) means square pixels; two
+    (``(0.08, 0.12)``, ``"0.08,0.12"``, ``"0.08x0.12"``) are row, col. None (or ``""``) → None.
+
+    Raises ValueError unless the value is one or two finite numbers within :data:`SPACING_RANGE_MM`; text
+    must be plain decimal numbers (:func:`parse_number`). The one parser and check of every spacing: the
+    CLI (``--pixel-spacing``), the service (``pixel_spacing_mm``), :class:`buscad.Predictor`, DICOM
+    PixelSpacing and ultrasound-region deltas (:mod:`buscad.inference.readers`), :func:`measure_lesions`.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        if isinstance(value, str):
+            values = [parse_number(part) for part in value.replace("x", ",").split(",")]
+        elif isinstance(value, (int, float)):
+            values = [float(value)]
+        else:
+            values = [parse_number(v) if isinstance(v, str) else float(v) for v in value]
+    except (TypeError, ValueError, OverflowError):
+        values = []
+    low, high = SPACING_RANGE_MM
+    if len(values) not in (1, 2) or not all(math.isfinite(v) and low <= v <= high for v in values):
+        raise ValueError(f"pixel spacing must be one or two numbers from {low:g} to {high:g} mm "
+                         f"(e.g. 0.1 or 0.08,0.12), got {str(value)[:60]!r}")
+    return (values[0], values[-1])
 
 
 def measure_lesions(
@@ -39,7 +83,10 @@ def measure_lesions(
     ``min_pixels`` are ignored.
     """
     if pixel_spacing_mm is not None:
-        pixel_spacing_mm = check_spacing(pixel_spacing_mm)  # finite and in range: no overflow to inf or 0
+        try:  # finite and in range: no overflow to inf, no rounding to 0 mm
+            pixel_spacing_mm = parse_spacing(pixel_spacing_mm)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     labels = measure.label(np.asarray(mask) > 0, connectivity=2)
     lesions = []
     for region in measure.regionprops(labels):

@@ -28,8 +28,8 @@ from buscad.data.images import (
     to_grayscale_array,
 )
 from buscad.data.limits import RASTER_FORMATS, ImageTooLarge, check_pixels, one_line, sniff_format
-from buscad.data.spacing import check_spacing
 from buscad.errors import DataError
+from buscad.inference.measure import parse_spacing
 
 DICOM_SUFFIXES: frozenset[str] = frozenset({".dcm", ".dicom", ".dic"})
 CM_UNITS = 3  # PhysicalUnitsX/YDirection code for centimetres (DICOM PS3.3 C.8.5.5.1.15)
@@ -95,7 +95,7 @@ def _read_raster(data: bytes, label: str, max_pixels: int | None) -> LoadedImage
         display = _display_array(image)
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a mode conversion failing on an unusual file
+    except Exception as exc:
         raise DataError(f"{label}: cannot convert image ({one_line(exc)})") from exc
     return LoadedImage(display, gray, None, label, "raster")
 
@@ -121,7 +121,7 @@ def _read_dicom(data: bytes, label: str, max_pixels: int | None) -> LoadedImage:
         raise ImageTooLarge(f"{label}: not enough memory to decode the DICOM image") from exc
     except RecursionError as exc:
         raise DataError(f"{label}: not a readable DICOM file (elements nested too deeply)") from exc
-    except Exception as exc:  # noqa: BLE001 - any parser/decoder failure on untrusted bytes is the file's
+    except Exception as exc:
         raise DataError(f"{label}: invalid DICOM file ({type(exc).__name__}: {one_line(exc)})") from exc
 
 
@@ -182,7 +182,7 @@ def _to_rgb_if_needed(ds: Any, pixels: np.ndarray, label: str) -> np.ndarray:
     if photometric == "PALETTE COLOR":
         try:
             return np.asarray(apply_color_lut(pixels, ds))
-        except Exception as exc:  # noqa: BLE001 - a missing or malformed palette
+        except Exception as exc:
             raise DataError(f"{label}: PALETTE COLOR DICOM without a usable colour palette ({one_line(exc)})") from exc
     if photometric.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
         return np.asarray(convert_color_space(pixels, photometric, "RGB"))
@@ -250,7 +250,7 @@ def dicom_spacing(ds: Any) -> tuple[float, float] | None:
 def dicom_spacing_checked(ds: Any) -> tuple[tuple[float, float] | None, list[str]]:
     """The first valid spacing of the file, and a plain-words warning for each invalid one it skipped.
 
-    Every candidate goes through :func:`buscad.data.spacing.check_spacing` (finite, in range), so a NaN,
+    Every candidate goes through :func:`buscad.inference.measure.parse_spacing` (finite, in range), so a NaN,
     infinite, text, single-valued or absurd value is never used to measure.
     """
     warnings: list[str] = []
@@ -268,9 +268,9 @@ def dicom_spacing_checked(ds: Any) -> tuple[tuple[float, float] | None, list[str
         try:
             if isinstance(value, tuple) and len(value) == 3:  # region deltas in cm (signed)
                 dy, dx, factor = value
-                pair = check_spacing((abs(float(dy)) * factor, abs(float(dx)) * factor), what)
+                pair = parse_spacing((abs(float(dy)) * factor, abs(float(dx)) * factor))
             else:
-                pair = check_spacing(_values(value), what)
+                pair = parse_spacing(_values(value))
         except (DataError, TypeError, ValueError, OverflowError):
             warnings.append(f"the file's {what} ({_shown(value)}) is not a usable pixel size; ignored")
             continue
@@ -314,7 +314,7 @@ def probe_image(data: bytes, name: str, *, max_pixels: int | None = None) -> int
             raise
         except RecursionError as exc:
             raise DataError(f"{name}: not a readable DICOM file (elements nested too deeply)") from exc
-        except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes is the file's
+        except Exception as exc:
             raise DataError(f"{name}: invalid DICOM file ({type(exc).__name__}: {one_line(exc)})") from exc
     if image_format is None:
         raise DataError(f"{name}: not a readable image (PNG, JPEG, BMP, TIFF or DICOM, judged by content)")
@@ -330,7 +330,7 @@ def probe_image(data: bytes, name: str, *, max_pixels: int | None = None) -> int
         raise
     except Image.DecompressionBombError as exc:
         raise bomb_error(name, max_pixels) from exc
-    except Exception as exc:  # noqa: BLE001 - an unreadable header
+    except Exception as exc:
         raise DataError(f"{name}: not a readable image ({one_line(exc)})") from exc
     return check_pixels(name, width, height, max_pixels=max_pixels)
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -29,9 +29,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
 from buscad.data.limits import DEFAULT_MAX_PIXELS, ImageTooLarge
-from buscad.data.spacing import SPACING_RANGE_MM
 from buscad.errors import DataError
+from buscad.inference.measure import SPACING_RANGE_MM
 from buscad.inference.tta import FLIPS
+from buscad.io import json_safe
 from buscad.service.encoding import png_base64, rle_encode
 from buscad.service.schemas import AnalyzeResponse, ErrorBody, Health, ModelCard, Readiness
 from buscad.service.security import ApiKeys, Guard, Policy
@@ -102,23 +103,6 @@ def warmup_image() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def json_safe(value: Any) -> Any:
-    """Plain JSON values: numpy scalars/arrays to Python, NaN/inf to null (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def analysis_body(predictor: PredictorLike, form: AnalyzeForm) -> dict[str, Any]:
@@ -193,7 +177,7 @@ ERRORS = {
 
 
 def load_predictor(
-    model_path: str | os.PathLike[str], *, backend: str | None, mode: str, threads: int | None,
+    model_path: str | os.PathLike[str], *, backend: Literal["torch", "onnx"] | None, mode: str, threads: int | None,
     max_pixels: int | None = None,
 ) -> PredictorLike:
     from buscad.inference.predictor import Predictor
@@ -258,7 +242,7 @@ def create_app(
     *,
     max_upload_mb: float = 20.0,
     predictor: PredictorLike | None = None,
-    backend: str | None = None,
+    backend: Literal["torch", "onnx"] | None = None,
     mode: str = "resize",
     threads: int | None = None,
     inference_workers: int = 1,

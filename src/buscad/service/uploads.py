@@ -17,8 +17,7 @@ from typing import Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from buscad.data.limits import SUPPORTED_FORMATS, sniff_format
-from buscad.data.spacing import check_spacing, parse_number
-from buscad.errors import DataError
+from buscad.inference.measure import parse_number, parse_spacing
 
 __all__ = ["SUPPORTED_FORMATS", "sniff_format"]
 
@@ -216,13 +215,14 @@ def _spacing(part: Part | None) -> float | None:
         return None
     value = _text(part)
     try:
-        spacing = parse_number(value)
+        parse_number(value)
     except ValueError:
         raise UploadError(422, f"field 'pixel_spacing_mm' must be a number, got {value[:40]!r}") from None
     try:
-        return check_spacing(spacing, "field 'pixel_spacing_mm'")[0]
-    except DataError as exc:
-        raise UploadError(422, f"{exc} (a positive pixel size)") from None
+        spacing = parse_spacing(value)
+    except ValueError as exc:
+        raise UploadError(422, f"field 'pixel_spacing_mm': {exc} (a positive pixel size)") from None
+    return None if spacing is None else spacing[0]
 
 
 def _basename(filename: str | None) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from buscad.hardware import autocast_cpu
+
 #: Share of the budget kept for checkpoints, logging, test prediction and timing noise.
 RESERVE = 0.10
 
@@ -34,18 +36,20 @@ class BudgetEstimate:
 
 
 def _timed_train_steps(model: torch.nn.Module, loss: torch.nn.Module, loader: Any, with_labels: bool,
-                       steps: int, channels_last: bool) -> float:
+                       steps: int, channels_last: bool, precision: str) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
     model.train()
     times = []
-    for i, (images, masks, labels) in enumerate(loader):
+    for i, (images, masks, labels, allowed) in enumerate(loader):
         if i > steps:
             break
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         start = time.perf_counter()
         optimizer.zero_grad()
-        value, _ = loss(model(images), masks, labels if with_labels else None)
+        with autocast_cpu(precision):
+            output = model(images)
+        value, _ = loss(output, masks, labels if with_labels else None, allowed)
         value.backward()
         optimizer.step()
         if i > 0:  # the first step pays one-off allocation costs
@@ -54,14 +58,15 @@ def _timed_train_steps(model: torch.nn.Module, loss: torch.nn.Module, loader: An
 
 
 @torch.no_grad()
-def _timed_val_steps(model: torch.nn.Module, loader: Any, steps: int) -> float:
+def _timed_val_steps(model: torch.nn.Module, loader: Any, steps: int, precision: str) -> float:
     model.eval()
     times = []
-    for i, (images, _, _) in enumerate(loader):
+    for i, (images, *_) in enumerate(loader):
         if i >= steps:
             break
         start = time.perf_counter()
-        model(images)
+        with autocast_cpu(precision):
+            model(images)
         times.append(time.perf_counter() - start)
     return sum(times) / max(len(times), 1)
 
@@ -70,9 +75,10 @@ def epochs_for_budget(module: Any, train_loader: Any, val_loader: Any, minutes: 
                       steps: int = 3) -> BudgetEstimate:
     """Largest epoch count (1..``max_epochs``) whose estimated time fits ``minutes``; the module is untouched."""
     model = copy.deepcopy(module.model)
+    precision = module.config.train.precision
     train_step = _timed_train_steps(model, module.loss, train_loader, module.has_classifier, steps,
-                                    module.channels_last)
-    val_step = _timed_val_steps(model, val_loader, steps)
+                                    module.channels_last, precision)
+    val_step = _timed_val_steps(model, val_loader, steps, precision)
     epoch_seconds = len(train_loader) * train_step + len(val_loader) * val_step
     usable = minutes * 60 * (1 - RESERVE)
     epochs = int(max(1, min(max_epochs, usable // max(epoch_seconds, 1e-6))))

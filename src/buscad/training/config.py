@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from buscad.data.preprocess import Preprocessing
 from buscad.errors import ConfigError
+from buscad.postprocess.settings import EvalConfig as EvalConfig  # the config's ``eval`` section
 
 
 class _Strict(BaseModel):
@@ -30,8 +31,14 @@ class AugmentConfig(_Strict):
     rotation: float = Field(15.0, ge=0, le=180, description="max |angle| in degrees; 180 = any angle in [0, 360)")
     shift: float = Field(0.08, ge=0, le=0.5, description="max shift as a fraction of the image size")
     zoom_min: float = Field(0.8, gt=0, le=1.0, description="zoom-in factor range [zoom_min, 1]")
+    zoom_max: float = Field(1.0, ge=1.0, le=2.0, description="zoom-out factor range [1, zoom_max] (1 = off)")
+    aspect: float = Field(0.0, ge=0, le=0.7, description="max |log| of a random width/height stretch (0 = off)")
     speckle: float = Field(0.0, ge=0, le=1, description="std of multiplicative speckle noise (0 = off)")
     gamma: float = Field(0.0, ge=0, le=1, description="max |log gamma| of a random gamma change (0 = off)")
+    contrast: float = Field(0.0, ge=0, le=0.9, description="max relative contrast change around the mean (0 = off)")
+    brightness: float = Field(0.0, ge=0, le=0.5, description="max brightness shift, fraction of full scale (0 = off)")
+    blur: float = Field(0.0, ge=0, le=5, description="max Gaussian blur sigma in pixels, half the images (0 = off)")
+    noise: float = Field(0.0, ge=0, le=0.3, description="max std of additive Gaussian noise, fraction of full scale")
 
 
 class DataConfig(_Strict):
@@ -47,6 +54,12 @@ class DataConfig(_Strict):
     include_normal: bool = Field(True, description="train and test on normal images too")
     exclude_duplicates: bool = Field(False, description="drop every case with a dup_group (curated convention)")
     oversample: bool = Field(True, description="repeat class c round(1/P_c) times in the training part")
+    balance_by: list[str] = Field(
+        default_factory=list, description="manifest columns whose groups are rebalanced per epoch, e.g. [dataset]"
+    )
+    balance_alpha: float = Field(
+        0.5, ge=0, le=1, description="group share ∝ size^alpha (0 = equal shares, 1 = natural proportions)"
+    )
     folds: int = Field(4, ge=2, le=20, description="folds when the manifest has no fold column")
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     split_seed: int = 0
@@ -73,6 +86,10 @@ class LossConfig(_Strict):
     seg: Literal["dice", "bce", "dice+bce", "iou", "mse", "focal"] = "dice"
     cls: Literal["ce", "focal"] = "focal"
     seg_weight: float = Field(0.85, ge=0, le=1, description="λ in λ·seg + (1−λ)·cls")
+    partial_labels: bool = Field(
+        False, description="a case's class loss covers only the classes its dataset has (pools where a "
+        "dataset lacks a class, e.g. BUS-BRA has no normal images)"
+    )
     ds_weighting: Literal["harmonic", "none"] = "harmonic"
 
 
@@ -90,7 +107,9 @@ class TrainConfig(_Strict):
     monitor: Literal["val_loss", "val_dice", "val_accuracy", "val_score"] = "val_score"
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = all cores)")
-    precision: Literal["32", "bf16-mixed"] = "32"
+    precision: Literal["auto", "32-true", "bf16-mixed"] = Field(
+        "auto", description="auto = bf16-mixed on a CPU with AMX/AVX-512 BF16, else 32-true (float32)"
+    )
     channels_last: bool = True
     accelerator: str = "auto"
     devices: int | str = 1
@@ -102,13 +121,12 @@ class TrainConfig(_Strict):
     )
     progress_bar: bool = True
 
-
-class EvalConfig(_Strict):
-    """How test predictions are refined and flagged."""
-
-    seg_threshold: float = Field(0.5, gt=0, lt=1)
-    min_lesion_pixels: int = Field(0, ge=0, description="at the original image size")
-    uncertainty_threshold: float = Field(0.6, gt=0, le=1)
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_aliases(cls, value: Any) -> Any:
+        """``32`` (a YAML number), ``"32"`` and ``bf16`` are accepted as Lightning spells them."""
+        aliases = {"32": "32-true", "bf16": "bf16-mixed", "fp32": "32-true"}
+        return aliases.get(str(value), value)
 
 
 class ExperimentConfig(_Strict):
@@ -152,7 +170,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from exc
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
         _set_dotted(tree, key.strip(), value)
     return tree
 

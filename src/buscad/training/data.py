@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,9 +46,35 @@ class CaseArrays:
     images: np.ndarray  # uint8 [N, S, S]
     masks: np.ndarray  # uint8 [N, S, S]: 0/1 lesion, or 0/1/2 class-coded
     labels: np.ndarray  # int64 [N]: index into LABELS, -1 when unknown
+    allowed: np.ndarray | None = None  # bool [N, K]: classes a case's class loss may use (None = all)
 
     def __len__(self) -> int:
         return len(self.case_ids)
+
+    def allowed_classes(self, index: int) -> np.ndarray:
+        if self.allowed is None:
+            return np.ones(len(LABELS), dtype=bool)
+        return self.allowed[index]
+
+
+def classes_per_group(frame: pd.DataFrame, train_rows: np.ndarray, column: str = "dataset") -> np.ndarray:
+    """bool [N, K]: the classes that occur among the training rows of each case's ``column`` group.
+
+    A case's own class is always allowed. With these masks the class loss of a BUS-BRA case (a dataset
+    without normal images) is a benign-vs-malignant loss, so the network is never taught that the look
+    of one dataset means "not normal": normal vs lesion is learnt where normal images exist.
+    """
+    groups = frame[column].astype(str).to_numpy() if column in frame.columns else np.zeros(len(frame), str)
+    labels = frame["label"].astype(str).to_numpy()
+    allowed = np.zeros((len(frame), len(LABELS)), dtype=bool)
+    for group in np.unique(groups):
+        rows = groups == group
+        present = set(labels[rows & train_rows])
+        allowed[np.ix_(rows, [k for k, lb in enumerate(LABELS) if lb in present])] = True
+    for i, label in enumerate(labels):
+        if label in LABELS:
+            allowed[i, LABELS.index(label)] = True
+    return allowed
 
 
 def _cache_key(row: pd.Series, prep: Preprocessing, target: str) -> str:
@@ -68,7 +95,7 @@ def _load_case(row: pd.Series, prep: Preprocessing, target: str, cache_dir: Path
         mask = class_coded(mask, row["label"])
     mask = resize_mask(mask, prep)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")  # two rows may share a key
     np.savez(tmp, image=image, mask=mask)
     os.replace(tmp, path)
     return image, mask
@@ -92,30 +119,61 @@ def load_case_arrays(
 def augment_pair(
     image: np.ndarray, mask: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One random affine transform (flip, rotation, zoom, shift) applied to image and mask alike,
-    then intensity changes (gamma, multiplicative speckle) to the image only. Returns uint8 arrays."""
+    """One random affine transform (flip, rotation, zoom, stretch, shift) applied to image and mask alike,
+    then intensity changes (gamma, contrast, brightness, blur, speckle, noise) to the image only.
+
+    The geometric and intensity ranges are what separates scanners and hospitals (framing, aspect of
+    the crop, gain, dynamic range, resolution, speckle), so widening them is the cheap way to make a
+    model trained on one hospital's images work on another's. Returns uint8 arrays.
+    """
     size = image.shape[0]
     if rng.random() < cfg.hflip:
         image, mask = image[:, ::-1], mask[:, ::-1]
     if rng.random() < cfg.vflip:
         image, mask = image[::-1, :], mask[::-1, :]
-    angle = rng.uniform(0, 360) if cfg.rotation >= 180 else rng.uniform(-cfg.rotation, cfg.rotation)
-    scale = 1.0 / rng.uniform(cfg.zoom_min, 1.0)
-    shift = rng.uniform(-cfg.shift, cfg.shift, size=2) * size
-    matrix = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), angle, scale)
-    matrix[:, 2] += shift
+    matrix = _affine_matrix(size, cfg, rng)
     image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     mask = cv2.warpAffine(np.ascontiguousarray(mask), matrix, (size, size), flags=cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if cfg.gamma > 0 or cfg.speckle > 0:
-        data = image.astype(np.float32) / 255.0
-        if cfg.gamma > 0:
-            data = np.power(data, math.exp(rng.uniform(-cfg.gamma, cfg.gamma)))
-        if cfg.speckle > 0:
-            data = data * (1.0 + rng.normal(0.0, cfg.speckle, size=data.shape).astype(np.float32))
-        image = np.clip(data * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if any(v > 0 for v in (cfg.gamma, cfg.speckle, cfg.contrast, cfg.brightness, cfg.blur, cfg.noise)):
+        image = _intensity(image, cfg, rng)
     return image, mask
+
+
+def _affine_matrix(size: int, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """2×3 matrix: rotation and zoom about the centre, an optional width/height stretch, then a shift."""
+    angle = rng.uniform(0, 360) if cfg.rotation >= 180 else rng.uniform(-cfg.rotation, cfg.rotation)
+    scale = 1.0 / rng.uniform(cfg.zoom_min, cfg.zoom_max)
+    shift = rng.uniform(-cfg.shift, cfg.shift, size=2) * size
+    matrix = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), angle, scale)
+    if cfg.aspect > 0:
+        stretch = math.exp(rng.uniform(-cfg.aspect, cfg.aspect))
+        centre = size / 2 - 0.5
+        aspect = np.array([[math.sqrt(stretch), 0, 0], [0, 1 / math.sqrt(stretch), 0], [0, 0, 1]])
+        to_centre = np.array([[1, 0, -centre], [0, 1, -centre], [0, 0, 1]])
+        back = np.array([[1, 0, centre], [0, 1, centre], [0, 0, 1]])
+        matrix = (back @ aspect @ to_centre @ np.vstack([matrix, [0, 0, 1]]))[:2]
+    matrix[:, 2] += shift
+    return matrix
+
+
+def _intensity(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    data = image.astype(np.float32) / 255.0
+    if cfg.gamma > 0:
+        data = np.power(data, math.exp(rng.uniform(-cfg.gamma, cfg.gamma)))
+    if cfg.contrast > 0:
+        mean = float(data.mean())
+        data = (data - mean) * (1.0 + rng.uniform(-cfg.contrast, cfg.contrast)) + mean
+    if cfg.brightness > 0:
+        data = data + rng.uniform(-cfg.brightness, cfg.brightness)
+    if cfg.blur > 0 and rng.random() < 0.5:
+        data = cv2.GaussianBlur(data, (0, 0), sigmaX=rng.uniform(0.3, cfg.blur))
+    if cfg.speckle > 0:
+        data = data * (1.0 + rng.normal(0.0, cfg.speckle, size=data.shape).astype(np.float32))
+    if cfg.noise > 0:
+        data = data + rng.normal(0.0, rng.uniform(0, cfg.noise), size=data.shape).astype(np.float32)
+    return np.clip(data * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 class CaseDataset(Dataset):
@@ -144,7 +202,7 @@ class CaseDataset(Dataset):
     def __len__(self) -> int:
         return len(self.order)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         epoch, position = divmod(int(key), len(self.order))
         index = self.order[position]
         image, mask = self.arrays.images[index], self.arrays.masks[index]
@@ -156,7 +214,8 @@ class CaseDataset(Dataset):
             y = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
         else:
             y = torch.from_numpy((np.ascontiguousarray(mask) > 0).astype(np.float32))[None]
-        return x, y, torch.tensor(self.arrays.labels[index], dtype=torch.long)
+        label = torch.tensor(self.arrays.labels[index], dtype=torch.long)
+        return x, y, label, torch.from_numpy(self.arrays.allowed_classes(index).copy())
 
 
 class EpochSampler(Sampler[int]):
@@ -198,3 +257,53 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         _, world = self._rank_world()
         return math.ceil(self.length / world)
+
+
+class BalancedEpochSampler(EpochSampler):
+    """An epoch of ``length`` keys in which group ``g`` (e.g. a dataset) takes a share ∝ ``size_g ** alpha``.
+
+    ``alpha`` 1 keeps natural proportions, 0 gives every group the same share, 0.5 (square-root
+    balancing) is the usual compromise: 1,500 BUS-BRA images then no longer drown 330 BUSI ones, and
+    BUSI is not repeated so often that it is memorised. A group's cases are drawn in epoch-seeded
+    permutations, cycling when its share exceeds its size; repeats of a case in one epoch get keys of
+    their own, so each copy is augmented differently. Keys are ``(epoch * REPEATS + repeat) * n + position``
+    (read by :class:`CaseDataset` as an "epoch" for the augmentation seed only).
+    """
+
+    REPEATS = 1000
+
+    def __init__(self, groups: Sequence[int] | np.ndarray, alpha: float = 0.5, seed: int = 0) -> None:
+        super().__init__(len(groups), seed=seed, shuffle=True)
+        self.groups = np.asarray(groups)
+        names, counts = np.unique(self.groups, return_counts=True)
+        weights = counts.astype(float) ** alpha
+        self.shares = dict(zip(names.tolist(), (weights / weights.sum()).tolist(), strict=True))
+
+    def _counts(self) -> dict[int, int]:
+        """Draws per group, summing exactly to ``length`` (largest remainders get the rounding)."""
+        exact = {g: share * self.length for g, share in self.shares.items()}
+        counts = {g: math.floor(v) for g, v in exact.items()}
+        for g in sorted(exact, key=lambda g: exact[g] - counts[g], reverse=True)[: self.length - sum(counts.values())]:
+            counts[g] += 1
+        return counts
+
+    def _keys(self) -> list[int]:
+        rng = np.random.default_rng((self.seed, self.epoch, 1))
+        keys: list[int] = []
+        for group, wanted in self._counts().items():
+            members = np.flatnonzero(self.groups == group)
+            for draw in range(wanted):
+                repeat, slot = divmod(draw, len(members))
+                if slot == 0:
+                    order = rng.permutation(members)
+                epoch_key = self.epoch * self.REPEATS + min(repeat, self.REPEATS - 1)
+                keys.append(epoch_key * self.length + int(order[slot]))
+        return rng.permutation(np.array(keys, dtype=np.int64)).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = self._rank_world()
+        keys = self._keys()
+        if world > 1:
+            per_rank = math.ceil(len(keys) / world)
+            keys = (keys * 2)[: per_rank * world][rank::world]
+        return iter(keys)

@@ -1,0 +1,197 @@
+"""Cross-dataset benchmark: train on one dataset (or the pool), test on every dataset, all folds.
+
+    python3 benchmarks/generalization.py prepare                       # manifests and folds in --work
+    python3 benchmarks/generalization.py run --train busi --fold 0     # one fold (resumable), then its tests
+    python3 benchmarks/generalization.py table                         # results/generalization.{md,json}
+
+Training sets and their protocols (each fold model is tested on its own held-out part and on the other
+dataset in full):
+
+- ``busi``: curated BUSI (duplicates dropped), grouped stratified 4-fold split (seed 0) → tested on its
+  held-out fold and on all 1875 BUS-BRA images;
+- ``bus-bra``: BUS-BRA's official 5-fold partition (test folds as published, patient-grouped
+  validation slots) → tested on its held-out fold and on all 444 curated-BUSI images;
+- ``busi+bus-bra``: the pool, 5 folds: BUS-BRA keeps its official folds, curated BUSI is split into 5
+  grouped stratified folds; rows are balanced per dataset while training → tested on each dataset's
+  held-out rows. Training batches are rebalanced per (dataset, label) with square-root shares
+  (normal images keep a fair share although BUS-BRA has none) and the class loss of a BUS-BRA case covers
+  benign vs malignant only (partial labels).
+
+Folds are independent: run them one at a time (a fold takes the CPU recipe's budget on 2 cores) and
+``table`` aggregates whatever is complete; a row is reported only when all its folds are done.
+Cite the datasets wherever these figures are used: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020,
+104863) and BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from buscad import rundir
+from buscad.data.dedup import curate, find_duplicates
+from buscad.data.manifest import read_manifest, write_manifest
+from buscad.data.pool import apply_official_partition, merge_manifests, read_bus_bra_partition
+from buscad.data.prepare import prepare
+from buscad.data.splits import check_no_leakage, kfold_split
+from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, markdown_table
+from buscad.training.config import load_config
+from buscad.workflows import evaluate_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SHARED = REPO.parent / "shared" / "datasets"
+TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5}
+EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None}
+MANIFEST = {"busi": "busi_curated_folds.csv", "bus-bra": "bus_bra_folds.csv", "busi+bus-bra": "pool_folds.csv"}
+POOL_OVERRIDES = ["data.balance_by=[dataset,label]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
+
+
+def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
+    """Curated BUSI with 4 and 5 folds, BUS-BRA with its official folds, and the pool."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "busi_curated.csv").is_file():
+        prepare(busi, "busi", work / "busi.csv")
+        deduplicated = find_duplicates(read_manifest(work / "busi.csv")).frame
+        write_manifest(curate(deduplicated, "drop-all"), work / "busi_curated.csv")
+    curated = read_manifest(work / "busi_curated.csv")
+    write_manifest(kfold_split(curated, 4, seed=0, val_fraction=0.15), work / MANIFEST["busi"])
+    if not (work / "bus_bra.csv").is_file():
+        prepare(bus_bra, "bus-bra", work / "bus_bra.csv")
+    official = apply_official_partition(read_manifest(work / "bus_bra.csv"),
+                                        read_bus_bra_partition(bus_bra / "5-fold-cv.csv"))
+    write_manifest(official, work / MANIFEST["bus-bra"])
+    busi5 = kfold_split(curated, 5, seed=0, val_fraction=0.15)
+    pool = merge_manifests([busi5, official], ["busi (5 folds)", "bus-bra (official)"], keep_folds=True)
+    write_manifest(pool, work / MANIFEST["busi+bus-bra"])
+    for name in MANIFEST.values():
+        problems = check_no_leakage(read_manifest(work / name))
+        if problems:
+            raise SystemExit(f"{name}: leakage: {problems[0]}")
+    print(f"manifests written to {work}")
+
+
+def run_dir(work: Path, train_set: str, tag: str, fold: int) -> Path:
+    return rundir.layout(work / "runs" / f"{tag}_{train_set}").fold(fold).root
+
+
+def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str, overrides: list[str]) -> None:
+    """Train one fold (resuming a killed run), then evaluate it on the external dataset."""
+    manifest = work / MANIFEST[train_set]
+    extra = POOL_OVERRIDES if train_set == "busi+bus-bra" else []
+    config = load_config(config_path, [f"data.manifest={manifest}", f"data.cache_dir={work / 'cache'}",
+                                       "train.progress_bar=false", *extra, *overrides])
+    directory = run_dir(work, train_set, tag, fold)
+    paths = rundir.layout(directory)
+    done = rundir.has_metrics(directory)
+    start = time.perf_counter()
+    if not done:
+        train(config, directory, fold=fold, resume=paths.last_checkpoint.is_file())
+    minutes = (time.perf_counter() - start) / 60
+    external = EXTERNAL[train_set]
+    if external and not rundir.has_evaluation(paths.external / Path(external).stem):
+        evaluate_checkpoint(paths.best_checkpoint, work / external, paths.external / Path(external).stem,
+                            cache_dir=work / "cache")
+    info = rundir.read_run_info(directory) or {}
+    record = {"minutes": round(minutes, 2) if not done else None, "overrides": overrides,
+              "config": str(config_path), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "loadavg": os.getloadavg(), "threads": torch.get_num_threads(),
+              "images_per_second": info["timings"]["train_images_per_second"],
+              "fit_minutes": round(info["timings"]["fit_seconds"] / 60, 2), "epochs": info["epochs_run"],
+              "precision": info.get("precision", {}).get("used")}
+    path = directory / "benchmark.json"
+    if not path.is_file():
+        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(json.dumps(record, default=str))
+
+
+def fold_tables(directory: Path) -> pd.DataFrame:
+    """Per-image rows of one fold model on every test set, with ``dataset`` and ``device``."""
+    frames = []
+    for evaluation in [directory, *sorted(rundir.layout(directory).external.glob("*"))]:
+        if not rundir.has_evaluation(evaluation):
+            continue
+        cases = rundir.read_cases(evaluation).set_index("case_id")
+        table = rundir.read_per_image(evaluation)
+        table["dataset"] = cases.loc[table["case_id"], "dataset"].to_numpy()
+        device = cases["device"] if "device" in cases.columns else pd.Series("", index=cases.index)
+        table["device"] = device.loc[table["case_id"]].replace("", "(unknown)").to_numpy()
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True)
+
+
+def build_table(work: Path, tag: str) -> None:
+    rows, devices, pending = [], [], []
+    for train_set, k in TRAIN_SETS.items():
+        dirs = {f: run_dir(work, train_set, tag, f) for f in range(k)}
+        complete = {f: d for f, d in dirs.items() if (d / "benchmark.json").is_file()}
+        if len(complete) < k:
+            pending.append(f"{train_set}: {len(complete)} of {k} folds done")
+            continue
+        per_fold = {f: fold_tables(d) for f, d in complete.items()}
+        records = [json.loads((d / "benchmark.json").read_text()) for d in complete.values()]
+        cost = {"minutes_per_fold": round(sum(r["fit_minutes"] for r in records) / k, 2),
+                "images_per_second": round(sum(r["images_per_second"] for r in records) / k, 2)}
+        for row in cross_dataset_rows(per_fold, train_set, by=("dataset",)):
+            rows.append(row | cost)
+        for row in cross_dataset_rows(per_fold, train_set, by=("dataset", "device")):
+            if row["test"].startswith("bus-bra/"):
+                devices.append(row | cost)
+    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": "python3 benchmarks/generalization.py " + " ".join(sys.argv[1:]),
+              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+              "rows": rows, "per_device": devices, "pending": pending}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "generalization.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    lines = ["# Cross-dataset generalization (train set → test set, mean ± std over all folds)", "",
+             f"`{record['command']}` — {record['date']}, {record['machine']['cores']} CPU cores.", "",
+             markdown_table(rows), ""]
+    if rows:
+        lines += ["Cost per fold (CPU): " + "; ".join(
+            f"{r['train']}: {r['minutes_per_fold']} min, {r['images_per_second']} images/s" for r in rows
+            if r["test"] == r["train"].split("+")[0]), ""]
+    if devices:
+        lines += ["## BUS-BRA by scanner", "", markdown_table(devices, ("dice_lesion", "auc_malignant_vs_benign",
+                                                                         "sensitivity_malignant")), ""]
+    if pending:
+        lines += ["Not yet complete (not reported): " + "; ".join(pending), ""]
+    lines += ["Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et "
+              "al., Medical Physics 51, 2024, 3110–3123). Metrics: " + ", ".join(METRICS) + " (see "
+              "src/buscad/evaluation/cross_dataset.py).", ""]
+    (RESULTS / "generalization.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=("prepare", "run", "table"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"))
+    parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
+    parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
+    parser.add_argument("--train", choices=tuple(TRAIN_SETS), default="busi")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "buscad_robust_cpu.yaml")
+    parser.add_argument("--tag", default="robust", help="run-name prefix (one per recipe)")
+    parser.add_argument("overrides", nargs="*", help="config key=value overrides")
+    args = parser.parse_args()
+    if args.step == "prepare":
+        prepare_manifests(args.work, args.busi, args.bus_bra)
+    elif args.step == "run":
+        if not (args.work / MANIFEST[args.train]).is_file():
+            prepare_manifests(args.work, args.busi, args.bus_bra)
+        run_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
+    else:
+        build_table(args.work, args.tag)
+
+
+if __name__ == "__main__":
+    main()
