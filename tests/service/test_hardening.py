@@ -316,10 +316,11 @@ def test_no_banner_and_no_query_string_in_the_access_log(guarded: LiveServer,
 def test_forwarded_for_is_not_trusted_by_default(predictor: Predictor) -> None:
     from buscad.service.server import server_config
 
-    config = server_config(create_app(predictor=predictor, warmup=False))
+    config = server_config(create_app(predictor=predictor, warmup=False), log_config=None)
     assert config.proxy_headers is False and config.server_header is False
     assert config.limit_concurrency and config.timeout_keep_alive <= 5
-    trusted = server_config(create_app(predictor=predictor, warmup=False), forwarded_allow_ips="10.0.0.1")
+    trusted = server_config(create_app(predictor=predictor, warmup=False), forwarded_allow_ips="10.0.0.1",
+                            log_config=None)
     assert trusted.proxy_headers is True
 
 

@@ -73,7 +73,7 @@ def log_config() -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["buscad"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["buscad"] = {"handlers": ["default"], "level": "INFO", "propagate": True}  # root has no handler
     return config
 
 
