@@ -39,6 +39,8 @@ from torch import Tensor, nn
 from buscad.hardware import autocast_cpu, cpu_bf16_units
 from buscad.io import write_text_atomic
 from buscad.losses import MultiTaskLoss
+from buscad.models import create
+from buscad.models.blocks import FastInstanceNorm2d
 from buscad.models.output import ModelOutput
 from buscad.training.config import load_config
 from buscad.training.optim import make_optimizer
@@ -119,25 +121,58 @@ def alternate(variants: list[Variant], step: Callable[[Variant], float], warmup:
     return {name: batch / statistics.median(values) for name, values in times.items()}
 
 
-def build_variants(published_cls: type[nn.Module], config_path: Path, bf16: bool) -> list[Variant]:
+def _stock_instance_norm(model: nn.Module) -> nn.Module:
+    """``model`` with buscad's FastInstanceNorm2d layers turned back into ``nn.InstanceNorm2d`` (same
+    parameters): the ablation of that layer."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FastInstanceNorm2d):
+                stock = nn.InstanceNorm2d(child.num_features, eps=child.eps, affine=child.affine)
+                if child.affine:
+                    stock.weight, stock.bias = child.weight, child.bias
+                setattr(parent, name, stock)
+    return model
+
+
+def build_variants(published_cls: type[nn.Module], config_path: Path, bf16: bool,
+                   before: bool) -> list[Variant]:
+    """The published network, buscad in each numeric setting and, with ``before``, buscad as it was
+    before the reproduction (nnU-Net's 2D widths ..., 512, 512, batch-norm head, stock instance norm and
+    PyTorch's default Adam, bf16 + channels-last as the issue measured it). Ablation rows (names in
+    brackets) are left out of the acceptance."""
     config = load_config(config_path)
     spec = model_spec(config)
     torch.manual_seed(0)
     published = published_cls(sequences=1, regions=1, n_classes=3)
     variants = [Variant("published fp32", published, torch.optim.Adam(published.parameters(), lr=config.train.lr),
                         published_output, "32-true", False)]
-    settings = [("buscad fp32", "32-true", False)]
+    settings: list[tuple[str, str, bool]] = [("buscad fp32", "32-true", False)]
     if bf16:
-        settings += [("buscad bf16 + channels-last", "bf16-mixed", True), ("buscad bf16 (NCHW)", "bf16-mixed", False)]
+        settings += [("buscad bf16 + channels-last", "bf16-mixed", True), ("buscad bf16 (NCHW)", "bf16-mixed", False),
+                     ("[buscad bf16 (NCHW), stock instance norm]", "bf16-mixed", False)]
     for name, precision, channels_last in settings:
         torch.manual_seed(0)
         model = _build_model(config, spec)
+        if "stock instance norm" in name:
+            model = _stock_instance_norm(model)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(config.train.optimizer, model.parameters(), lr=config.train.lr,
                                    weight_decay=config.train.weight_decay)
-        variants.append(Variant(name, model, optimizer, lambda out: out, precision, channels_last))
+        variants.append(Variant(name, model, optimizer, _identity, precision, channels_last))
+    if before and bf16:
+        old = spec.create_kwargs | {"filters": (32, 64, 128, 256, 512, 512)}
+        old = {k: v for k, v in old.items() if not k.startswith("head_")}
+        torch.manual_seed(0)
+        model = _stock_instance_norm(create(spec.name, **old)).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+        variants.append(Variant("[buscad before: 27.8 M, bf16 + channels-last]", model, optimizer, _identity,
+                                "bf16-mixed", True))
     return variants
+
+
+def _identity(output: Any) -> ModelOutput:
+    return output  # type: ignore[no-any-return]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -160,6 +195,10 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{row['train_images_per_second']:.2f} | {row['train_ratio']:.2f} | "
                      f"{row['inference_images_per_second']:.2f} | {row['inference_ratio']:.2f} |")
     acc = result["acceptance"]
+    lines += ["", ("Rows in brackets are ablations, left out of the acceptance: buscad's network with PyTorch's "
+              "own instance norm instead of FastInstanceNorm2d, and buscad before the reproduction "
+              "(default widths ..., 512, 512, batch-norm head, stock instance norm, PyTorch's default Adam, "
+              "bf16 + channels-last as issue 13 measured it).")]
     lines += ["", (f"Acceptance: parameters within 10 % of the published network: "
                    f"{'yes' if acc['params_within_10pct'] else 'NO'} ({acc['params_ratio']:.3f}); "
                    f"best buscad training speed ≥ 1.5× the published network's: "
@@ -179,13 +218,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 variants")
+    parser.add_argument("--no-before", action="store_true", help="skip the row of buscad before the reproduction")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "nnunet_reproduction",
                         help="output stem (.json and .md are written); '-' prints only")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     load_before = tuple(round(v, 2) for v in os.getloadavg())
-    variants = build_variants(load_published(args.published), args.config, bf16=not args.no_bf16)
+    variants = build_variants(load_published(args.published), args.config, bf16=not args.no_bf16,
+                              before=not args.no_before)
     torch.manual_seed(1)
     images = torch.randn(args.batch, 1, args.size, args.size)
     masks = (torch.rand(args.batch, 1, args.size, args.size) > 0.7).float()
@@ -202,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "inference_images_per_second": round(infer[v.name], 3),
                      "train_ratio": round(train[v.name] / train[pub_name], 3),
                      "inference_ratio": round(infer[v.name] / infer[pub_name], 3)} for v in variants}
-    buscad_rows = {k: v for k, v in rows.items() if k != pub_name}
+    buscad_rows = {k: v for k, v in rows.items() if k != pub_name and not k.startswith("[")}
     best = max(buscad_rows, key=lambda k: buscad_rows[k]["train_images_per_second"])
     params_ratio = buscad_rows[best]["params"] / rows[pub_name]["params"]
     result: dict[str, Any] = {
