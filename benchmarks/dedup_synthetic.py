@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 
 from buscad.data.dedup import DedupConfig, search_images
-from buscad.data.dedup.planted import other_frame, plant_copy
 from buscad.data.synthetic import assign_labels, case_seed, synthesize_case
 from buscad.io import write_text_atomic
+from buscad.testing.planted import other_frame, plant_copy
 
 
 def build(n: int, seed: int, height: int, width: int, copy_share: float, frame_share: float):
@@ -110,7 +110,7 @@ def main() -> None:
         "command": f"python benchmarks/dedup_synthetic.py --n {args.n} --seed {args.seed} --size {args.size}",
         "n_images": len(images),
         "image_size_hw": [args.height, args.width],
-        "planted_groups": int(len(np.unique(truth[truth >= 0]))),
+        "planted_groups": len(np.unique(truth[truth >= 0])),
         "planted_copy_images": int((truth >= 0).sum() - len(np.unique(truth[truth >= 0]))),
         "lookalike_frames": int(is_frame.sum()),
         "true_pairs": len(true_pairs),

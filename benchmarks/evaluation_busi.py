@@ -1,6 +1,6 @@
 """Evaluation and report on the real BUSI masks: speed, and HD95/MSD agreement with MONAI at full size.
 
-Simulated predictions (``buscad.evaluation.simulate``: truth grown/shrunk by up to 3 px, blurred, 15 %
+Simulated predictions (``buscad.testing.simulate``: truth grown/shrunk by up to 3 px, blurred, 15 %
 spurious blobs, 80 % class accuracy) over all 780 BUSI images in a 4-fold layout; the truth masks are the
 real ones (multi-mask cases merged). Times ``evaluate_cv`` (every fold evaluated from scratch) and
 ``write_report``, and compares buscad's HD95/MSD with ``monai.metrics`` on every lesion image's
@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from buscad import __version__
+from buscad import __version__, rundir
 from buscad.data.manifest import load_mask, read_manifest
 from buscad.data.prepare import prepare
 from buscad.evaluation.metrics import segmentation_metrics
-from buscad.evaluation.run_eval import evaluate_cv, read_probability_mask
-from buscad.evaluation.simulate import simulate_cv
+from buscad.evaluation.run_eval import evaluate_cv
 from buscad.io import write_text_atomic
 from buscad.reporting.report import write_report
+from buscad.testing.simulate import simulate_cv
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = PROJECT.parent / "shared" / "datasets" / "BUSI" / "Dataset_BUSI_with_GT"
@@ -60,7 +60,7 @@ def agreement(cv_dir: Path) -> dict:
         for _, row in predictions.iterrows():
             case = cases.loc[row["case_id"]]
             truth = load_mask(case)
-            pred = read_probability_mask(fold / "predictions" / row["mask_file"], truth.shape) > 0.5
+            pred = rundir.read_probability_mask(fold, row["mask_file"], truth.shape) > 0.5
             if not truth.any() or not pred.any():
                 continue
             start = time.perf_counter()

@@ -13,7 +13,9 @@ dataset in full):
   validation slots) → tested on its held-out fold and on all 444 curated-BUSI images;
 - ``busi+bus-bra``: the pool, 5 folds: BUS-BRA keeps its official folds, curated BUSI is split into 5
   grouped stratified folds; rows are balanced per dataset while training → tested on each dataset's
-  held-out rows.
+  held-out rows. Training batches are rebalanced per (dataset, label) with square-root shares
+  (normal images keep a fair share although BUS-BRA has none) and the class loss of a BUS-BRA case covers
+  benign vs malignant only (partial labels).
 
 Folds are independent: run them one at a time (a fold takes the CPU recipe's budget on 2 cores) and
 ``table`` aggregates whatever is complete; a row is reported only when all its folds are done.
@@ -35,16 +37,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from buscad import rundir
 from buscad.data.dedup import curate, find_duplicates
 from buscad.data.manifest import read_manifest, write_manifest
 from buscad.data.pool import apply_official_partition, merge_manifests, read_bus_bra_partition
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, markdown_table
-from buscad.evaluation.external import evaluate_checkpoint
-from buscad.evaluation.run_eval import read_per_image
 from buscad.training.config import load_config
-from buscad.training.runner import train
+from buscad.workflows import evaluate_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -52,7 +53,7 @@ SHARED = REPO.parent / "shared" / "datasets"
 TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5}
 EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None}
 MANIFEST = {"busi": "busi_curated_folds.csv", "bus-bra": "bus_bra_folds.csv", "busi+bus-bra": "pool_folds.csv"}
-POOL_OVERRIDES = ["data.balance_by=[dataset]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
+POOL_OVERRIDES = ["data.balance_by=[dataset,label]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
 
 
 def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
@@ -80,7 +81,7 @@ def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
 
 
 def run_dir(work: Path, train_set: str, tag: str, fold: int) -> Path:
-    return work / "runs" / f"{tag}_{train_set}" / f"fold_{fold}"
+    return rundir.layout(work / "runs" / f"{tag}_{train_set}").fold(fold).root
 
 
 def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str, overrides: list[str]) -> None:
@@ -90,17 +91,17 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
     config = load_config(config_path, [f"data.manifest={manifest}", f"data.cache_dir={work / 'cache'}",
                                        "train.progress_bar=false", *extra, *overrides])
     directory = run_dir(work, train_set, tag, fold)
-    done = (directory / "evaluation" / "metrics.json").is_file()
+    paths = rundir.layout(directory)
+    done = rundir.has_metrics(directory)
     start = time.perf_counter()
     if not done:
-        resume = (directory / "checkpoints" / "last.ckpt").is_file()
-        train(config, directory, fold=fold, resume=resume)
+        train(config, directory, fold=fold, resume=paths.last_checkpoint.is_file())
     minutes = (time.perf_counter() - start) / 60
     external = EXTERNAL[train_set]
-    if external and not (directory / "external" / Path(external).stem / "evaluation" / "per_image.csv").is_file():
-        evaluate_checkpoint(directory / "checkpoints" / "best.ckpt", work / external,
-                            directory / "external" / Path(external).stem, cache_dir=work / "cache")
-    info = json.loads((directory / "run_info.json").read_text())
+    if external and not rundir.has_evaluation(paths.external / Path(external).stem):
+        evaluate_checkpoint(paths.best_checkpoint, work / external, paths.external / Path(external).stem,
+                            cache_dir=work / "cache")
+    info = rundir.read_run_info(directory) or {}
     record = {"minutes": round(minutes, 2) if not done else None, "overrides": overrides,
               "config": str(config_path), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "loadavg": os.getloadavg(), "threads": torch.get_num_threads(),
@@ -116,12 +117,11 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
 def fold_tables(directory: Path) -> pd.DataFrame:
     """Per-image rows of one fold model on every test set, with ``dataset`` and ``device``."""
     frames = []
-    for evaluation in [directory, *sorted((directory / "external").glob("*"))]:
-        path = evaluation / "evaluation" / "per_image.csv"
-        if not path.is_file():
+    for evaluation in [directory, *sorted(rundir.layout(directory).external.glob("*"))]:
+        if not rundir.has_evaluation(evaluation):
             continue
-        cases = read_manifest(evaluation / "cases.csv").set_index("case_id")
-        table = read_per_image(path)
+        cases = rundir.read_cases(evaluation).set_index("case_id")
+        table = rundir.read_per_image(evaluation)
         table["dataset"] = cases.loc[table["case_id"], "dataset"].to_numpy()
         device = cases["device"] if "device" in cases.columns else pd.Series("", index=cases.index)
         table["device"] = device.loc[table["case_id"]].replace("", "(unknown)").to_numpy()

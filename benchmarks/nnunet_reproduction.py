@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from buscad.checkpoint import build_model
 from buscad.hardware import autocast_cpu, cpu_bf16_units
 from buscad.io import write_text_atomic
 from buscad.losses import MultiTaskLoss
@@ -44,7 +45,7 @@ from buscad.models.blocks import FastInstanceNorm2d
 from buscad.models.output import ModelOutput
 from buscad.training.config import load_config
 from buscad.training.optim import make_optimizer
-from buscad.training.runner import _build_model, model_spec
+from buscad.training.runner import model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,7 @@ def load_published(path: Path) -> type[nn.Module]:
     cls = getattr(module, "MTnnUNet", None)
     if cls is None:
         raise SystemExit(f"{path}: no class MTnnUNet (expected the authors' src/models/multitask/MTnnUNet.py)")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def published_output(output: Any) -> ModelOutput:
@@ -152,7 +153,7 @@ def build_variants(published_cls: type[nn.Module], config_path: Path, bf16: bool
                      ("[buscad bf16 (NCHW), stock instance norm]", "bf16-mixed", False)]
     for name, precision, channels_last in settings:
         torch.manual_seed(0)
-        model = _build_model(config, spec)
+        model = build_model(spec)
         if "stock instance norm" in name:
             model = _stock_instance_norm(model)
         if channels_last:
@@ -172,7 +173,7 @@ def build_variants(published_cls: type[nn.Module], config_path: Path, bf16: bool
 
 
 def _identity(output: Any) -> ModelOutput:
-    return output  # type: ignore[no-any-return]
+    return output
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -238,11 +239,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       args.batch)
     infer = alternate(variants, lambda v: infer_step(v, images), args.warmup, args.steps, args.batch)
     pub_name = variants[0].name
-    rows: dict[str, dict[str, Any]] = {v.name: {"params": n_params(v.model), "precision": v.precision, "channels_last": v.channels_last,
-                     "train_images_per_second": round(train[v.name], 3),
-                     "inference_images_per_second": round(infer[v.name], 3),
-                     "train_ratio": round(train[v.name] / train[pub_name], 3),
-                     "inference_ratio": round(infer[v.name] / infer[pub_name], 3)} for v in variants}
+    rows: dict[str, dict[str, Any]] = {
+        v.name: {"params": n_params(v.model), "precision": v.precision, "channels_last": v.channels_last,
+                 "train_images_per_second": round(train[v.name], 3),
+                 "inference_images_per_second": round(infer[v.name], 3),
+                 "train_ratio": round(train[v.name] / train[pub_name], 3),
+                 "inference_ratio": round(infer[v.name] / infer[pub_name], 3)} for v in variants}
     buscad_rows = {k: v for k, v in rows.items() if k != pub_name and not k.startswith("[")}
     best = max(buscad_rows, key=lambda k: buscad_rows[k]["train_images_per_second"])
     params_ratio = buscad_rows[best]["params"] / rows[pub_name]["params"]

@@ -34,13 +34,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from buscad.checkpoint import build_model
 from buscad.hardware import autocast_cpu, cpu_bf16_units
 from buscad.io import write_text_atomic
 from buscad.losses import MultiTaskLoss
 from buscad.models.blocks import FastDropout
 from buscad.training.config import ExperimentConfig, load_config
 from buscad.training.optim import make_optimizer
-from buscad.training.runner import _build_model, model_spec
+from buscad.training.runner import model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS: tuple[tuple[str, str, bool], ...] = (
@@ -67,7 +68,7 @@ class Variant:
 def build(config: ExperimentConfig, precision: str, channels_last: bool, name: str,
           fused: bool | None = None) -> Variant:
     torch.manual_seed(0)
-    model = _build_model(config, model_spec(config))
+    model = build_model(model_spec(config))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config.train.optimizer, model.parameters(), lr=config.train.lr,

@@ -27,7 +27,7 @@ from buscad.data.manifest import label_counts, read_manifest, write_manifest
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.training.config import load_config
-from buscad.training.runner import train
+from buscad.workflows import train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test package: the real BUSI folder (or a skip) and small synthetic data.
+"""Fixtures shared by every test package: the real BUSI folder (or a skip), small synthetic data and
+tiny real checkpoints (``tiny_checkpoint``, the one checkpoint factory).
 
 The synthetic fixtures are session-scoped and must be treated as read-only: copy them before changing
 anything (``shutil.copytree(synthetic_busi_dir, tmp_path / "ds")``).
@@ -7,7 +8,9 @@ anything (``shutil.copytree(synthetic_busi_dir, tmp_path / "ds")``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +63,21 @@ def synthetic_manifest(synthetic_busi_dir: Path, tmp_path_factory: pytest.TempPa
     result = prepare(synthetic_busi_dir, "busi", out, strict=True)
     assert result.manifest is not None, [str(p) for p in result.problems]
     return result.manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory of tiny real checkpoints: ``tiny_checkpoint(**options)`` → path of a ``.ckpt`` built by
+    :func:`tests.helpers.make_checkpoint` with those options. The same options give the same (read-only)
+    file; ``filename`` names it (e.g. ``"checkpoints/best.ckpt"`` to sit in a run layout)."""
+    from tests.helpers import make_checkpoint
+
+    built: dict[str, Path] = {}
+
+    def build(filename: str = "tiny.ckpt", **options: Any) -> Path:
+        key = repr((filename, sorted(options.items(), key=lambda item: item[0])))
+        if key not in built:
+            built[key] = make_checkpoint(tmp_path_factory.mktemp("checkpoint") / filename, **options)
+        return built[key]
+
+    return build

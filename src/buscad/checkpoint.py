@@ -36,6 +36,9 @@ class ModelSpec:
     seg_threshold: float = 0.5
     uncertainty_threshold: float = 0.6
     min_lesion_pixels: int = 0
+    refine_policy: str = "published"
+    temperature: float = 1.0
+    """Class-probability temperature (softmax(logits / T)), fitted on held-out data; 1 = uncalibrated."""
     training_data: str = ""
     validation_metrics: dict[str, float] = field(default_factory=dict)
     buscad_version: str = __version__
@@ -101,7 +104,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         raise ModelError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means "not a checkpoint"
+    except Exception as exc:  # any unpickling/zip failure means "not a checkpoint"
         raise ModelError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from exc
     if not isinstance(payload, dict) or "buscad_spec" not in payload or "state_dict" not in payload:
         raise ModelError(f"{path}: not a buscad checkpoint (no model spec inside)")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buscad import LABELS
+from buscad import LABELS, rundir
 from buscad.data.manifest import read_manifest, write_manifest
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
@@ -69,7 +69,7 @@ def run_demo(out_dir: str | os.PathLike[str], *, cases: int = 120, folds: int = 
     from buscad.inference.predictor import Predictor
     from buscad.reporting.report import write_report
     from buscad.training.config import load_config
-    from buscad.training.runner import cross_validate
+    from buscad.workflows import cross_validate
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -113,7 +113,7 @@ def run_demo(out_dir: str | os.PathLike[str], *, cases: int = 120, folds: int = 
     best_fold = fold_dice.index(max(fold_dice))
     onnx_path = out / "model.onnx"
     log(f"5/6 exporting fold {best_fold}'s best checkpoint → {onnx_path}")
-    export_onnx(run_dir / f"fold_{best_fold}" / "checkpoints" / "best.ckpt", onnx_path)
+    export_onnx(rundir.layout(run_dir).fold(best_fold).best_checkpoint, onnx_path)
     step("export")
 
     predictions = out / "predictions"

@@ -37,7 +37,7 @@ def _cpu_flags() -> set[str]:
 def cpu_bf16_units() -> list[str]:
     """The CPU's native bf16 units (``amx_bf16``, ``avx512_bf16``); empty when bf16 would be emulated."""
     flags = _cpu_flags()
-    units = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+    units: list[str] = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
     if not flags:  # no /proc/cpuinfo (macOS, Windows): trust oneDNN's own probe
         mkldnn_probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
         if mkldnn_probe is not None and torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX"):

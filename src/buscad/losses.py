@@ -152,8 +152,9 @@ class MultiTaskLoss(nn.Module):
     def segmentation(self, logits: list[Tensor], masks: Tensor) -> Tensor:
         fn = SEG_LOSS_FUNCTIONS[self.seg_loss]
         weights = deep_supervision_weights(len(logits), self.ds_weighting)
-        return sum(w * fn(out, resize_target(masks, tuple(out.shape[-2:])))
-                   for w, out in zip(weights, logits, strict=True))  # type: ignore[return-value]
+        terms = [w * fn(out, resize_target(masks, (out.shape[-2], out.shape[-1])))
+                 for w, out in zip(weights, logits, strict=True)]
+        return sum(terms[1:], terms[0])
 
     def classification(self, logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> Tensor:
         """Class loss; ``allowed`` (bool [B, K]) restricts each sample's softmax to the classes its

@@ -6,12 +6,11 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 from scipy import stats
 from typer.testing import CliRunner
 
 from buscad.cli.main import app
-from buscad.evaluation.simulate import simulate_cv, simulate_run
+from buscad.testing.simulate import simulate_cv, simulate_run
 
 runner = CliRunner()
 
@@ -42,16 +41,10 @@ def test_compare_prints_and_writes_scipy_p_values(tmp_path, synthetic_manifest) 
     assert raw.exit_code == 0 and "raw outputs" in raw.output
 
 
-def test_evaluate_a_checkpoint(tmp_path, synthetic_manifest) -> None:
-    from buscad.checkpoint import ModelSpec, save_bundle
-    from buscad.data.preprocess import Preprocessing
-    from buscad.models import create
-
-    torch.manual_seed(0)
+def test_evaluate_a_checkpoint(tmp_path, synthetic_manifest, tiny_checkpoint) -> None:
     kwargs = {"in_channels": 1, "seg_classes": 1, "cls_classes": 3, "cls_head": "dense",
               "features": [4, 8, 16, 32, 64]}
-    ckpt = save_bundle(tmp_path / "m.ckpt", create("unet", **kwargs),
-                       ModelSpec(name="unet", create_kwargs=kwargs, preprocessing=Preprocessing(image_size=32)))
+    ckpt = tiny_checkpoint(create_kwargs=kwargs, image_size=32, keep_aspect=False)
     out = tmp_path / "ext"
     result = runner.invoke(app, ["evaluate", str(ckpt), str(synthetic_manifest), "-o", str(out),
                                  "--cache-dir", str(tmp_path / "cache")])

@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.inference.conftest import make_checkpoint, speckle_image, write_dicom
 from typer.testing import CliRunner
 
 from buscad.cli.main import app
+from tests.helpers import speckle_image, write_dicom
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("cli_ckpt") / "unet.ckpt", lesion_bias=2.0)
+def ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint(lesion_bias=2.0)
 
 
 def _png_bytes(image: np.ndarray) -> bytes:

@@ -20,17 +20,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from buscad.checkpoint import ModelSpec, save_bundle
-    from buscad.data.preprocess import Preprocessing
-    from buscad.models import create
-
-    torch.manual_seed(0)
+def serve_checkpoint(tiny_checkpoint) -> Path:
     kwargs = {"cls_classes": 3, "cls_head": "multiscale", "features": (8, 16, 32, 64, 128)}
-    spec = ModelSpec(name="unet", create_kwargs=kwargs, preprocessing=Preprocessing(image_size=64))
-    return save_bundle(tmp_path_factory.mktemp("serve") / "tiny.ckpt", create("unet", **kwargs), spec)
+    return tiny_checkpoint(create_kwargs=kwargs, image_size=64, keep_aspect=False)
 
 
 def test_missing_model_is_one_line(tmp_path: Path) -> None:
@@ -49,9 +41,9 @@ def test_not_a_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_bad_options_are_one_line(tiny_checkpoint: Path) -> None:
+def test_bad_options_are_one_line(serve_checkpoint: Path) -> None:
     for option in (["--workers", "0"], ["--max-upload-mb", "0"]):
-        result = runner.invoke(app, ["serve", str(tiny_checkpoint), *option])
+        result = runner.invoke(app, ["serve", str(serve_checkpoint), *option])
         assert result.exit_code == 1, option
         assert result.output.startswith("error:")
 
@@ -76,9 +68,9 @@ def wait_until_ready(server: subprocess.Popen, port: int, timeout_s: float, poll
         time.sleep(poll_s)
 
 
-def test_serve_starts_on_loopback_and_answers(tiny_checkpoint: Path) -> None:
+def test_serve_starts_on_loopback_and_answers(serve_checkpoint: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(tiny_checkpoint), "--port", str(port)]
+    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(serve_checkpoint), "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until_ready(server, port, timeout_s=120, poll_s=0.2)
@@ -94,9 +86,9 @@ def test_serve_starts_on_loopback_and_answers(tiny_checkpoint: Path) -> None:
 
 @pytest.mark.skipif(os.name != "posix", reason="uvicorn worker processes are tested on POSIX")
 @pytest.mark.slow
-def test_serve_with_worker_processes(tiny_checkpoint: Path) -> None:
+def test_serve_with_worker_processes(serve_checkpoint: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(tiny_checkpoint), "--port", str(port)]
+    command = [sys.executable, "-m", "buscad.cli.main", "serve", str(serve_checkpoint), "--port", str(port)]
     server = subprocess.Popen(
         [*command, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -11,10 +11,10 @@ from buscad.cli.main import app
 from buscad.data.dedup import DedupConfig, curate, find_duplicates, group_pairs, search_images
 from buscad.data.dedup.features import describe_all
 from buscad.data.dedup.index import candidate_pairs
-from buscad.data.dedup.planted import COPY_KINDS, other_frame, plant_copy
 from buscad.data.manifest import REQUIRED_COLUMNS, read_manifest, write_manifest
 from buscad.data.synthetic import synthesize_case
 from buscad.errors import ConfigError
+from buscad.testing.planted import COPY_KINDS, other_frame, plant_copy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SIZE = (96, 128)

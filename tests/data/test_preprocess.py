@@ -38,7 +38,7 @@ def test_letterbox_keeps_aspect_with_zero_padding_and_maps_back():
 
 def test_unit_normalisation_and_constant_images_stay_finite():
     out, _ = preprocess(_gradient(), Preprocessing(image_size=32, normalization="unit"))
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
     flat, _ = preprocess(np.full((20, 20), 7, np.uint8), Preprocessing(image_size=32))
     assert np.isfinite(flat).all() and not flat.any()
 

@@ -8,13 +8,22 @@ from buscad.data.manifest import REQUIRED_COLUMNS, read_manifest, write_manifest
 from buscad.data.splits import (
     check_no_leakage,
     kfold_split,
-    max_proportion_gap,
     parse_ratios,
     ratio_split,
     split_groups,
 )
 from buscad.errors import ConfigError, DataError
 
+
+def max_proportion_gap(frame: pd.DataFrame, part_column: str, stratify: str = "label") -> float:
+    """Largest difference (percentage points) between a part's class share and the whole's."""
+    values = frame[stratify].astype("string").fillna("")
+    whole = values.value_counts(normalize=True)
+    gap = 0.0
+    for _, part in values.groupby(frame[part_column].astype("string").fillna("")):
+        share = part.value_counts(normalize=True).reindex(whole.index, fill_value=0.0)
+        gap = max(gap, float((share - whole).abs().max()) * 100)
+    return gap
 
 def grouped_frame(n: int = 900, seed: int = 1) -> pd.DataFrame:
     """Cases with BUSI-like label shares, duplicate groups of 2-4 images and some shared patients."""

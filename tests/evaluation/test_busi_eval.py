@@ -13,7 +13,7 @@ from buscad.data.manifest import load_mask, read_manifest, write_manifest
 from buscad.data.prepare import prepare
 from buscad.evaluation.metrics import segmentation_metrics
 from buscad.evaluation.run_eval import evaluate_run
-from buscad.evaluation.simulate import simulate_run
+from buscad.testing.simulate import simulate_run
 
 pytestmark = pytest.mark.busi
 

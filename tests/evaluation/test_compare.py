@@ -8,7 +8,7 @@ from scipy import stats
 
 from buscad.errors import DataError
 from buscad.evaluation.compare import compare_runs, summary_lines
-from buscad.evaluation.simulate import simulate_cv, simulate_run
+from buscad.testing.simulate import simulate_cv, simulate_run
 
 
 def _scipy_reference(run_a, run_b, per_image_paths) -> tuple[float, float]:
@@ -38,7 +38,9 @@ def test_cv_runs_pool_folds_and_match_scipy(tmp_path, synthetic_manifest) -> Non
     a = simulate_cv(synthetic_manifest, tmp_path / "a", folds=2, seed=0)
     b = simulate_cv(synthetic_manifest, tmp_path / "b", folds=2, seed=10, boundary_error=4)
     result = compare_runs(a, b)
-    paths = lambda r: sorted(r.glob("fold_*/evaluation/per_image.csv"))
+    def paths(run):
+        return sorted(run.glob("fold_*/evaluation/per_image.csv"))
+
     wilcoxon, mcnemar = _scipy_reference(a, b, paths)
     assert result["n_common"] == 24
     assert result["wilcoxon"]["dice"]["p_value"] == pytest.approx(wilcoxon, rel=1e-12)

@@ -11,26 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from buscad.checkpoint import ModelSpec, save_bundle
 from buscad.data.manifest import read_manifest, write_manifest
-from buscad.data.preprocess import Preprocessing
 from buscad.errors import DataError, ModelError
-from buscad.evaluation.external import default_output, evaluate_checkpoint
+from buscad.workflows import default_output, evaluate_checkpoint
 
 KWARGS = {"in_channels": 1, "seg_classes": 1, "cls_classes": 3, "cls_head": "multiscale",
           "features": [4, 8, 16, 32, 64]}
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from buscad.models import create
-
-    torch.manual_seed(0)
+def checkpoint(tiny_checkpoint):
     torch.set_num_threads(1)
-    model = create("unet", **KWARGS)
-    spec = ModelSpec(name="unet", create_kwargs=KWARGS, preprocessing=Preprocessing(image_size=32),
-                     seg_threshold=0.4, min_lesion_pixels=3, uncertainty_threshold=0.5)
-    return save_bundle(tmp_path_factory.mktemp("model") / "checkpoints" / "best.ckpt", model, spec)
+    return tiny_checkpoint("checkpoints/best.ckpt", create_kwargs=KWARGS, image_size=32, keep_aspect=False,
+                           seg_threshold=0.4, min_lesion_pixels=3, uncertainty_threshold=0.5)
 
 
 def test_writes_the_run_layout_and_evaluates(tmp_path, checkpoint, synthetic_manifest) -> None:

@@ -6,6 +6,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
@@ -13,7 +14,7 @@ from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_sco
 
 from buscad.evaluation.metrics import (
     boundary,
-    class_iou,
+    class_counts,
     pooled_class_iou,
     segmentation_metrics,
     summarize,
@@ -36,7 +37,9 @@ def _blob(rng: np.random.Generator, shape: tuple[int, int] = (40, 48)) -> np.nda
 
 
 def _monai(pred: np.ndarray, truth: np.ndarray, spacing=None) -> tuple[float, float]:
-    as_tensor = lambda m: torch.from_numpy(m[None, None].astype(np.float32))
+    def as_tensor(mask: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(mask[None, None].astype(np.float32))
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hd = compute_hausdorff_distance(as_tensor(pred), as_tensor(truth), include_background=True,
@@ -135,26 +138,29 @@ def test_shape_mismatch_is_an_error() -> None:
         segmentation_metrics(np.zeros((4, 4), bool), np.zeros((4, 5), bool))
 
 
-def test_class_iou_hand_computed_and_sklearn() -> None:
+def test_class_counts_hand_computed_and_sklearn() -> None:
     truth = np.zeros((6, 6), np.uint8)
     pred = np.zeros((6, 6), np.uint8)
     truth[1:4, 1:4] = 1  # 9 benign
     pred[1:4, 2:5] = 1  # 6 overlap, union 12
-    m = class_iou(pred, truth)
+    m = pooled_class_iou(pd.DataFrame([class_counts(pred, truth)]))
     assert m["iou_benign"] == pytest.approx(6 / 12)
     assert m["iou_background"] == pytest.approx(24 / 30)
-    assert math.isnan(m["iou_malignant"]) and m["n_classes_defined"] == 2
+    assert math.isnan(m["iou_malignant"])
     assert m["mean_iou"] == pytest.approx((6 / 12 + 24 / 30) / 2)
     reference = jaccard_score(truth.ravel(), pred.ravel(), labels=[0, 1], average=None)
     assert [m["iou_background"], m["iou_benign"]] == pytest.approx(list(reference))
+    assert all(math.isnan(v) for v in class_counts(None, truth).values())
 
 
 def test_pooled_class_iou_sums_before_dividing() -> None:
     a_truth, a_pred = np.array([[1, 1], [0, 0]]), np.array([[1, 0], [0, 0]])  # benign 1/2
     b_truth, b_pred = np.array([[2, 2], [2, 2]]), np.array([[2, 2], [2, 0]])  # malignant 3/4
-    pooled = pooled_class_iou([(a_pred, a_truth), (b_pred, b_truth)])
+    counts = pd.DataFrame([class_counts(a_pred, a_truth), class_counts(b_pred, b_truth), class_counts(None, None)])
+    pooled = pooled_class_iou(counts)
     assert pooled["iou_benign"] == pytest.approx(1 / 2) and pooled["iou_malignant"] == pytest.approx(3 / 4)
     assert pooled["iou_background"] == pytest.approx(2 / 4)
+    assert pooled["n"] == 2 and pooled["n_missing"] == 1
 
 
 def test_summarize_counts_missing_values() -> None:

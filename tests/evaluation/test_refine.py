@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from buscad.evaluation.refine import LESION, refine_prediction, remove_small_regions
+from buscad.postprocess.refine import LESION, refine_prediction, remove_small_regions
 
 
 def _probs(normal: float, benign: float, malignant: float) -> dict[str, float]:
@@ -119,3 +119,17 @@ def test_record_is_json_ready() -> None:
 
     record = refine_prediction(_probs(0.8, 0.1, 0.1), LESION_MASK).to_record()
     assert json.loads(json.dumps(record))["flags"]["inconsistent"] is True
+
+
+def test_keep_class_policy_keeps_a_lesion_call_when_the_outline_is_missing():
+    from buscad.postprocess.refine import refine_prediction
+
+    probabilities = {"normal": 0.1, "benign": 0.2, "malignant": 0.7}
+    empty = np.zeros((8, 8), dtype=bool)
+    published = refine_prediction(probabilities, empty)
+    kept = refine_prediction(probabilities, empty, policy="keep-class")
+    assert published.refined_label == "normal" and kept.refined_label == "malignant"
+    assert published.flags["inconsistent"] and kept.flags["inconsistent"]
+    assert "the class is kept" in kept.reasons[0]
+    with pytest.raises(ValueError, match="unknown refine policy"):
+        refine_prediction(probabilities, empty, policy="guess")

@@ -14,7 +14,8 @@ from buscad.data.manifest import load_mask, read_manifest, write_manifest
 from buscad.errors import DataError
 from buscad.evaluation.metrics import segmentation_metrics
 from buscad.evaluation.run_eval import evaluate_cv, evaluate_run
-from buscad.evaluation.simulate import simulate_cv, simulate_run
+from buscad.reporting.tables import write_cv_tables
+from buscad.testing.simulate import simulate_cv, simulate_run
 
 PERFECT = {"accuracy": 1.0, "confidence": 1.0, "boundary_error": 0, "false_positive_rate": 0.0, "blur_sigma": 0}
 
@@ -101,6 +102,8 @@ def test_evaluate_cv_aggregates_folds(tmp_path, synthetic_manifest) -> None:
     assert set(summary["dice_benign"]) >= {"mean", "std", "per_fold"}  # per label, over folds
     stored = json.loads((run / "summary.json").read_text())
     assert set(stored["accuracy"]) >= {"mean", "std", "per_fold"}
+    assert not (run / "summary.md").exists()  # the readable tables are reporting's job:
+    write_cv_tables(run, summary)
     assert "| dice |" in (run / "summary.md").read_text()
     assert pd.read_csv(run / "summary.csv")["metric"].iloc[0] == "dice"
 
@@ -116,7 +119,7 @@ def test_user_errors_name_the_file(tmp_path, synthetic_manifest) -> None:
         evaluate_run(run)
     predictions.loc[0, "case_id"] = "nowhere/1"
     predictions.to_csv(run / "predictions" / "predictions.csv", index=False)
-    with pytest.raises(DataError, match="not in cases.csv"):
+    with pytest.raises(DataError, match=r"not in cases\.csv"):
         evaluate_run(run)
     with pytest.raises(DataError, match="not a cross-validation run"):
         evaluate_cv(run)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from buscad import LABELS
 from buscad.data.manifest import load_mask, read_manifest
-from buscad.evaluation.simulate import simulate_cv, simulate_run, simulated_probabilities
+from buscad.testing.simulate import simulate_cv, simulate_run, simulated_probabilities
 
 
 def test_zero_error_reproduces_truth_masks(tmp_path, synthetic_manifest) -> None:

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from tests.inference.conftest import ellipse_mask
 
 from buscad.inference.measure import measure_lesions
+from tests.helpers import ellipse_mask
 
 
 def _ellipse_perimeter(a: float, b: float) -> float:
@@ -88,9 +88,8 @@ def test_diagonal_touch_joins_pixels_into_one_lesion() -> None:
 
 
 def test_synthetic_dicom_lesion_measures_its_known_size_in_mm(tmp_path) -> None:
-    from tests.inference.conftest import write_dicom
-
     from buscad.inference.readers import read_image
+    from tests.helpers import write_dicom
 
     # A 14 mm wide, 9 mm deep hypoechoic lesion; PhysicalDeltaX 0.009 cm, PhysicalDeltaY 0.0075 cm per pixel.
     delta_x_cm, delta_y_cm = 0.009, 0.0075

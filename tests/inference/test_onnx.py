@@ -10,13 +10,13 @@ import onnx
 import pytest
 import torch
 from PIL import Image
-from tests.inference.conftest import speckle_image
 
 from buscad.checkpoint import load_bundle
 from buscad.data.preprocess import preprocess
 from buscad.errors import ModelError
-from buscad.inference.onnx import PARITY_TOLERANCE, export_onnx, read_metadata
+from buscad.inference.onnx import PARITY_TOLERANCE, OnnxRunner, export_onnx
 from buscad.inference.predictor import Predictor
+from tests.helpers import TINY_OPTIONS, speckle_image
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def _max_diff(onnx_path: Path, checkpoint: Path, batch: np.ndarray) -> float:
 def test_export_writes_spec_metadata_and_verifies_parity(exported, checkpoint: Path) -> None:
     assert exported.outputs == ("segmentation", "classification")
     assert exported.max_abs_diff <= PARITY_TOLERANCE
-    meta = read_metadata(exported.path)
+    meta = dict(OnnxRunner(exported.path, threads=1).session.get_modelmeta().custom_metadata_map)
     spec = json.loads(meta["buscad_spec"])
     assert spec["preprocessing"]["image_size"] == 64 and spec["labels"] == ["normal", "benign", "malignant"]
     assert meta["model_id"] == load_bundle(checkpoint).model_id == exported.model_id
@@ -100,20 +100,15 @@ def test_a_foreign_or_missing_onnx_file_is_a_model_error(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(["unet", "resunet-mt", "attention-unet", "unetpp", "nnunet", "segnet", "fcn",
                                          "refinenet", "resnext50-unet", "cnn", "vgg19", "mobilenet"]))
-def test_every_zoo_architecture_exports_with_parity(name: str, tmp_path: Path) -> None:
-    from tests.models.test_zoo import TINY
+def test_every_zoo_architecture_exports_with_parity(name: str, tmp_path: Path, tiny_checkpoint) -> None:
+    from buscad.models import get_model_info
 
-    from buscad.checkpoint import ModelSpec, save_bundle
-    from buscad.data.preprocess import Preprocessing
-    from buscad.models import create, get_model_info
-
-    kwargs = dict(TINY[name])
+    kwargs = dict(TINY_OPTIONS[name])
     if get_model_info(name).task == "classification":
         kwargs.update(seg_classes=0, cls_classes=3)
     else:
         kwargs.update(cls_classes=3, cls_head="multiscale")
-    torch.manual_seed(0)
-    ckpt = save_bundle(tmp_path / "m.ckpt", create(name, **kwargs), ModelSpec(name, kwargs, Preprocessing(64)))
+    ckpt = tiny_checkpoint(name=name, create_kwargs=kwargs, keep_aspect=False)
     result = export_onnx(ckpt, tmp_path / "m.onnx")
     assert result.max_abs_diff <= PARITY_TOLERANCE
     assert "classification" in result.outputs

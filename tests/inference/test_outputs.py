@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tests.inference.conftest import make_checkpoint, speckle_image
 
 from buscad.inference.outputs import append_result, caption, write_outputs
 from buscad.inference.predictor import Predictor
+from tests.helpers import speckle_image
 
 
-def test_mask_overlay_and_results_line(tmp_path: Path) -> None:
-    predictor = Predictor.from_checkpoint(make_checkpoint(tmp_path / "m.ckpt", lesion_bias=2.0))
+def test_mask_overlay_and_results_line(tmp_path: Path, tiny_checkpoint) -> None:
+    predictor = Predictor.from_checkpoint(tiny_checkpoint(lesion_bias=2.0))
     source = tmp_path / "in.png"
     Image.fromarray(speckle_image(53, 71)).save(source)
     prediction = predictor.analyze(source)
@@ -37,8 +37,8 @@ def test_mask_overlay_and_results_line(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["in_mask.png", "in_overlay.png", "results.jsonl"]
 
 
-def test_overlay_of_an_rgb_image_keeps_colour_size(tmp_path: Path) -> None:
-    predictor = Predictor.from_checkpoint(make_checkpoint(tmp_path / "m.ckpt"))
+def test_overlay_of_an_rgb_image_keeps_colour_size(tmp_path: Path, tiny_checkpoint) -> None:
+    predictor = Predictor.from_checkpoint(tiny_checkpoint())
     rgb = np.stack([speckle_image(40, 30, seed=s) for s in range(3)], axis=-1)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     prediction = predictor.analyze(tmp_path / "rgb.png")

@@ -70,7 +70,7 @@ def test_calibration_needs_readable_images(float_onnx, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     _, spec, _, _ = load_onnx(float_onnx)
-    with pytest.raises(DataError, match="bad.png"):
+    with pytest.raises(DataError, match=r"bad\.png"):
         preprocessed_batch([bad], spec)
 
 

@@ -5,34 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.inference.conftest import speckle_image
 
 from buscad.data.preprocess import Preprocessing, from_square, preprocess
-from buscad.inference.tiling import (
-    RawOutput,
-    lesion_probability,
-    pixel_maps,
-    predict_patches,
-    predict_resize,
-    predict_sliding,
-    softmax,
-)
-
-
-class EchoRunner:
-    """A real, fully convolutional 'model' whose lesion logit is its input pixel: makes maps checkable."""
-
-    has_segmentation = True
-
-    def __init__(self, classes: int = 3) -> None:
-        self.classes = classes
-        self.batches: list[tuple[int, ...]] = []
-
-    def __call__(self, batch: np.ndarray) -> RawOutput:
-        self.batches.append(batch.shape)
-        mean = batch.mean(axis=(1, 2, 3))
-        cls = np.stack([mean * (k + 1) for k in range(self.classes)], axis=1).astype(np.float32)
-        return RawOutput(batch.copy(), cls)
+from buscad.inference.tiling import predict_patches, predict_sliding
+from buscad.postprocess.probability import class_probabilities, lesion_probability, pixel_maps
+from buscad.prediction import RawOutput, predict_resize
+from tests.helpers import EchoRunner, speckle_image
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -44,7 +22,7 @@ def test_lesion_probability_matches_torch() -> None:
     expected = 1 - torch.softmax(torch.from_numpy(logits), 1)[:, 0].numpy()
     assert np.allclose(lesion_probability(logits), expected, atol=1e-6)
     assert np.allclose(lesion_probability(logits[:, :1]), torch.sigmoid(torch.from_numpy(logits[:, 0])), atol=1e-6)
-    assert np.allclose(softmax(logits[:, :, 0, 0]), torch.softmax(torch.from_numpy(logits[:, :, 0, 0]), 1), atol=1e-6)
+    assert np.allclose(class_probabilities(logits[:, :, 0, 0]), torch.softmax(torch.from_numpy(logits[:, :, 0, 0]), 1), atol=1e-6)
 
 
 @pytest.mark.parametrize("keep_aspect", [False, True])
@@ -113,7 +91,7 @@ def test_real_model_keeps_exact_sizes_in_every_mode(predictor) -> None:
             (small, predict_sliding(small, prep, runner, batch_size=16))]
     for image, result in maps:
         assert result.probability_map.shape == image.shape and result.probability_map.dtype == np.float32
-        assert 0.0 <= result.probability_map.min() and result.probability_map.max() <= 1.0
+        assert result.probability_map.min() >= 0.0 and result.probability_map.max() <= 1.0
         assert result.class_probabilities.shape == (3,)
 
 

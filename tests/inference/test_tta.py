@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.inference.conftest import speckle_image
-from tests.inference.test_tiling import EchoRunner
 
 from buscad.data.preprocess import Preprocessing
-from buscad.inference.tiling import MapResult, predict_resize
-from buscad.inference.tta import FLIPS, disagreement, flip, merge, predict_with_tta, variants
+from buscad.inference.tta import FLIPS, disagreement, flip, merge, variants
+from buscad.prediction import MapResult, predict_resize
+from tests.helpers import EchoRunner, speckle_image
 
 
 def test_merge_undoes_each_flip() -> None:
@@ -25,7 +24,7 @@ def test_equivariant_model_gives_the_plain_prediction_and_no_disagreement() -> N
     prep = Preprocessing(image_size=32)
     image = speckle_image(33, 50, seed=1)
     plain = predict_resize([image], prep, EchoRunner())[0]
-    tta = predict_with_tta(lambda images: predict_resize(images, prep, EchoRunner()), image, threshold=0.5)
+    tta = merge(predict_resize(variants(image), prep, EchoRunner()), threshold=0.5)
     assert np.allclose(tta.result.probability_map, plain.probability_map, atol=1e-5)
     assert tta.disagreement == pytest.approx(0.0, abs=1e-3)
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
+from buscad.checkpoint import build_model
 from buscad.models import create
 from buscad.training.config import load_config
-from buscad.training.runner import _build_model, model_spec
+from buscad.training.runner import model_spec
 
 PUBLISHED_PARAMS = 15_819_799  # the authors' MTnnUNet(sequences=1, regions=1, n_classes=3)
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "aumente2025_mt_nnunet.yaml"
@@ -31,5 +32,5 @@ def test_default_widths_are_the_published_ones() -> None:
 def test_reproduction_config_builds_the_published_size_on_nchw() -> None:
     config = load_config(CONFIG)
     assert config.train.channels_last is False
-    model = _build_model(config, model_spec(config))
+    model = build_model(model_spec(config))
     assert abs(_params(model) / PUBLISHED_PARAMS - 1) <= 0.10

@@ -9,7 +9,7 @@ import torch
 
 from buscad.checkpoint import load_bundle
 from buscad.training.config import load_config
-from buscad.training.runner import train
+from buscad.workflows import train
 
 
 def test_nnunet_deep_supervision_class_coded_trains_and_reloads(tmp_path: Path, synthetic_manifest: Path) -> None:

@@ -14,33 +14,23 @@ import torch
 
 from buscad.errors import ModelError
 from buscad.models import ModelOutput, create, get_model_info, list_models
-from buscad.models.multitask import first_layer
+from tests.helpers import TINY_OPTIONS
 
 torch.set_num_threads(2)
 
 SEGMENTERS = [i.name for i in list_models() if i.task == "segmentation"]
 CLASSIFIERS = [i.name for i in list_models() if i.task == "classification"]
 HEAVY = {"resnext101-unet", "resnext50-unet", "refinenet", "vgg19"}
-# Narrow variants for the input-size checks (shape logic does not depend on width).
-TINY: dict[str, dict] = {
-    "unet": {"features": (4, 8, 16, 32, 64)},
-    "resunet-mt": {"features": (4, 8, 16, 32, 64)},
-    "attention-unet": {"channels": (4, 8, 16, 32, 64)},
-    "unetpp": {"features": (4, 8, 16, 32, 64)},
-    "nnunet": {"filters": (4, 8, 16, 32, 64, 64)},
-    "resnext50-unet": {"decoder_channels": (16, 16, 8, 8, 8)},
-    "resnext101-unet": {"decoder_channels": (16, 16, 8, 8, 8)},
-    "segnet": {"widths": (4, 8, 16, 32, 32)},
-    "fcn": {"widths": (4, 8, 16, 32, 32), "fc_channels": 16},
-    "refinenet": {"encoder": "resnet18", "channels": 8},
-    "cnn": {"widths": (4, 8, 16, 32)},
-    "vgg19": {},
-    "mobilenet": {"variant": "mobilenetv3_small_050"},
-}
+TINY = TINY_OPTIONS
 
 
 def batch(name: str) -> int:
     return 1 if name in HEAVY else 2
+
+
+def first_layer(model: torch.nn.Module) -> torch.nn.Conv2d:
+    """The first Conv2d of a model."""
+    return next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 def assert_first_layer_learns(model: torch.nn.Module) -> None:

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from buscad.errors import DataError
-from buscad.evaluation.simulate import simulate_cv, simulate_run
 from buscad.reporting.report import write_report
+from buscad.testing.simulate import simulate_cv, simulate_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -118,7 +118,7 @@ train: {{epochs: 1, batch_size: 8, threads: 1, progress_bar: false}}
 
 def test_report_on_a_real_one_epoch_cv_run(tmp_path, synthetic_manifest) -> None:
     from buscad.training.config import load_config
-    from buscad.training.runner import cross_validate
+    from buscad.workflows import cross_validate
 
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(REAL_CV.format(manifest=synthetic_manifest, cache=tmp_path / "cache"))

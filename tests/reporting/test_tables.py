@@ -10,7 +10,6 @@ from buscad.reporting.tables import (
     fmt,
     mean_std,
     per_label_frame,
-    stats_frame,
     summary_frame,
     to_html,
     to_markdown,
@@ -45,7 +44,6 @@ def test_per_label_frame_reports_missing_counts() -> None:
     frame = per_label_frame({"all": block, "lesion_only": block, "per_label": {"benign": block}}, ["dice", "hd95"])
     assert list(frame["images"]) == ["all images", "lesion only", "benign"]
     assert frame.iloc[0]["hd95"] == "0.500 ± 0.100 (3 missing)"
-    assert stats_frame(block).iloc[0]["n_missing"] == 3
 
 
 def test_markdown_and_html_escape_cells() -> None:

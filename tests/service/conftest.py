@@ -7,7 +7,7 @@ called lesion: the service then has real outlines and measurements to carry, at 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,27 +41,17 @@ def _shift_to_fraction(model: torch.nn.Module, fraction: float) -> None:
         head.bias += torch.tensor([0.0, 0.4, 0.8])  # lean to lesion classes, so the mask is kept
 
 
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real buscad checkpoint of a tiny multi-task U-Net (read-only)."""
-    import torch
-
-    from buscad.checkpoint import ModelSpec, save_bundle
-    from buscad.data.preprocess import Preprocessing
-    from buscad.models import create
-
-    torch.manual_seed(0)
-    model = create("unet", **MODEL_KWARGS)
+def _shift_service_model(model: torch.nn.Module) -> None:
     _shift_to_fraction(model, LESION_FRACTION)
-    spec = ModelSpec(
-        name="unet",
-        create_kwargs=dict(MODEL_KWARGS),
-        preprocessing=Preprocessing(image_size=IMAGE_SIZE),
-        min_lesion_pixels=4,
-        training_data="none (untrained test model)",
-        validation_metrics={"dice": 0.0},
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tiny_checkpoint: Callable[..., Path]) -> Path:
+    """A real buscad checkpoint of a tiny multi-task U-Net (read-only)."""
+    return tiny_checkpoint(
+        create_kwargs=dict(MODEL_KWARGS), image_size=IMAGE_SIZE, keep_aspect=False, adjust=_shift_service_model,
+        min_lesion_pixels=4, training_data="none (untrained test model)", validation_metrics={"dice": 0.0},
     )
-    return save_bundle(tmp_path_factory.mktemp("service_model") / "tiny.ckpt", model, spec)
 
 
 @pytest.fixture(scope="session")

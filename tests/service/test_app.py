@@ -59,7 +59,7 @@ def test_analyze_returns_record_and_mask(client: TestClient, predictor: Predicto
     response = post_image(client, png_upload)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert RECORD_KEYS <= set(body)
+    assert set(body) >= RECORD_KEYS
     assert body["input"] == "scan.png"
     assert set(body["probabilities"]) == {"normal", "benign", "malignant"}
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)

@@ -6,7 +6,7 @@ import pandas as pd
 import yaml
 
 from buscad.training.config import load_config
-from buscad.training.runner import train
+from buscad.workflows import train
 
 
 def test_time_budget_shortens_the_schedule_and_records_the_choice(tmp_path, synthetic_manifest, write_tiny_config):

@@ -67,5 +67,5 @@ def test_precision_accepts_lightning_spellings_and_the_yaml_number_32(raw, expec
 
 def test_precision_defaults_to_auto_and_rejects_unknown_values():
     assert load_config(None).train.precision == "auto"
-    with pytest.raises(ConfigError, match="train.precision"):
+    with pytest.raises(ConfigError, match=r"train\.precision"):
         load_config(None, ["train.precision=16-mixed"])

@@ -68,7 +68,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_position(tiny_manifest, tm
         assert dataset[key][0].equal(again[key][0])
     assert not dataset[1][0].equal(dataset[2][0])  # same image, other position: another augmentation
     assert not dataset[1][0].equal(dataset[5][0])  # same position, next epoch
-    image, mask, label, allowed = dataset[0]
+    image, mask, label, _allowed = dataset[0]
     assert image.shape == (1, 32, 32) and mask.shape == (1, 32, 32) and label.item() == 0
 
 

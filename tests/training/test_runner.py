@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from buscad.training.config import load_config
-from buscad.training.runner import cross_validate
+from buscad.workflows import cross_validate
 
 HISTORY_KEYS = ["epoch", "train_loss", "val_loss", "val_dice", "val_accuracy", "val_score", "lr"]
 
@@ -125,3 +125,37 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, synthetic_man
     assert process.returncode == 1
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and "nothing to resume" in lines[0]
+
+
+def test_a_pool_trains_with_dataset_balancing_partial_labels_and_bf16_where_available(
+        tmp_path, synthetic_manifest, write_tiny_config):
+    from buscad.data.manifest import read_manifest, write_manifest
+    from buscad.data.pool import merge_manifests
+    from buscad.data.splits import kfold_split
+    from buscad.hardware import bf16_fast_on_cpu
+    from buscad.workflows import train
+
+    first = read_manifest(synthetic_manifest)
+    second = first[first["label"] != "normal"].copy()  # a second "hospital" without normal images
+    second["dataset"] = "other"
+    second["case_id"] = "other/" + second["case_id"]
+    pool = kfold_split(merge_manifests([first, second], ["a", "b"]), 2, seed=0, val_fraction=0.25,
+                       stratify="dataset,label")
+    manifest = write_manifest(pool, tmp_path / "pool.csv")
+    config = load_config(write_tiny_config(manifest, epochs=1),
+                         ["data.balance_by=[dataset]", "data.balance_alpha=0.0", "loss.partial_labels=true"])
+    result = train(config, tmp_path / "run", fold=0)
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["precision"]["used"] == ("bf16-mixed" if bf16_fast_on_cpu() else "32-true")
+    assert 0.0 <= result.metrics["dice"] <= 1.0
+    cases = read_manifest(tmp_path / "run" / "cases.csv")
+    assert set(cases.loc[cases["split"] == "train", "dataset"]) == {first["dataset"].iloc[0], "other"}
+
+
+def test_balance_by_an_unknown_column_is_a_config_error(tmp_path, synthetic_manifest, write_tiny_config):
+    from buscad.errors import ConfigError
+    from buscad.workflows import train
+
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=1), ["data.balance_by=[hospital]"])
+    with pytest.raises(ConfigError, match=r"data\.balance_by: the manifest has no column 'hospital'"):
+        train(config, tmp_path / "run", fold=0)

@@ -118,14 +118,14 @@ def inspect(manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")]) -> 
 @app.command()
 @user_errors
 def split(
-    manifest: Path = typer.Argument(..., help="Manifest CSV (with dup_group / patient_id when known)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Manifest CSV to write with the split columns."),
-    folds: int | None = typer.Option(None, "--folds", help="K for grouped stratified k-fold."),
-    ratios: str | None = typer.Option(None, "--ratios", help="train:val:test or train:test, e.g. 80:10:10."),
-    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same split."),
-    val_fraction: float = typer.Option(0.15, "--val-fraction", help="k-fold: share of each training part "
-                                       "used for validation (at most 1/(K-1))."),
-    stratify: str = typer.Option("label", "--stratify", help="Column to stratify by ('none' to disable)."),
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV (with dup_group / patient_id when known).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Manifest CSV to write with the split columns.")],
+    folds: Annotated[int | None, typer.Option("--folds", help="K for grouped stratified k-fold.")] = None,
+    ratios: Annotated[str | None, typer.Option("--ratios", help="train:val:test or train:test, e.g. 80:10:10.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same split.")] = 0,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="k-fold: share of each training part used for validation (at most 1/(K-1)).")] = 0.15,
+    stratify: Annotated[str, typer.Option("--stratify", help="Column to stratify by ('none' to disable).")] = "label",
 ) -> None:
     """Split a manifest so that no duplicate group or patient straddles two parts, and verify it."""
     from buscad.data.manifest import read_manifest, write_manifest
@@ -234,18 +234,16 @@ class DedupPolicy(str, Enum):
 @app.command()
 @user_errors
 def dedup(
-    manifest: Path = typer.Argument(..., help="Manifest CSV."),
-    output: Path = typer.Option(..., "-o", "--output", help="Manifest to write (+ dup_group, dup_score)."),
-    curated: Path | None = typer.Option(None, "--curated", help="Also write a manifest without duplicates."),
-    policy: DedupPolicy = typer.Option(
-        DedupPolicy.drop_all,
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Manifest to write (+ dup_group, dup_score).")],
+    curated: Annotated[Path | None, typer.Option("--curated", help="Also write a manifest without duplicates.")] = None,
+    policy: Annotated[DedupPolicy, typer.Option(
         "--policy",
         help="drop-all: remove every member of every group; keep-one: keep one per label-consistent group.",
-    ),
-    report: Path | None = typer.Option(None, "--report", help="Folder for groups.csv, pairs.csv, sheets."),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="Aligned-detail correlation that confirms a copy (default 0.94)."
-    ),
+    )] = DedupPolicy.drop_all,
+    report: Annotated[Path | None, typer.Option("--report", help="Folder for groups.csv, pairs.csv, sheets.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", help="Aligned-detail correlation that confirms a copy (default 0.94).")] = None,
 ) -> None:
     """Find copies (re-cropped, re-scaled, re-contrasted, re-compressed, marked) and group them."""
     from buscad.data.dedup import DedupConfig, curate, find_duplicates

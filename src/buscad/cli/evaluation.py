@@ -1,4 +1,4 @@
-"""``buscad evaluate``, ``buscad report`` and ``buscad compare``: thin wrappers over buscad.evaluation."""
+"""``buscad evaluate``, ``buscad report`` and ``buscad compare``: thin wrappers over the library."""
 
 from __future__ import annotations
 
@@ -39,10 +39,11 @@ def register(app: typer.Typer) -> None:
             "--cache-dir", help="Preprocessed-array cache folder.")] = None,
     ) -> None:
         """Evaluate a trained model on any prepared dataset (external validation)."""
-        from buscad.evaluation.external import evaluate_checkpoint
+        from buscad import rundir
+        from buscad.workflows import evaluate_checkpoint
 
         out, metrics = evaluate_checkpoint(checkpoint, manifest, output, data_root=data_root, cache_dir=cache_dir)
-        _print_headline(f"{manifest} → {out}/evaluation/metrics.json", metrics)
+        _print_headline(f"{manifest} → {rundir.layout(out).metrics}", metrics)
 
     @app.command("report")
     @user_errors
@@ -68,8 +69,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Paired tests on the common test images: Wilcoxon on per-image scores, McNemar on correctness."""
         from buscad.evaluation.compare import compare_runs, summary_lines
-        from buscad.evaluation.run_eval import json_safe
-        from buscad.io import write_text_atomic
+        from buscad.io import json_safe, write_text_atomic
 
         result = compare_runs(run_a, run_b, metrics=metric or ("dice", "iou"), refined=not raw)
         for line in summary_lines(result):

@@ -6,7 +6,7 @@ import glob
 from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -61,7 +61,7 @@ def predict(
     """Segment and classify images; write NAME_mask.png, NAME_overlay.png and results.jsonl (exit 2 if any failed)."""
     from buscad.inference.predictor import Predictor
 
-    spacing = parse_spacing(pixel_spacing)
+    spacing = _spacing_option(pixel_spacing)
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
                                           threads=threads, batch_size=batch_size)
     files, problems = expand_inputs(inputs, exclude=output)
@@ -162,17 +162,14 @@ def _export_int8(float_path: Path, sources: Sequence[str], max_images: int) -> N
     )
 
 
-def parse_spacing(text: str | None) -> tuple[float, float] | None:
+def _spacing_option(text: str | None) -> tuple[float, float] | None:
     """'0.1' → (0.1, 0.1); '0.08,0.12' → (0.08, 0.12) (row, col) in mm."""
-    if text is None:
-        return None
+    from buscad.inference.measure import parse_spacing
+
     try:
-        values = [float(part) for part in text.replace("x", ",").split(",")]
+        return parse_spacing(text)
     except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) <= 0:
         fail(f"--pixel-spacing: expected one or two positive numbers in mm (e.g. 0.1 or 0.08,0.12), got {text!r}")
-    return (values[0], values[-1])
 
 
 def expand_inputs(inputs: Sequence[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -220,7 +217,7 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _analyze(predictor, files: list[Path], spacing, tta: bool) -> Iterator[object]:
+def _analyze(predictor, files: list[Path], spacing, tta: bool) -> Iterator[Any]:
     """Predictions or one-line problems, in input order, one group in memory at a time.
 
     An unexpected failure inside a group is retried image by image, so only the image that causes it

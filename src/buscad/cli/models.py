@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,8 +17,8 @@ app = typer.Typer(no_args_is_help=True, help="The model zoo: architectures of th
 @app.command("list")
 @user_errors
 def list_command(
-    size: int = typer.Option(128, "--size", min=32, help="Square input size for the GFLOPs column."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    size: Annotated[int, typer.Option("--size", min=32, help="Square input size for the GFLOPs column.")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Every registered model: parameters and forward GFLOPs (default form, 1-channel input)."""
     from buscad.models.summary import summarize_all

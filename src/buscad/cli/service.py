@@ -6,7 +6,7 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,7 +49,7 @@ def serve(
             "(it has no authentication)",
             highlight=False,
         )
-    options = {"max_upload_mb": max_upload_mb, "mode": mode, "threads": threads}
+    options: dict[str, Any] = {"max_upload_mb": max_upload_mb, "mode": mode, "threads": threads}
     if workers == 1:
         app = create_app(model, **options)  # a bad model fails here, as one line, before binding
         uvicorn.run(app, host=host, port=port, log_level="info")

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train one model on one fold and evaluate it on that fold's test part."""
         from buscad.training.config import load_config
-        from buscad.training.runner import train
+        from buscad.workflows import train
 
         cfg = load_config(config, overrides or [])
         run_dir = output or _default_run_dir(cfg.name, fold)
@@ -55,13 +55,14 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option("--resume", help="Skip finished folds, resume an interrupted one.")] = False,
     ) -> None:
         """Cross-validate: train every fold, then aggregate mean ± std over folds."""
+        from buscad import rundir
         from buscad.training.config import load_config
-        from buscad.training.runner import cross_validate
+        from buscad.workflows import cross_validate
 
         cfg = load_config(config, overrides or [])
         run_dir = output or Path("runs") / f"{cfg.name}_cv"
         result = cross_validate(cfg, run_dir, resume=resume)
-        _print_metrics(f"cross-validation summary ({result.seconds:.0f} s) → {run_dir}/summary.json",
+        _print_metrics(f"cross-validation summary ({result.seconds:.0f} s) → {rundir.layout(run_dir).summary_json}",
                        _headline(result.metrics))
 
 

@@ -202,7 +202,7 @@ def with_val_folds(
             parts = _fill_empty_slots(
                 _allocate(local_groups, strata[rows], ratios, rng), local_groups, len(others)
             )
-            slot = np.array(others + [-1])
+            slot = np.array([*others, -1])
             val_fold[rows] = slot[parts]
     out = frame.copy()
     out["fold"] = pd.array(folds, dtype="Int64")
@@ -293,14 +293,3 @@ def part_proportions(frame: pd.DataFrame, part_column: str, stratify: str = "lab
     table["cases"] = table["cases"].astype(int)
     table.index.name = part_column
     return table
-
-
-def max_proportion_gap(frame: pd.DataFrame, part_column: str, stratify: str = "label") -> float:
-    """Largest difference (percentage points) between a part's class share and the whole's."""
-    values = frame[stratify].astype("string").fillna("")
-    whole = values.value_counts(normalize=True)
-    gap = 0.0
-    for _, part in values.groupby(frame[part_column].astype("string").fillna("")):
-        share = part.value_counts(normalize=True).reindex(whole.index, fill_value=0.0)
-        gap = max(gap, float((share - whole).abs().max()) * 100)
-    return gap

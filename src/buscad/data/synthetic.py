@@ -89,7 +89,7 @@ def _layer_weight(depth: np.ndarray, boundary: np.ndarray, softness: float) -> n
     return 0.5 * (1.0 + np.tanh((depth - boundary[None, :]) / (2 * softness)))
 
 
-def _tissue(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def _tissue(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, float]:
     """Backscatter power of normal breast tissue, and the depth (0..1) of the gland layer's middle."""
     depth = (np.arange(h, dtype=np.float32) / h)[:, None]
     skin_end = _wavy_boundary(rng, w, rng.uniform(0.03, 0.06), 0.004)

@@ -32,7 +32,7 @@ from sklearn.metrics import (
 from buscad import LABELS
 
 
-def _known(values: Sequence[Any]) -> np.ndarray:
+def _known(values: Sequence[Any] | np.ndarray) -> np.ndarray:
     return np.array([isinstance(v, str) and v != "" for v in values], dtype=bool)
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from buscad import rundir
 from buscad.errors import DataError
-from buscad.evaluation.run_eval import ensure_evaluated, is_cv_dir, per_image_cv, read_per_image
+from buscad.evaluation.run_eval import ensure_evaluated, per_image_cv
 from buscad.evaluation.stats import mcnemar_test, wilcoxon_test
 
 
@@ -25,9 +26,9 @@ def load_per_image(run_dir: str | Path) -> pd.DataFrame:
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: run directory not found")
     ensure_evaluated(run_dir)
-    if is_cv_dir(run_dir):
+    if rundir.is_cv_dir(run_dir):
         return per_image_cv(run_dir)
-    return read_per_image(run_dir / "evaluation" / "per_image.csv")
+    return rundir.read_per_image(run_dir)
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, metrics: Sequence[str] = ("dice", "iou"),

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -119,50 +120,43 @@ def segmentation_metrics(
     }
 
 
-def class_iou(
-    pred: np.ndarray,
-    truth: np.ndarray,
-    class_names: Sequence[str] = ("background", "benign", "malignant"),
-    *,
-    absent_score: float = math.nan,
-) -> dict[str, float]:
-    """Per-class IoU of class-coded masks (value ``i`` = ``class_names[i]``) and their mean.
+PIXEL_CLASSES: tuple[str, ...] = ("background", "benign", "malignant")
+"""Pixel classes of class-coded masks (value ``i`` = ``PIXEL_CLASSES[i]``)."""
 
-    A class absent from both masks scores ``absent_score`` (default NaN); ``mean_iou`` averages the
-    classes that are defined, and ``n_classes_defined`` says how many that was.
-    """
-    pred, truth = np.asarray(pred), np.asarray(truth)
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+
+def class_counts(pred: np.ndarray | None, truth: np.ndarray | None,
+                 class_names: Sequence[str] = PIXEL_CLASSES) -> dict[str, float]:
+    """Per-class intersection and union pixel counts (``inter_<class>``, ``union_<class>``) of class-coded
+    masks; NaN when either mask is unknown (None). Summed over images by :func:`pooled_class_iou`."""
     out: dict[str, float] = {}
     for index, name in enumerate(class_names):
-        p, t = pred == index, truth == index
-        union = int(np.count_nonzero(p | t))
-        out[f"iou_{name}"] = int(np.count_nonzero(p & t)) / union if union else absent_score
-    values = np.array([out[f"iou_{name}"] for name in class_names], dtype=float)
-    defined = values[~np.isnan(values)]
-    out["mean_iou"] = float(defined.mean()) if len(defined) else math.nan
-    out["n_classes_defined"] = len(defined)
+        if pred is None or truth is None:
+            out[f"inter_{name}"] = out[f"union_{name}"] = math.nan
+        else:
+            p, t = np.asarray(pred) == index, np.asarray(truth) == index
+            out[f"inter_{name}"] = float(np.count_nonzero(p & t))
+            out[f"union_{name}"] = float(np.count_nonzero(p | t))
     return out
 
 
-def pooled_class_iou(
-    pairs: Iterable[tuple[np.ndarray, np.ndarray]], class_names: Sequence[str] = ("background", "benign", "malignant")
-) -> dict[str, float]:
-    """Dataset-level per-class IoU: intersections and unions summed over all images, then divided."""
-    intersections = np.zeros(len(class_names))
-    unions = np.zeros(len(class_names))
-    for pred, truth in pairs:
-        for index in range(len(class_names)):
-            p, t = np.asarray(pred) == index, np.asarray(truth) == index
-            intersections[index] += np.count_nonzero(p & t)
-            unions[index] += np.count_nonzero(p | t)
-    out = {
-        f"iou_{name}": float(intersections[i] / unions[i]) if unions[i] else math.nan
-        for i, name in enumerate(class_names)
-    }
-    values = np.array(list(out.values()))
-    out["mean_iou"] = float(np.nanmean(values)) if (~np.isnan(values)).any() else math.nan
+def pooled_class_iou(counts: pd.DataFrame, class_names: Sequence[str] = PIXEL_CLASSES) -> dict[str, Any] | None:
+    """Dataset-level per-class IoU: :func:`class_counts` rows summed over images, then divided.
+
+    Rows with unknown counts are left out and counted in ``n_missing``; None when no row is known. A class
+    absent from every image is NaN; ``mean_iou`` averages the defined classes.
+    """
+    inter = counts[[f"inter_{c}" for c in class_names]].dropna()
+    union = counts[[f"union_{c}" for c in class_names]].dropna()
+    if inter.empty:
+        return None
+    out: dict[str, Any] = {}
+    for name in class_names:
+        total = union[f"union_{name}"].sum()
+        out[f"iou_{name}"] = float(inter[f"inter_{name}"].sum() / total) if total else math.nan
+    values = np.array([out[f"iou_{c}"] for c in class_names])
+    out["mean_iou"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+    out["n"] = len(inter)
+    out["n_missing"] = len(counts) - len(inter)
     return out
 
 

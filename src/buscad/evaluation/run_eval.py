@@ -1,6 +1,7 @@
 """Evaluate a run directory: per-image metrics, aggregates with and without refining, cv summaries.
 
-Inputs (see docs/architecture.md "Run directory"): ``RUN/predictions/predictions.csv`` (case_id, label,
+Reads and writes through :mod:`buscad.rundir` (docs/architecture.md "Run directory"). Inputs:
+``RUN/predictions/predictions.csv`` (case_id, label,
 prob_normal, prob_benign, prob_malignant — NaN without a classifier — and mask_file relative to
 ``predictions/``), the uint8 lesion-probability PNGs it names, ``RUN/cases.csv`` (truth masks are resolved
 only through :mod:`buscad.data.manifest`) and the ``eval`` section of ``RUN/config.yaml`` (thresholds).
@@ -13,7 +14,6 @@ refining, the ``_lesion_only`` keys over images whose truth has a lesion. NaN is
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,20 +21,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
-from buscad import LABELS
-from buscad.data.images import open_image
-from buscad.data.manifest import load_mask, read_manifest
-from buscad.errors import DataError
+from buscad import LABELS, rundir
+from buscad.data.manifest import load_mask
+from buscad.errors import ConfigError, DataError
 from buscad.evaluation.calibration import calibration_metrics
 from buscad.evaluation.classification import classification_metrics
-from buscad.evaluation.metrics import SEGMENTATION_KEYS, segmentation_metrics, summarize
-from buscad.evaluation.refine import NORMAL, Refinement, refine_prediction
-from buscad.io import atomic_path, write_text_atomic
-from buscad.training.config import EvalConfig, load_config
+from buscad.evaluation.metrics import (
+    PIXEL_CLASSES,
+    SEGMENTATION_KEYS,
+    class_counts,
+    pooled_class_iou,
+    segmentation_metrics,
+    summarize,
+)
+from buscad.postprocess.probability import lesion_mask
+from buscad.postprocess.refine import NORMAL, Refinement, refine_prediction
+from buscad.postprocess.settings import EvalConfig
 
-PREDICTION_COLUMNS = ("case_id", "label", *(f"prob_{label}" for label in LABELS), "mask_file")
-PIXEL_CLASSES = ("background", "benign", "malignant")
 VARIANTS = {"refined": "", "raw": "_raw"}
 CONVENTIONS = {
     "both_empty": "Dice, IoU, precision and recall score 1 when truth and prediction are both empty",
@@ -49,38 +54,12 @@ CONVENTIONS = {
 # ---------------------------------------------------------------------------------------------- inputs
 def eval_settings(run_dir: Path) -> EvalConfig:
     """The ``eval`` section of ``RUN/config.yaml`` (defaults when the run has no config)."""
-    path = run_dir / "config.yaml"
-    return load_config(path).eval if path.is_file() else EvalConfig()
-
-
-def read_predictions(run_dir: Path) -> pd.DataFrame:
-    """``RUN/predictions/predictions.csv`` with the contract's columns checked."""
-    path = run_dir / "predictions" / "predictions.csv"
-    if not path.is_file():
-        raise DataError(f"{path}: no predictions (train the run first, or run buscad evaluate)")
+    config = rundir.read_config(run_dir) or {}
     try:
-        frame = pd.read_csv(path, dtype={"case_id": str, "label": str, "mask_file": str}, keep_default_na=False,
-                            na_values={f"prob_{label}": ["", "nan", "NaN"] for label in LABELS})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable predictions CSV ({exc})") from exc
-    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing columns {', '.join(missing)}")
-    return frame
-
-
-def read_probability_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A lesion-probability PNG as floats in [0, 1]; its size must equal the image's."""
-    if not path.is_file():
-        raise DataError(f"{path}: prediction mask not found")
-    array = np.asarray(open_image(path))
-    if array.ndim == 3:
-        array = array[..., 0]
-    if array.shape != tuple(shape):
-        raise DataError(f"{path}: mask size {array.shape[1]}x{array.shape[0]} differs from image size "
-                        f"{shape[1]}x{shape[0]}")
-    scale = 65535.0 if array.dtype == np.uint16 else 255.0
-    return array.astype(np.float32) / scale
+        return EvalConfig(**(config.get("eval") or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"eval.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{rundir.layout(run_dir).config}: {problems}") from None
 
 
 # ------------------------------------------------------------------------------------------- per image
@@ -98,23 +77,11 @@ def _codes(mask: np.ndarray, label: str | None) -> np.ndarray | None:
     return None
 
 
-def _class_counts(pred: np.ndarray | None, truth: np.ndarray | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for index, name in enumerate(PIXEL_CLASSES):
-        if pred is None or truth is None:
-            out[f"inter_{name}"] = out[f"union_{name}"] = math.nan
-        else:
-            p, t = pred == index, truth == index
-            out[f"inter_{name}"] = float(np.count_nonzero(p & t))
-            out[f"union_{name}"] = float(np.count_nonzero(p | t))
-    return out
-
-
 def _variant_columns(mask: np.ndarray, label: str | None, truth: np.ndarray, truth_label: str,
                      spacing: float | None, classified: bool, suffix: str) -> dict[str, Any]:
     """Metrics of one variant (refined or raw); labels are only scored when a classifier gave them."""
     metrics = segmentation_metrics(mask, truth)
-    row = {f"{key}{suffix}": value for key, value in metrics.items()}
+    row: dict[str, Any] = {f"{key}{suffix}": value for key, value in metrics.items()}
     if spacing is not None:
         mm = segmentation_metrics(mask, truth, spacing=spacing)
         row[f"hd95_mm{suffix}"], row[f"msd_mm{suffix}"] = mm["hd95"], mm["msd"]
@@ -126,25 +93,25 @@ def _variant_columns(mask: np.ndarray, label: str | None, truth: np.ndarray, tru
     row[f"correct{suffix}"] = float(label == truth_label) if known else math.nan
     if not suffix:  # class-coded IoU only for the refined output: a raw "normal" with a lesion has no class
         pred_codes = _codes(mask, label) if classified else None
-        row.update(_class_counts(pred_codes, _codes(truth, truth_label or None)))
+        row.update(class_counts(pred_codes, _codes(truth, truth_label or None)))
     return row
 
 
-def case_masks(case: Mapping[str, Any], prediction: Mapping[str, Any], predictions_dir: Path,
+def case_masks(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: Path,
                settings: EvalConfig) -> tuple[np.ndarray, np.ndarray, Refinement]:
     """``(truth, raw, refinement)`` of one test image: truth mask, thresholded prediction, refined result."""
     truth = load_mask(case)
-    probability = read_probability_mask(predictions_dir / str(prediction["mask_file"]), truth.shape)
-    raw = probability > settings.seg_threshold
+    probability = rundir.read_probability_mask(run_dir, str(prediction["mask_file"]), truth.shape)
+    raw = lesion_mask(probability, settings.seg_threshold)
     refined = refine_prediction(_probabilities(prediction), raw, uncertainty_threshold=settings.uncertainty_threshold,
-                                min_lesion_pixels=settings.min_lesion_pixels)
+                                min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy)
     return truth, raw, refined
 
 
-def evaluate_case(case: Mapping[str, Any], prediction: Mapping[str, Any], predictions_dir: Path,
+def evaluate_case(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: Path,
                   settings: EvalConfig) -> dict[str, Any]:
     """One row of per_image.csv: raw and refined metrics, labels, flags and reasons of one test image."""
-    truth, raw, refined = case_masks(case, prediction, predictions_dir, settings)
+    truth, raw, refined = case_masks(case, prediction, run_dir, settings)
     probabilities = _probabilities(prediction)
     spacing = float(case["pixel_spacing_mm"]) if not pd.isna(case["pixel_spacing_mm"]) else None
     truth_label = str(case["label"] or "")
@@ -169,12 +136,13 @@ def evaluate_case(case: Mapping[str, Any], prediction: Mapping[str, Any], predic
 def per_image_table(run_dir: Path, settings: EvalConfig | None = None) -> pd.DataFrame:
     """Evaluate every prediction of ``run_dir`` against the truth in ``RUN/cases.csv``."""
     settings = settings or eval_settings(run_dir)
-    predictions = read_predictions(run_dir)
-    cases = read_manifest(run_dir / "cases.csv").set_index("case_id", drop=False)
+    predictions = rundir.read_predictions(run_dir)
+    paths = rundir.layout(run_dir)
+    cases = rundir.read_cases(run_dir).set_index("case_id", drop=False)
     unknown = sorted(set(predictions["case_id"]) - set(cases.index))
     if unknown:
-        raise DataError(f"{run_dir / 'predictions' / 'predictions.csv'}: case {unknown[0]!r} is not in cases.csv")
-    rows = [evaluate_case(cases.loc[p["case_id"]], p, run_dir / "predictions", settings)
+        raise DataError(f"{paths.predictions_csv}: case {unknown[0]!r} is not in {paths.cases.name}")
+    rows = [evaluate_case(cases.loc[p["case_id"]], p, run_dir, settings)
             for _, p in predictions.iterrows()]
     return pd.DataFrame(rows)
 
@@ -194,23 +162,6 @@ def _segmentation_block(frame: pd.DataFrame, suffix: str) -> dict[str, Any]:
         "lesion_only": block(lesion),
         "per_label": {label: block(part) for label, part in frame.groupby("label", sort=True) if label},
     }
-
-
-def _pooled_class_iou(frame: pd.DataFrame) -> dict[str, Any] | None:
-    """Per-class IoU of the refined output with intersections and unions summed over images."""
-    inter = frame[[f"inter_{c}" for c in PIXEL_CLASSES]].dropna()
-    union = frame[[f"union_{c}" for c in PIXEL_CLASSES]].dropna()
-    if inter.empty:
-        return None
-    out: dict[str, Any] = {}
-    for name in PIXEL_CLASSES:
-        total = union[f"union_{name}"].sum()
-        out[f"iou_{name}"] = float(inter[f"inter_{name}"].sum() / total) if total else math.nan
-    values = np.array([out[f"iou_{c}"] for c in PIXEL_CLASSES])
-    out["mean_iou"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-    out["n"] = len(inter)
-    out["n_missing"] = len(frame) - len(inter)
-    return out
 
 
 def _lesion_detection(frame: pd.DataFrame) -> dict[str, Any]:
@@ -240,7 +191,7 @@ def summarize_per_image(frame: pd.DataFrame) -> dict[str, Any]:
         out[f"iou_{label}"] = block["iou"]["mean"]
     out["accuracy"] = out["accuracy_raw"] = math.nan
     details: dict[str, Any] = {"segmentation": seg, "lesion_detection": _lesion_detection(frame)}
-    class_iou = _pooled_class_iou(frame)
+    class_iou = pooled_class_iou(frame)
     if class_iou is not None:
         details["class_iou"] = class_iou
         out["mean_iou"] = class_iou["mean_iou"]
@@ -271,32 +222,6 @@ def summarize_per_image(frame: pd.DataFrame) -> dict[str, Any]:
     return out | details
 
 
-def json_safe(value: Any) -> Any:
-    """NaN/inf → None and numpy scalars → Python, recursively (strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def read_metrics(path: Path) -> dict[str, Any]:
-    """A metrics/summary JSON with ``null`` read back as NaN at the top level."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable metrics file ({exc})") from exc
-    return {k: (math.nan if v is None else v) for k, v in data.items()}
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
-
-
 def evaluate_run(run_dir: str | Path, settings: EvalConfig | None = None) -> dict[str, Any]:
     """Evaluate one run's test predictions; write evaluation/per_image.csv and metrics.json; return metrics.
 
@@ -306,36 +231,23 @@ def evaluate_run(run_dir: str | Path, settings: EvalConfig | None = None) -> dic
     settings = settings or eval_settings(run_dir)
     frame = per_image_table(run_dir, settings)
     if frame.empty:
-        raise DataError(f"{run_dir / 'predictions' / 'predictions.csv'}: no predictions to evaluate")
+        raise DataError(f"{rundir.layout(run_dir).predictions_csv}: no predictions to evaluate")
     metrics = summarize_per_image(frame)
     metrics["thresholds"] = settings.model_dump()
     metrics["conventions"] = CONVENTIONS
-    out_dir = run_dir / "evaluation"
-    with atomic_path(out_dir / "per_image.csv") as tmp:
-        frame.to_csv(tmp, index=False)
-    _write_json(out_dir / "metrics.json", metrics)
+    rundir.write_per_image(run_dir, frame)
+    rundir.write_metrics(run_dir, metrics)
     return metrics
 
 
 # -------------------------------------------------------------------------------------- cross-validation
-def fold_dirs(run_dir: Path) -> list[Path]:
-    """``RUN/fold_K`` directories in fold order."""
-    dirs = [p for p in run_dir.glob("fold_*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(dirs, key=lambda p: int(p.name[5:]))
-
-
-def is_cv_dir(run_dir: Path) -> bool:
-    return bool(fold_dirs(Path(run_dir))) and not (Path(run_dir) / "predictions").is_dir()
-
-
 def fold_metrics(fold_dir: Path) -> dict[str, Any]:
-    """A fold's metrics.json, evaluating the fold first when only its predictions exist."""
-    path = fold_dir / "evaluation" / "metrics.json"
-    if path.is_file():
-        return read_metrics(path)
-    if (fold_dir / "predictions" / "predictions.csv").is_file():
+    """A fold's metrics, evaluating the fold first when only its predictions exist."""
+    if rundir.has_metrics(fold_dir):
+        return rundir.read_metrics(fold_dir)
+    if rundir.has_predictions(fold_dir):
         return evaluate_run(fold_dir)
-    raise DataError(f"{fold_dir}: fold has neither evaluation/metrics.json nor predictions")
+    raise DataError(f"{fold_dir}: fold has neither evaluated metrics nor predictions")
 
 
 def aggregate_folds(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -353,32 +265,23 @@ def aggregate_folds(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 def per_image_cv(run_dir: Path) -> pd.DataFrame:
     """Every fold's per_image.csv, concatenated with a ``fold`` column."""
     frames = []
-    for fold_dir in fold_dirs(run_dir):
-        path = fold_dir / "evaluation" / "per_image.csv"
-        if path.is_file():
-            frames.append(read_per_image(path).assign(fold=int(fold_dir.name[5:])))
+    for fold_dir in rundir.fold_dirs(run_dir):
+        if rundir.has_evaluation(fold_dir):
+            frames.append(rundir.read_per_image(fold_dir).assign(fold=rundir.fold_index(fold_dir)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def read_per_image(path: Path) -> pd.DataFrame:
-    """A per_image.csv with labels kept as strings."""
-    return pd.read_csv(path, dtype={"case_id": str, "label": str, "pred_label": str, "pred_label_raw": str,
-                                    "reasons": str}, keep_default_na=False, na_values=[""]).fillna(
-        {"label": "", "pred_label": "", "pred_label_raw": "", "reasons": ""})
-
-
 def evaluate_cv(run_dir: str | Path) -> dict[str, Any]:
-    """Aggregate ``RUN/fold_*/evaluation/metrics.json`` into ``RUN/summary.json``, summary.csv and summary.md.
+    """Aggregate the folds' metrics of a cv directory into ``summary.json``; return the summary.
 
     ``summary[key] = {"mean", "std", "per_fold", "n_missing"}`` for every headline metric, plus ``pooled``:
-    the same metrics over all folds' test images at once (each image is tested exactly once).
+    the same metrics over all folds' test images at once (each image is tested exactly once). The
+    readable tables beside it (summary.csv, summary.md) are :func:`buscad.reporting.tables.write_cv_tables`.
     """
-    from buscad.reporting.tables import summary_frame, to_markdown
-
     run_dir = Path(run_dir)
-    folds = fold_dirs(run_dir)
+    folds = rundir.fold_dirs(run_dir)
     if not folds:
-        raise DataError(f"{run_dir}: no fold_K directories (not a cross-validation run)")
+        raise DataError(f"{run_dir}: no fold directories (not a cross-validation run)")
     per_fold = [fold_metrics(f) for f in folds]
     summary: dict[str, Any] = aggregate_folds(per_fold)
     summary["folds"] = [f.name for f in folds]
@@ -386,23 +289,19 @@ def evaluate_cv(run_dir: str | Path) -> dict[str, Any]:
     if not pooled.empty:
         summary["pooled"] = {k: v for k, v in summarize_per_image(pooled).items()
                              if isinstance(v, (int, float))}
-    _write_json(run_dir / "summary.json", summary)
-    table = summary_frame(summary)
-    with atomic_path(run_dir / "summary.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    write_text_atomic(run_dir / "summary.md", f"# {run_dir.name}: cross-validation summary\n\n"
-                      + to_markdown(table) + "\n")
+    rundir.write_summary(run_dir, summary)
     return summary
 
 
 def ensure_evaluated(run_dir: Path) -> None:
-    """Evaluate a run (or every fold of a cv run) whose evaluation is missing."""
-    dirs = fold_dirs(run_dir) if is_cv_dir(run_dir) else [run_dir]
+    """Evaluate a run (or every fold of a cv run) whose evaluation is missing; summarise a cv run that has
+    no summary yet."""
+    is_cv = rundir.is_cv_dir(run_dir)
+    dirs = rundir.fold_dirs(run_dir) if is_cv else [run_dir]
     for directory in dirs:
-        if not (directory / "evaluation" / "per_image.csv").is_file():
-            if not (directory / "predictions" / "predictions.csv").is_file():
-                raise DataError(f"{directory}: no predictions/predictions.csv to evaluate")
+        if not rundir.has_evaluation(directory):
+            if not rundir.has_predictions(directory):
+                raise DataError(f"{rundir.layout(directory).predictions_csv}: no predictions to evaluate")
             evaluate_run(directory)
-    if is_cv_dir(run_dir) and not (run_dir / "summary.json").is_file():
+    if is_cv and not rundir.has_summary(run_dir):
         evaluate_cv(run_dir)
-

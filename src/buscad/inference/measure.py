@@ -15,6 +15,7 @@ Conventions (stated once, used everywhere):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,29 @@ from skimage import measure
 OUTLINE_SIGMA = 1.0
 OUTLINE_PAD = 4
 SIZE_KEYS = ("perimeter", "longest_diameter", "perpendicular_diameter", "width", "height")
+
+
+def parse_spacing(value: str | float | Sequence[float] | None) -> tuple[float, float] | None:
+    """Pixel spacing in mm as ``(row, col)``: one number (``0.1``, ``"0.1"``) means square pixels; two
+    (``(0.08, 0.12)``, ``"0.08,0.12"``, ``"0.08x0.12"``) are row, col. None (or ``""``) → None.
+
+    Raises ValueError unless the value is one or two positive finite numbers. The one parser of the CLI
+    (``--pixel-spacing``), the service (``pixel_spacing_mm``) and :class:`buscad.Predictor`.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        if isinstance(value, str):
+            values = [float(part) for part in value.replace("x", ",").split(",")]
+        elif isinstance(value, (int, float)):
+            values = [float(value)]
+        else:
+            values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"pixel spacing must be one or two positive numbers (mm), got {value!r}")
+    return (values[0], values[-1])
 
 
 def measure_lesions(

@@ -25,8 +25,8 @@ from torch import nn
 
 from buscad.checkpoint import ModelSpec, file_checksum, load_bundle
 from buscad.errors import ModelError
-from buscad.inference.tiling import RawOutput
 from buscad.io import atomic_path
+from buscad.prediction import RawOutput
 
 DEFAULT_OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -147,11 +147,6 @@ def _session(path: str | os.PathLike[str], threads: int | None) -> Any:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelError(f"{path}: not a loadable ONNX model ({type(exc).__name__})") from exc
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict (read through ONNX Runtime, no graph copy)."""
-    return dict(_session(path, threads=1).get_modelmeta().custom_metadata_map)
 
 
 class OnnxRunner:

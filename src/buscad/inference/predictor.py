@@ -4,7 +4,7 @@ One object serves the CLI (``buscad predict``), the Python API (``buscad.Predict
 service, so all three return the same record (docs/architecture.md, "Prediction record"). Steps: read
 (:mod:`~buscad.inference.readers`), map (:mod:`~buscad.inference.tiling`, optionally
 :mod:`~buscad.inference.tta`), threshold at the spec's ``seg_threshold``, refine and flag
-(:func:`buscad.evaluation.refine.refine_prediction`), measure (:mod:`~buscad.inference.measure`).
+(:func:`buscad.postprocess.refine.refine_prediction`), measure (:mod:`~buscad.inference.measure`).
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ import torch
 
 from buscad.checkpoint import ModelSpec, load_bundle
 from buscad.errors import BuscadError, DataError, ModelError
+from buscad.inference.measure import measure_lesions, parse_spacing
 from buscad.inference.readers import LoadedImage, read_image
-from buscad.inference.tiling import (
-    MODES,
-    MapResult,
-    RawOutput,
-    Runner,
-    predict_patches,
-    predict_resize,
-    predict_sliding,
-)
+from buscad.inference.tiling import MODES, predict_patches, predict_sliding
 from buscad.inference.tta import FLIPS, TTAResult, merge, variants
+from buscad.postprocess.probability import lesion_mask
+from buscad.postprocess.refine import refine_prediction
+from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resize
 
 Backend = Literal["torch", "onnx"]
 GROUP_PIXELS = 16_000_000
@@ -53,22 +49,6 @@ class Prediction:
     image: np.ndarray
 
 
-class TorchRunner:
-    """Runs the PyTorch model of a checkpoint on numpy batches (eval mode, no grad)."""
-
-    def __init__(self, model: torch.nn.Module, image_size: int) -> None:
-        self.model = model.eval()
-        probe = self(np.zeros((1, 1, image_size, image_size), dtype=np.float32))
-        self.has_segmentation = probe.segmentation is not None
-        self.has_classification = probe.classification is not None
-
-    def __call__(self, batch: np.ndarray) -> RawOutput:
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        seg, cls = out.segmentation, out.classification
-        return RawOutput(None if seg is None else seg.float().numpy(), None if cls is None else cls.float().numpy())
-
-
 class Predictor:
     """Analyse ultrasound images with one model; build with :meth:`from_checkpoint`."""
 
@@ -86,10 +66,16 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], *, backend: Backend | None = None,
-                        mode: str = "resize", threads: int | None = None, batch_size: int = 8) -> Predictor:
-        """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime; backend chosen from the suffix by default)."""
+                        mode: str = "resize", threads: int | None = None, batch_size: int = 8,
+                        precision: str = "auto") -> Predictor:
+        """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime; backend chosen from the suffix by default).
+
+        ``precision`` (PyTorch only): ``auto`` (bf16 autocast where the CPU has bf16 units), ``32-true``
+        or ``bf16-mixed``. A spec's fitted ``temperature`` calibrates the class probabilities.
+        """
         path = Path(path)
         backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
+        runner: Runner
         if backend == "onnx":
             from buscad.inference.onnx import load_onnx
 
@@ -100,12 +86,12 @@ class Predictor:
             if path.suffix.lower() == ".onnx":
                 raise ModelError(f"{path}: an ONNX file needs --backend onnx")
             bundle = load_bundle(path)
-            runner = TorchRunner(bundle.model, bundle.spec.preprocessing.image_size)
+            runner = TorchRunner(bundle.model, bundle.spec.preprocessing.image_size, precision=precision)
             spec, model_id, checksum = bundle.spec, bundle.model_id, bundle.checksum
         else:
             raise ModelError(f"unknown backend {backend!r} (torch or onnx)")
-        return cls(runner, spec, model_id=model_id, checksum=checksum, backend=backend, path=path, mode=mode,
-                   batch_size=batch_size)
+        return cls(calibrated(runner, spec.temperature), spec, model_id=model_id, checksum=checksum, backend=backend,
+                   path=path, mode=mode, batch_size=batch_size)
 
     def predict(self, source: Source, **kwargs: Any) -> dict[str, Any]:
         """The prediction record of one image (same keys as ``results.jsonl``, without output paths)."""
@@ -146,7 +132,9 @@ class Predictor:
         for source, name in zip(sources, names):
             start = time.perf_counter()
             try:
-                item: LoadedImage | BuscadError = source if isinstance(source, LoadedImage) else read_image(source, name)
+                item: LoadedImage | BuscadError = (
+                    source if isinstance(source, LoadedImage)
+                    else read_image(source if isinstance(source, (str, bytes)) else Path(source), name))
             except BuscadError as exc:
                 if raise_errors:
                     raise
@@ -198,25 +186,23 @@ class Predictor:
                 spacing: tuple[float, float] | None, mode: str, tta: bool,
                 timings: dict[str, float]) -> Prediction:
         """Threshold, refine, measure and assemble the record of one image."""
-        from buscad.evaluation.refine import refine_prediction
-        from buscad.inference.measure import measure_lesions
-
         start = time.perf_counter()
         spec = self.spec
         probabilities = None
         if result.class_probabilities is not None:
             probabilities = {label: float(p) for label, p in zip(spec.labels, result.class_probabilities)}
-        mask = result.probability_map > spec.seg_threshold
+        mask = lesion_mask(result.probability_map, spec.seg_threshold)
         segments = bool(getattr(self.runner, "has_segmentation", True))
-        class_coded = result.malignant_share is not None and len(spec.labels) == 3
-        if class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
-            mask = np.where(mask, 1 + (result.malignant_share > 0.5), 0).astype(np.uint8)
+        share = result.malignant_share
+        class_coded = share is not None and len(spec.labels) == 3
+        if share is not None and class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
+            mask = np.where(mask, 1 + (share > 0.5), 0).astype(np.uint8)
         elif not segments and probabilities:  # image classifier: no outline to reconcile the class with
             mask = np.full(mask.shape, max(probabilities, key=probabilities.__getitem__) != spec.labels[0])
         refined = refine_prediction(
             probabilities, mask, labels=spec.labels, uncertainty_threshold=spec.uncertainty_threshold,
             min_lesion_pixels=spec.min_lesion_pixels if segments else 0, tta_disagreement=disagreement,
-            tta_threshold=TTA_THRESHOLD, class_coded=class_coded,
+            tta_threshold=TTA_THRESHOLD, class_coded=class_coded, policy=spec.refine_policy,
         )
         if not segments:
             refined.mask = np.zeros(mask.shape, dtype=bool)
@@ -274,9 +260,7 @@ def _check_mode(mode: str) -> None:
 
 def _spacing(value: float | tuple[float, float] | Sequence[float] | None) -> tuple[float, float] | None:
     """A single number means square pixels; (row, col) otherwise."""
-    if value is None:
-        return None
-    pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-    if len(pair) != 2 or min(pair) <= 0:
-        raise DataError(f"pixel spacing must be one or two positive numbers (mm), got {value!r}")
-    return pair  # type: ignore[return-value]
+    try:
+        return parse_spacing(value)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None

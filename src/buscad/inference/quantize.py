@@ -23,6 +23,7 @@ from buscad.data.images import read_grayscale
 from buscad.data.preprocess import normalize, resize_image
 from buscad.errors import DataError, ModelError
 from buscad.io import atomic_path
+from buscad.postprocess.probability import class_probabilities, lesion_mask, lesion_probability
 
 MIN_DICE_AGREEMENT = 0.95
 MIN_CLASS_AGREEMENT = 0.95
@@ -75,13 +76,6 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
 
 
-def _lesion_probability(segmentation: np.ndarray) -> np.ndarray:
-    if segmentation.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-segmentation[:, 0]))
-    shifted = np.exp(segmentation - segmentation.max(axis=1, keepdims=True))
-    return 1.0 - shifted[:, 0] / shifted.sum(axis=1)
-
-
 def compare_models(float_path: Path, int8_path: Path, batch: np.ndarray, seg_threshold: float
                    ) -> tuple[float, float, float]:
     """(mean mask Dice, class agreement, max |Δp(class)|) of the int8 model against the float model."""
@@ -93,13 +87,13 @@ def compare_models(float_path: Path, int8_path: Path, batch: np.ndarray, seg_thr
         part = batch[start:start + 8]
         want, got = reference(part), candidate(part)
         if want.segmentation is not None and got.segmentation is not None:
-            masks_want = _lesion_probability(want.segmentation) > seg_threshold
-            masks_got = _lesion_probability(got.segmentation) > seg_threshold
+            masks_want = lesion_mask(lesion_probability(want.segmentation), seg_threshold)
+            masks_got = lesion_mask(lesion_probability(got.segmentation), seg_threshold)
             dices += [_dice(w, g) for w, g in zip(masks_want, masks_got, strict=True)]
         if want.classification is not None and got.classification is not None:
             agree += list(want.classification.argmax(1) == got.classification.argmax(1))
-            p_want = np.exp(want.classification) / np.exp(want.classification).sum(1, keepdims=True)
-            p_got = np.exp(got.classification) / np.exp(got.classification).sum(1, keepdims=True)
+            p_want = class_probabilities(want.classification)
+            p_got = class_probabilities(got.classification)
             prob_diff = max(prob_diff, float(np.abs(p_want - p_got).max()))
     dice = float(np.mean(dices)) if dices else 1.0
     classes = float(np.mean(agree)) if agree else 1.0

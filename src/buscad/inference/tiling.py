@@ -3,6 +3,7 @@
 - ``resize``: the whole image at the model's training size, preprocessed exactly like training
   (:func:`buscad.data.preprocess.preprocess`: enhance, letterbox or stretch, normalise), the map
   resized back. Class probabilities come from this one pass. Images of several inputs share a batch.
+  This is :func:`buscad.prediction.predict_resize`, the path training's test predictions also take.
 - ``sliding``: overlapping windows of the model's input size at the image's native resolution,
   blended with a Gaussian importance map (MONAI :func:`~monai.inferers.sliding_window_inference`,
   overlap 0.5, borders padded with black). Classification is *not* averaged over windows (most windows
@@ -21,98 +22,21 @@ Memory stays bounded: windows go through the model ``batch_size`` at a time and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Callable
+from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 
-from buscad.data.preprocess import Preprocessing, enhance, from_square, normalize, preprocess
+from buscad.data.preprocess import Preprocessing, enhance, normalize
+from buscad.postprocess.probability import pixel_maps
+from buscad.prediction import MapResult, Runner, map_result, predict_resize
 
 Mode = Literal["resize", "sliding", "patches"]
 MODES: tuple[str, ...] = ("resize", "sliding", "patches")
 PATCH_SIZE = 256
 SLIDING_OVERLAP = 0.5
-
-
-@dataclass
-class RawOutput:
-    """Model logits as numpy: ``segmentation`` [B, C, H, W] and ``classification`` [B, K], either may be None."""
-
-    segmentation: np.ndarray | None
-    classification: np.ndarray | None
-
-
-class Runner(Protocol):
-    """A backend (PyTorch or ONNX Runtime) running a float32 batch [B, 1, H, W] through the model."""
-
-    has_segmentation: bool
-
-    def __call__(self, batch: np.ndarray) -> RawOutput: ...
-
-
-@dataclass
-class MapResult:
-    """One image's lesion probability map (original size, float32) and class probabilities (or None).
-
-    ``malignant_share`` (class-coded models only): p(malignant) / (p(benign) + p(malignant)) per pixel,
-    which makes a lesion pixel malignant when above 0.5; it lets a model without a classification head
-    still name the lesion's class (majority of its pixels).
-    """
-
-    probability_map: np.ndarray
-    class_probabilities: np.ndarray | None
-    malignant_share: np.ndarray | None = None
-
-
-def lesion_probability(segmentation: np.ndarray) -> np.ndarray:
-    """[B, C, H, W] logits → [B, H, W] lesion probability: sigmoid for C = 1, 1 − p(background) else."""
-    seg = segmentation.astype(np.float32, copy=False)
-    if seg.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-seg[:, 0]))
-    shifted = np.exp(seg - seg.max(axis=1, keepdims=True))
-    return 1.0 - shifted[:, 0] / shifted.sum(axis=1)
-
-
-def pixel_maps(segmentation: np.ndarray) -> np.ndarray:
-    """[B, C, H, W] logits → [B, M, H, W] maps: lesion probability, plus the malignant share when C = 3."""
-    lesion = lesion_probability(segmentation)[:, None]
-    if segmentation.shape[1] != 3:
-        return lesion
-    seg = segmentation.astype(np.float32, copy=False)
-    benign, malignant = seg[:, 1], seg[:, 2]
-    share = 1.0 / (1.0 + np.exp(benign - malignant))  # p2 / (p1 + p2), the softmax over the two lesion classes
-    return np.concatenate([lesion, share[:, None]], axis=1)
-
-
-def _result(maps: np.ndarray, probs: np.ndarray | None) -> MapResult:
-    """MapResult from [M, H, W] maps (float32)."""
-    maps = np.ascontiguousarray(maps, dtype=np.float32)
-    return MapResult(maps[0], probs, maps[1] if len(maps) > 1 else None)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of [B, K] logits (float32)."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def predict_resize(images: Sequence[np.ndarray], prep: Preprocessing, runner: Runner,
-                   batch_size: int = 8) -> list[MapResult]:
-    """Whole-image prediction at the model size, mapped back to each image's original size."""
-    results: list[MapResult] = []
-    for start in range(0, len(images), max(1, batch_size)):
-        chunk = images[start : start + max(1, batch_size)]
-        inputs, boxes = zip(*(preprocess(image, prep) for image in chunk))
-        out = runner(np.stack(inputs)[:, None].astype(np.float32))
-        probs = softmax(out.classification) if out.classification is not None else None
-        maps = pixel_maps(out.segmentation) if out.segmentation is not None else None
-        for i, (image, box) in enumerate(zip(chunk, boxes)):
-            image_maps = np.stack([from_square(m, box) for m in maps[i]]) if maps is not None else _zeros(image)[None]
-            results.append(_result(image_maps, None if probs is None else probs[i]))
-    return results
 
 
 def predict_sliding(image: np.ndarray, prep: Preprocessing, runner: Runner, *, window: int | None = None,
@@ -132,7 +56,7 @@ def predict_sliding(image: np.ndarray, prep: Preprocessing, runner: Runner, *, w
             predictor=_lesion_predictor(runner), overlap=overlap, mode="gaussian",
             padding_mode="constant", cval=black, progress=False,
         )
-    return _result(blended[0].numpy(), probs)
+    return map_result(blended[0].numpy(), probs)
 
 
 def predict_patches(image: np.ndarray, prep: Preprocessing, runner: Runner, *, patch: int = PATCH_SIZE,
@@ -158,7 +82,7 @@ def predict_patches(image: np.ndarray, prep: Preprocessing, runner: Runner, *, p
             h, w = min(patch, height - r), min(patch, width - c)
             out[:, r : r + h, c : c + w] = maps[:, :h, :w]
     assert out is not None
-    return _result(out, probs)
+    return map_result(out, probs)
 
 
 def _tile(normed: np.ndarray, row: int, col: int, patch: int, black: float, size: int) -> np.ndarray:

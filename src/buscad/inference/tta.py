@@ -9,12 +9,13 @@ as they diverge; it feeds the ``uncertain`` flag.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from buscad.inference.tiling import MapResult
+from buscad.postprocess.probability import lesion_mask
+from buscad.prediction import MapResult
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
 """Identity, horizontal flip, vertical flip, both (axes of a 2-D image)."""
@@ -44,27 +45,21 @@ def merge(results: Sequence[MapResult], threshold: float,
     maps = [flip(result.probability_map, axes) for result, axes in zip(results, flips)]
     mean_map = np.mean(maps, axis=0).astype(np.float32)
     class_probs = [result.class_probabilities for result in results]
-    mean_probs = None if class_probs[0] is None else np.mean(class_probs, axis=0).astype(np.float32)
-    share = None
-    if results[0].malignant_share is not None:
-        shares = [flip(result.malignant_share, axes) for result, axes in zip(results, flips)]
-        share = np.mean(shares, axis=0).astype(np.float32)
+    known = [probs for probs in class_probs if probs is not None]
+    mean_probs = None if class_probs[0] is None else np.mean(known, axis=0).astype(np.float32)
+    shares = [flip(result.malignant_share, axes) for result, axes in zip(results, flips)
+              if result.malignant_share is not None]
+    share = np.mean(shares, axis=0).astype(np.float32) if results[0].malignant_share is not None else None
     return TTAResult(MapResult(mean_map, mean_probs, share), disagreement(maps, mean_map, threshold))
 
 
 def disagreement(maps: Sequence[np.ndarray], mean_map: np.ndarray, threshold: float) -> float:
     """1 − mean Dice between each variant's mask and the averaged mask (both empty counts as Dice 1)."""
-    reference = mean_map > threshold
+    reference = lesion_mask(mean_map, threshold)
     ref_sum = int(reference.sum())
     scores = []
     for prob in maps:
-        mask = prob > threshold
+        mask = lesion_mask(prob, threshold)
         total = ref_sum + int(mask.sum())
         scores.append(1.0 if total == 0 else 2.0 * int(np.logical_and(mask, reference).sum()) / total)
     return float(1.0 - np.mean(scores))
-
-
-def predict_with_tta(predict: Callable[[list[np.ndarray]], list[MapResult]], image: np.ndarray,
-                     threshold: float, flips: Sequence[tuple[int, ...]] = FLIPS) -> TTAResult:
-    """Run ``predict`` (a batch function over images) on every flip variant of ``image`` and merge."""
-    return merge(predict(variants(image, flips)), threshold, flips)

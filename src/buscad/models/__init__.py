@@ -4,7 +4,8 @@
 segmentation backbone can carry a ``dense`` or ``multiscale`` classification head.
 """
 
+from buscad.models.base import Backbone, ModelInfo, register
 from buscad.models.output import ModelOutput
-from buscad.models.registry import Backbone, ModelInfo, create, get_model_info, list_models, register
+from buscad.models.registry import create, get_model_info, list_models
 
 __all__ = ["Backbone", "ModelInfo", "ModelOutput", "create", "get_model_info", "list_models", "register"]

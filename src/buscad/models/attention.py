@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from buscad.errors import ModelError
 from buscad.models.adapters import PlainOutput
-from buscad.models.registry import Backbone, register
+from buscad.models.base import Backbone, register
 
 PAPER = "Kumar et al. 2025 (SURAKSHA)"
 

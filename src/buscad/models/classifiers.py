@@ -7,11 +7,12 @@ Heads pool globally instead of flattening, so any input size works.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
+from buscad.models.base import register
 from buscad.models.output import ModelOutput
-from buscad.models.registry import register
 
 PAPER = "Munukurthi & Gayathri 2024"
 
@@ -42,7 +43,7 @@ class TimmTrunk(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model.forward_features(x)
+        return self.model.forward_features(x)  # type: ignore[operator]  # a timm model
 
 
 @register("cnn", task="classification", paper=PAPER, aliases=("simple-cnn",),
@@ -65,7 +66,7 @@ def cnn(
     return ImageClassifier(nn.Sequential(*blocks), head)
 
 
-def _timm(name: str, in_channels: int, pretrained: str | None) -> nn.Module:
+def _timm(name: str, in_channels: int, pretrained: str | None) -> Any:
     import timm
 
     return timm.create_model(name, pretrained=pretrained == "imagenet", in_chans=in_channels, num_classes=0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from buscad.models.adapters import PlainOutput
-from buscad.models.registry import Backbone, register
+from buscad.models.base import Backbone, register
 
 PAPER = "Katar & Yildirim 2023"
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from buscad.errors import ModelError
+from buscad.models.base import Backbone, register
 from buscad.models.blocks import vgg_stage
-from buscad.models.registry import Backbone, register
 
 PAPER = "Kumar et al. 2025 (baseline)"
 

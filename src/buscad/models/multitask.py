@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from buscad.errors import ModelError
+from buscad.models.base import Backbone
 from buscad.models.heads import HEADS
 from buscad.models.output import ModelOutput
-from buscad.models.registry import Backbone
 
 PROBE_SIZE = 64
 _SLOT = "_buscad_tap_output"
@@ -99,8 +99,3 @@ def _first_conv(module: nn.Module) -> nn.Conv2d:
         if isinstance(sub, nn.Conv2d):
             return sub
     raise ModelError("backbone has no Conv2d layer")
-
-
-def first_layer(model: nn.Module) -> nn.Conv2d:
-    """The first Conv2d of a model (tests check gradients reach it)."""
-    return _first_conv(model)

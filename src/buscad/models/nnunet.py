@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from buscad.errors import ModelError
+from buscad.models.base import Backbone, register
 from buscad.models.blocks import use_fast_instance_norm
-from buscad.models.registry import Backbone, register
 
 PAPER = "Aumente-Maestro et al. 2025"
 

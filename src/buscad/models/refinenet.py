@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from buscad.models.registry import Backbone, register
+from buscad.models.base import Backbone, register
 
 PAPER = "Kumar et al. 2025 (baseline)"
 
@@ -77,7 +77,7 @@ class RefineNet(nn.Module):
     def __init__(self, encoder: nn.Module, out_channels: int, channels: int) -> None:
         super().__init__()
         self.encoder = encoder
-        c1, c2, c3, c4 = encoder.out_channels[-4:]
+        c1, c2, c3, c4 = encoder.out_channels[-4:]  # type: ignore[index]  # smp encoders list their widths
         top = 2 * channels
         self.refine = nn.ModuleList([
             RefineBlock([c4], top),

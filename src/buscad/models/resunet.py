@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from buscad.errors import ModelError
+from buscad.models.base import Backbone, register
 from buscad.models.blocks import conv_bn_relu
-from buscad.models.registry import Backbone, register
 
 PAPER = "Paudel & Khakurel 2024"
 

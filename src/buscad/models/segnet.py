@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from buscad.errors import ModelError
+from buscad.models.base import Backbone, register
 from buscad.models.blocks import VGGEncoder, vgg_stage
-from buscad.models.registry import Backbone, register
 
 PAPER = "Kumar et al. 2025 (baseline)"
 

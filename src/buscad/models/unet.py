@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from buscad.errors import ModelError
 from buscad.models.adapters import PlainOutput, set_dropout
+from buscad.models.base import Backbone, register
 from buscad.models.blocks import use_fast_dropout
-from buscad.models.registry import Backbone, register
 
 PAPER_UNET = "Munukurthi & Gayathri 2024"
 

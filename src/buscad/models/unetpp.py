@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from buscad.errors import ModelError
-from buscad.models.registry import Backbone, register
+from buscad.models.base import Backbone, register
 
 PAPER = "Aumente-Maestro et al. 2025"
 

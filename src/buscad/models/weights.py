@@ -39,7 +39,7 @@ def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
             state = {k.removeprefix("model."): v for k, v in state.items()}
         return state
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj  # type: ignore[return-value]
+        return obj
     raise ModelError(f"{path}: not a state dict or a checkpoint with a 'state_dict' entry")
 
 

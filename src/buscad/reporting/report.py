@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from buscad import LABELS, __version__
+from buscad import LABELS, __version__, rundir
 from buscad.data.images import read_grayscale
-from buscad.data.manifest import image_file, read_manifest
+from buscad.data.manifest import image_file
 from buscad.errors import DataError
 from buscad.evaluation.run_eval import (
     CONVENTIONS,
@@ -30,11 +29,7 @@ from buscad.evaluation.run_eval import (
     ensure_evaluated,
     eval_settings,
     evaluate_cv,
-    fold_dirs,
-    is_cv_dir,
     per_image_cv,
-    read_per_image,
-    read_predictions,
     summarize_per_image,
 )
 from buscad.io import write_bytes_atomic, write_text_atomic
@@ -46,6 +41,7 @@ from buscad.reporting.tables import (
     summary_frame,
     to_html,
     to_markdown,
+    write_cv_tables,
 )
 
 GALLERY_SIZE = 4
@@ -81,19 +77,19 @@ def load_view(run_dir: Path) -> RunView:
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: run directory not found")
     ensure_evaluated(run_dir)
-    cv = is_cv_dir(run_dir)
+    cv = rundir.is_cv_dir(run_dir)
     if cv:
-        runs = {p.name: p for p in fold_dirs(run_dir)}
+        runs = {p.name: p for p in rundir.fold_dirs(run_dir)}
         per_image = per_image_cv(run_dir)
         summary = evaluate_cv(run_dir)
+        write_cv_tables(run_dir, summary)
     else:
         runs = {run_dir.name: run_dir}
-        per_image = read_per_image(run_dir / "evaluation" / "per_image.csv").assign(fold=run_dir.name)
+        per_image = rundir.read_per_image(run_dir).assign(fold=run_dir.name)
         summary = None
     if cv:
-        per_image["fold"] = [f"fold_{k}" for k in per_image["fold"]]
-    config_path = run_dir / "config.yaml"
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        per_image["fold"] = [rundir.fold_name(k) for k in per_image["fold"]]
+    config = rundir.read_config(run_dir) or {}
     return RunView(run_dir, cv, runs, per_image, summarize_per_image(per_image), summary, config or {})
 
 
@@ -114,9 +110,8 @@ def config_section(view: RunView) -> Section:
             for k, v in _flatten(view.config).items() if v not in (None, "", {}, [])]
     provenance = []
     for name, directory in view.runs.items():
-        path = directory / "run_info.json"
-        if path.is_file():
-            info = json.loads(path.read_text(encoding="utf-8"))
+        info = rundir.read_run_info(directory)
+        if info is not None:
             timings = info.get("timings") or {}
             provenance.append({"run": name, "git commit": str(info.get("git_commit", ""))[:12],
                                "best epoch": fmt(info.get("best_epoch")), "epochs": fmt(info.get("epochs_run")),
@@ -134,7 +129,8 @@ def headline_section(view: RunView) -> Section:
     if view.summary is not None:
         text = (f"{len(view.runs)} folds, {n} test images in all. Mean ± std over folds (sample std), each "
                 "fold's value, and the value over all folds' test images pooled.")
-        text += " Every metric is in summary.md / summary.csv."
+        paths = rundir.layout("")
+        text += f" Every metric is in {paths.summary_md.name} / {paths.summary_csv.name}."
         table = summary_frame(view.summary)
         return Section("Headline metrics", text, [("cross-validation", table[table["metric"].isin(HEADLINE_KEYS)])])
     rows = [{"metric": k, "value": fmt(view.metrics.get(k))} for k in HEADLINE_KEYS if k in view.metrics]
@@ -189,12 +185,11 @@ def classification_section(view: RunView) -> Section | None:
 
 
 def curves_section(view: RunView) -> Section | None:
-    histories = {name: pd.read_csv(d / "history.csv") for name, d in view.runs.items()
-                 if (d / "history.csv").is_file()}
+    histories = {name: rundir.read_history(d) for name, d in view.runs.items()}
     histories = {k: v for k, v in histories.items() if not v.empty}
     if not histories:
         return None
-    return Section("Training curves", "From each run's history.csv.",
+    return Section("Training curves", f"From each run's {rundir.layout('').history.name}.",
                    figures=[("training curves", figures.training_curves(histories))])
 
 
@@ -204,12 +199,12 @@ def _gallery_items(view: RunView, rows: pd.DataFrame) -> list[figures.GalleryIte
     for _, row in rows.iterrows():
         directory = view.runs[str(row["fold"])]
         if str(row["fold"]) not in cache:
-            cases = read_manifest(directory / "cases.csv").set_index("case_id", drop=False)
-            predictions = read_predictions(directory).set_index("case_id", drop=False)
+            cases = rundir.read_cases(directory).set_index("case_id", drop=False)
+            predictions = rundir.read_predictions(directory).set_index("case_id", drop=False)
             cache[str(row["fold"])] = (cases, predictions, eval_settings(directory))
         cases, predictions, settings = cache[str(row["fold"])]
         case = cases.loc[row["case_id"]]
-        truth, _, refined = case_masks(case, predictions.loc[row["case_id"]], directory / "predictions", settings)
+        truth, _, refined = case_masks(case, predictions.loc[row["case_id"]], directory, settings)
         caption = (f"{row['case_id']}\n{row['label']} → {row['pred_label']}, Dice {fmt(row['dice'])}")
         items.append(figures.GalleryItem(read_grayscale(image_file(case)), truth, refined.mask, caption))
     return items
@@ -242,7 +237,7 @@ def flagged_section(view: RunView) -> Section:
     text = (f"{len(flagged)} of {len(frame)} images are flagged ({int(frame['inconsistent'].astype(bool).sum())} "
             f"inconsistent, {int(frame['uncertain'].astype(bool).sum())} uncertain): a clinician should check them.")
     if len(table) > MAX_FLAGGED_ROWS:
-        text += f" The first {MAX_FLAGGED_ROWS} are listed; all are in evaluation/per_image.csv."
+        text += f" The first {MAX_FLAGGED_ROWS} are listed; all are in {rundir.layout('').per_image.as_posix()}."
     return Section("Flagged cases", text, [("flagged", table.head(MAX_FLAGGED_ROWS))])
 
 
@@ -320,9 +315,10 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     kind = f"cross-validation, {len(view.runs)} folds" if view.is_cv else "single run"
     subtitle = (f"{kind}; {view.metrics['n_images']} test images; generated "
                 f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by buscad {__version__}.")
-    html_path, md_path = run_dir / "report.html", run_dir / "report.md"
+    paths = rundir.layout(run_dir)
+    html_path, md_path = paths.report_html, paths.report_md
     write_text_atomic(html_path, render_html(title, subtitle, sections))
-    markdown, files = render_markdown(title, subtitle, sections, run_dir / "report_files", run_dir)
+    markdown, files = render_markdown(title, subtitle, sections, paths.report_files, run_dir)
     for path, png in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, png)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from buscad import rundir
 
 HEADLINE_KEYS: tuple[str, ...] = (
     "dice", "iou", "precision", "recall", "hd95", "msd", "hd95_mm", "dice_lesion_only", "iou_lesion_only",
@@ -67,16 +70,6 @@ def summary_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def stats_frame(block: Mapping[str, Mapping[str, Any]], digits: int = 3) -> pd.DataFrame:
-    """``{metric: summarize(...)}`` as rows ``metric, mean ± std, median, n, n_missing``."""
-    rows = [
-        {"metric": key, "mean ± std": mean_std(s["mean"], s["std"], digits), "median": fmt(s["median"], digits),
-         "n": s["n"], "n_missing": s["n_missing"]}
-        for key, s in block.items()
-    ]
-    return pd.DataFrame(rows)
-
-
 def per_label_frame(segmentation: Mapping[str, Any], keys: Sequence[str] = ("dice", "iou", "hd95")) -> pd.DataFrame:
     """Rows per group (all, lesion only, each label); ``mean ± std (n, missing)`` per metric."""
     groups = {"all images": segmentation["all"], "lesion only": segmentation["lesion_only"],
@@ -115,3 +108,9 @@ def to_html(frame: pd.DataFrame, css_class: str = "metrics") -> str:
         for _, row in frame.iterrows()
     )
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def write_cv_tables(run_dir: Path, summary: Mapping[str, Any]) -> None:
+    """A cv directory's summary.csv and summary.md (:func:`summary_frame` of its summary.json)."""
+    table = summary_frame(summary)
+    rundir.write_summary_tables(run_dir, table, to_markdown(table))

@@ -12,7 +12,6 @@ import asyncio
 import io
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from buscad import __version__
 from buscad.errors import DataError
+from buscad.io import json_safe
 from buscad.service.encoding import png_base64, rle_encode
 from buscad.service.schemas import AnalyzeResponse, ErrorBody, Health, ModelCard, Readiness
 from buscad.service.uploads import (
@@ -90,23 +90,6 @@ def warmup_image() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def json_safe(value: Any) -> Any:
-    """Plain JSON values: numpy scalars/arrays to Python, NaN/inf to null (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def analysis_body(predictor: PredictorLike, form: AnalyzeForm) -> dict[str, Any]:

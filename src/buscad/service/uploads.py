@@ -7,7 +7,6 @@ Starlette's form parser does above 1 MB), never written to disk, never logged. E
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -202,13 +201,17 @@ def _spacing(part: Part | None) -> float | None:
     value = _text(part)
     if not value:
         return None
+    from buscad.inference.measure import parse_spacing
+
     try:
-        spacing = float(value)
+        float(value)
     except ValueError:
         raise UploadError(422, f"field 'pixel_spacing_mm' must be a number, got {value[:40]!r}") from None
-    if not math.isfinite(spacing) or spacing <= 0:
-        raise UploadError(422, f"field 'pixel_spacing_mm' must be a positive number, got {value[:40]!r}")
-    return spacing
+    try:
+        spacing = parse_spacing(value)
+    except ValueError:
+        raise UploadError(422, f"field 'pixel_spacing_mm' must be a positive number, got {value[:40]!r}") from None
+    return None if spacing is None else spacing[0]
 
 
 def _basename(filename: str | None) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from buscad.data.preprocess import Preprocessing
 from buscad.errors import ConfigError
+from buscad.postprocess.settings import EvalConfig as EvalConfig  # the config's ``eval`` section
 
 
 class _Strict(BaseModel):
@@ -120,21 +121,12 @@ class TrainConfig(_Strict):
     )
     progress_bar: bool = True
 
-
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_aliases(cls, value: Any) -> Any:
         """``32`` (a YAML number), ``"32"`` and ``bf16`` are accepted as Lightning spells them."""
         aliases = {"32": "32-true", "bf16": "bf16-mixed", "fp32": "32-true"}
         return aliases.get(str(value), value)
-
-
-class EvalConfig(_Strict):
-    """How test predictions are refined and flagged."""
-
-    seg_threshold: float = Field(0.5, gt=0, lt=1)
-    min_lesion_pixels: int = Field(0, ge=0, description="at the original image size")
-    uncertainty_threshold: float = Field(0.6, gt=0, le=1)
 
 
 class ExperimentConfig(_Strict):
@@ -178,7 +170,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from exc
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
         _set_dotted(tree, key.strip(), value)
     return tree
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def _load_case(row: pd.Series, prep: Preprocessing, target: str, cache_dir: Path
         mask = class_coded(mask, row["label"])
     mask = resize_mask(mask, prep)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")  # two rows may share a key
     np.savez(tmp, image=image, mask=mask)
     os.replace(tmp, path)
     return image, mask
@@ -281,7 +282,7 @@ class BalancedEpochSampler(EpochSampler):
     def _counts(self) -> dict[int, int]:
         """Draws per group, summing exactly to ``length`` (largest remainders get the rounding)."""
         exact = {g: share * self.length for g, share in self.shares.items()}
-        counts = {g: int(math.floor(v)) for g, v in exact.items()}
+        counts = {g: math.floor(v) for g, v in exact.items()}
         for g in sorted(exact, key=lambda g: exact[g] - counts[g], reverse=True)[: self.length - sum(counts.values())]:
             counts[g] += 1
         return counts

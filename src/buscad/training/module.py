@@ -6,7 +6,7 @@ empty scores 1, an empty truth with a non-empty prediction scores 0 — so norma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -14,15 +14,9 @@ import torch
 from torch import nn
 
 from buscad.checkpoint import ModelSpec
+from buscad.postprocess.probability import lesion_mask, lesion_probability
 from buscad.training.config import ExperimentConfig
 from buscad.training.optim import make_optimizer
-
-
-def lesion_probability(segmentation: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] logits → [B, H, W] lesion probability (sigmoid for C=1, 1 − p(background) else)."""
-    if segmentation.shape[1] == 1:
-        return torch.sigmoid(segmentation[:, 0])
-    return 1.0 - torch.softmax(segmentation, dim=1)[:, 0]
 
 
 def image_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -81,7 +75,7 @@ class SegClsModule(pl.LightningModule):
         scores = []
         if self.has_segmentation and output.segmentation is not None:
             truth = masks[:, 0] > 0.5 if masks.dim() == 4 else masks > 0
-            pred = lesion_probability(output.segmentation) > self.spec.seg_threshold
+            pred = lesion_mask(lesion_probability(output.segmentation), self.spec.seg_threshold)
             dice = image_dice(pred, truth).mean()
             self.log("val_dice", dice, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=True)
             scores.append(dice)
@@ -98,11 +92,12 @@ class SegClsModule(pl.LightningModule):
         if train.scheduler == "none":
             return optimizer
         if train.scheduler == "plateau":
-            mode = "min" if train.monitor == "val_loss" else "max"
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=5)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": train.monitor}}
+            mode: Literal["min", "max"] = "min" if train.monitor == "val_loss" else "max"
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=5)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": train.monitor}}
         cosine_epochs = max(1, train.epochs - train.warmup_epochs)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cosine_epochs, eta_min=train.lr * 0.01)
+        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cosine_epochs, eta_min=train.lr * 0.01)
         if train.warmup_epochs:
             warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.1, 1.0, total_iters=train.warmup_epochs)
             scheduler = torch.optim.lr_scheduler.SequentialLR(

@@ -1,8 +1,8 @@
-"""``buscad train`` and ``buscad cv``: build the data, fit with Lightning, predict the test part, evaluate.
+"""Training one model (one fold): build the data, fit with Lightning, predict the test part.
 
-A run directory holds everything about a run (see docs/architecture.md): config.yaml, run_info.json,
-cases.csv, history.csv, checkpoints/{best,last}.ckpt, logs/ (CSV + TensorBoard), predictions/ and
-evaluation/. ``cv`` writes one such directory per fold plus summary.json.
+A run directory (:mod:`buscad.rundir`) holds everything about a run: configuration, provenance, cases,
+history, checkpoints, logs and the test predictions. Training stops at predictions; the caller
+(:mod:`buscad.workflows`: ``buscad train`` / ``buscad cv``) evaluates them.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from buscad import LABELS
+from buscad import LABELS, rundir
 from buscad.checkpoint import ModelSpec
-from buscad.data.manifest import read_manifest, write_manifest
-from buscad.data.preprocess import from_square, letterbox_geometry, normalize
+from buscad.data.manifest import read_manifest
+from buscad.data.preprocess import Preprocessing, letterbox_geometry
 from buscad.data.sampling import oversampled_indices
 from buscad.errors import ConfigError
-from buscad.io import atomic_path, write_text_atomic
+from buscad.io import write_text_atomic
+from buscad.prediction import TorchRunner, calibrated, predict_resized
 from buscad.training import provenance
 from buscad.training.config import ExperimentConfig
 from buscad.training.data import (
@@ -45,11 +46,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunResult:
-    """Where a run wrote its outputs and its headline test metrics."""
+    """Where a run wrote its outputs, its test predictions and (once evaluated) its headline test metrics."""
 
     run_dir: Path
     metrics: dict[str, Any]
     seconds: float
+    predictions: Path | None = None
+    """``RUN/predictions/predictions.csv`` when the run has a test part (evaluate it with
+    :func:`buscad.evaluation.run_eval.evaluate_run`)."""
 
 
 def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
@@ -70,6 +74,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
         seg_threshold=config.eval.seg_threshold,
         uncertainty_threshold=config.eval.uncertainty_threshold,
         min_lesion_pixels=config.eval.min_lesion_pixels,
+        refine_policy=config.eval.refine_policy,
         training_data=training_data,
     )
 
@@ -77,7 +82,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
 def _build_model(config: ExperimentConfig, spec: ModelSpec) -> torch.nn.Module:
     from buscad.models import create
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if config.model.pretrained:
         extra["pretrained"] = config.model.pretrained
     if config.model.weights:
@@ -114,7 +119,7 @@ def _loaders(arrays: CaseArrays, frame: pd.DataFrame, parts: pd.Series, config: 
     seed = config.train.seed
     train_set = CaseDataset(arrays, order, prep, config.data.target, config.data.augment, seed=seed)
     val_set = CaseDataset(arrays, val_idx.tolist(), prep, config.data.target, None, seed=seed)
-    common = {"batch_size": config.train.batch_size, "num_workers": config.train.num_workers,
+    common: dict[str, Any] = {"batch_size": config.train.batch_size, "num_workers": config.train.num_workers,
               "persistent_workers": config.train.num_workers > 0}
     train_loader = DataLoader(train_set, sampler=_train_sampler(frame, order, config),
                               drop_last=len(train_set) > config.train.batch_size, **common)
@@ -130,26 +135,27 @@ def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
     from buscad.training.callbacks import HistoryWriter
 
     train = config.train
+    paths = rundir.layout(run_dir)
     mode = "min" if train.monitor == "val_loss" else "max"
     callbacks: list[Any] = [
-        HistoryWriter(run_dir / "history.csv"),
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=train.monitor, mode=mode,
+        HistoryWriter(paths.history),
+        ModelCheckpoint(dirpath=paths.checkpoints, filename=rundir.BEST_CHECKPOINT, monitor=train.monitor, mode=mode,
                         save_last=True, save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if train.early_stopping:
         callbacks.append(EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping,
                                        check_on_train_epoch_end=True))
-    loggers = [CSVLogger(run_dir / "logs", name="csv", version=""),
-               TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
-    max_time = {"minutes": train.max_time_minutes} if train.max_time_minutes else None
+    loggers = [CSVLogger(paths.logs, name="csv", version=""),
+               TensorBoardLogger(paths.logs, name="tensorboard", version="")]
+    max_time: Any = {"minutes": train.max_time_minutes} if train.max_time_minutes else None
     return pl.Trainer(
         max_epochs=train.epochs,
         max_time=max_time,
         accelerator=train.accelerator,
         devices=train.devices,
         strategy=train.strategy,
-        precision=train.precision,
+        precision=train.precision,  # type: ignore[arg-type]  # "auto" is resolved before (_resolve_precision)
         callbacks=callbacks,
         logger=loggers,
         default_root_dir=run_dir,
@@ -183,60 +189,18 @@ def _resolve_precision(config: ExperimentConfig) -> tuple[ExperimentConfig, str]
     return config, reason
 
 
-@torch.no_grad()
-def predict_arrays(model: torch.nn.Module, images: np.ndarray, config: ExperimentConfig,
-                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
-    """Lesion probability maps [N, S, S] and class probabilities [N, K] (or None) for cached arrays."""
-    from buscad.training.module import lesion_probability
-
-    model.eval()
-    prep = config.data.preprocessing()
-    maps, probs = [], []
-    for start in range(0, len(images), batch_size):
-        batch = np.stack([normalize(im, prep.normalization) for im in images[start:start + batch_size]])
-        output = model(torch.from_numpy(batch)[:, None])
-        maps.append(lesion_probability(output.segmentation).numpy() if output.segmentation is not None
-                    else np.zeros(batch.shape, np.float32))
-        if output.classification is not None:
-            probs.append(torch.softmax(output.classification, dim=1).numpy())
-    return np.concatenate(maps), (np.concatenate(probs) if probs else None)
-
-
-def mask_file_name(case_id: str) -> str:
-    """A flat, safe PNG name for a case id such as ``busi/benign/12``."""
-    return case_id.replace("/", "__").replace("\\", "__") + ".png"
-
-
 def write_test_predictions(model: torch.nn.Module, arrays: CaseArrays, test: pd.DataFrame,
-                           positions: np.ndarray, config: ExperimentConfig, run_dir: Path) -> Path:
-    """Write predictions/predictions.csv and probability masks at each image's original size."""
-    import cv2
-
-    out_dir = run_dir / "predictions"
-    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    maps, probs = predict_arrays(model, arrays.images[positions], config)
-    prep = config.data.preprocessing()
-    rows = []
-    for i, (_, case) in enumerate(test.iterrows()):
-        box = letterbox_geometry(int(case["height"]), int(case["width"]), prep.image_size, prep.keep_aspect)
-        full = from_square(maps[i], box)
-        name = f"masks/{mask_file_name(case['case_id'])}"
-        with atomic_path(out_dir / name) as tmp:
-            cv2.imwrite(str(tmp), np.clip(np.rint(full * 255), 0, 255).astype(np.uint8))
-        row = {"case_id": case["case_id"], "label": case["label"], "mask_file": name}
-        for k, label in enumerate(LABELS):
-            row[f"prob_{label}"] = float(probs[i, k]) if probs is not None else np.nan
-        rows.append(row)
-    path = out_dir / "predictions.csv"
-    with atomic_path(path) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    return path
-
-
-def _evaluate(run_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
-    from buscad.evaluation.run_eval import evaluate_run
-
-    return evaluate_run(run_dir)
+                           positions: np.ndarray, prep: Preprocessing, run_dir: Path, *,
+                           temperature: float = 1.0) -> Path:
+    """Predict the cached ``positions`` of ``arrays`` (the rows of ``test``) through the one prediction
+    path (:func:`buscad.prediction.predict_resized`) and write ``RUN/predictions``; returns the CSV path."""
+    runner = calibrated(TorchRunner(model, prep.image_size), temperature)
+    boxes = [letterbox_geometry(int(case["height"]), int(case["width"]), prep.image_size, prep.keep_aspect)
+             for _, case in test.iterrows()]
+    results = predict_resized(list(arrays.images[positions]), boxes, prep, runner, batch_size=32)
+    return rundir.write_predictions(run_dir, list(test["case_id"]), list(test["label"]),
+                                    [r.probability_map for r in results],
+                                    [r.class_probabilities for r in results])
 
 
 def _fit_budget(config: ExperimentConfig, module: Any, train_loader: Any, val_loader: Any, run_dir: Path,
@@ -245,11 +209,11 @@ def _fit_budget(config: ExperimentConfig, module: Any, train_loader: Any, val_lo
     (kept in ``RUN/time_budget.json``)."""
     from buscad.training.budget import epochs_for_budget
 
-    record = run_dir / "time_budget.json"
+    record = rundir.layout(run_dir).time_budget
     if resume and record.is_file():
         chosen = json.loads(record.read_text())
     else:
-        chosen = epochs_for_budget(module, train_loader, val_loader, config.train.time_budget_minutes,
+        chosen = epochs_for_budget(module, train_loader, val_loader, config.train.time_budget_minutes or 0.0,
                                    config.train.epochs).as_dict()
         write_text_atomic(record, json.dumps(chosen, indent=2))
     train = config.train.model_copy(update={"epochs": int(chosen["epochs"])})
@@ -257,12 +221,12 @@ def _fit_budget(config: ExperimentConfig, module: Any, train_loader: Any, val_lo
 
 
 def _write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
-    write_text_atomic(run_dir / "run_info.json", json.dumps(info, indent=2, default=str))
+    rundir.write_run_info(run_dir, info)
 
 
 def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int | None = None,
           resume: bool = False, frame: pd.DataFrame | None = None) -> RunResult:
-    """Train one model (one fold) into ``run_dir``; predict and evaluate its test part."""
+    """Train one model (one fold) into ``run_dir`` and predict its test part (not evaluated here)."""
     import lightning.pytorch as pl
 
     start = time.perf_counter()
@@ -276,7 +240,8 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
         if not uses_ratio_split(frame, fold):
             frame = ensure_folds(frame, config)
     parts = assign_parts(frame, fold, config.data.val_fraction, config.data.split_seed)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    paths = rundir.layout(run_dir)
+    last = paths.last_checkpoint
     if resume and not last.is_file():
         raise ConfigError(f"{last}: nothing to resume (no last checkpoint)")
     if not resume and last.is_file():
@@ -285,8 +250,8 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
 
     cases = frame.assign(split=parts.to_numpy())
-    write_manifest(cases, run_dir / "cases.csv")
-    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+    rundir.write_cases(run_dir, cases)
+    rundir.write_config(run_dir, config.to_yaml())
     info: dict[str, Any] = {
         "name": config.name, "seed": config.train.seed, "fold": fold, "git_commit": provenance.git_commit(),
         "packages": provenance.package_versions(), "machine": provenance.machine(),
@@ -311,7 +276,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     if config.train.time_budget_minutes:
         config, info["time_budget"] = _fit_budget(config, module, train_loader, val_loader, run_dir, resume)
         module.config = config
-        write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+        rundir.write_config(run_dir, config.to_yaml())
         _write_run_info(run_dir, info)
     trainer = _trainer(config, run_dir)
     fit_start = time.perf_counter()
@@ -320,16 +285,16 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     if not trainer.is_global_zero:
         return RunResult(run_dir, {}, time.perf_counter() - start)
 
-    best = run_dir / "checkpoints" / "best.ckpt"
+    best = paths.best_checkpoint
     if best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     test_positions = np.flatnonzero((parts == "test").to_numpy())
-    metrics: dict[str, Any] = {}
+    predictions = None
     if len(test_positions):
-        write_test_predictions(module.model, arrays, frame.iloc[test_positions], test_positions, config, run_dir)
-        metrics = _evaluate(run_dir, config)
-    history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else pd.DataFrame()
+        predictions = write_test_predictions(module.model, arrays, frame.iloc[test_positions], test_positions,
+                                             prep, run_dir)
+    history = rundir.read_history(run_dir)
     best_epoch = None
     if not history.empty and config.train.monitor in history:
         column = history[config.train.monitor]
@@ -346,30 +311,6 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
             "train_images_per_second": round(float(history["train_images_per_second"].median()), 2)
             if not history.empty else None,
         },
-        "test_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
     })
     _write_run_info(run_dir, info)
-    return RunResult(run_dir, metrics, time.perf_counter() - start)
-
-
-def cross_validate(config: ExperimentConfig, run_dir: str | os.PathLike[str], resume: bool = False) -> RunResult:
-    """Train every fold into ``run_dir/fold_K`` and aggregate the folds into ``summary.json``."""
-    start = time.perf_counter()
-    run_dir = Path(run_dir)
-    if config.data.manifest is None:
-        raise ConfigError("data.manifest is required (a CSV from buscad data prepare / split)")
-    frame = ensure_folds(filter_cases(read_manifest(config.data.manifest), config), config)
-    folds = sorted(int(f) for f in pd.to_numeric(frame["fold"]).dropna().unique())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
-    for fold in folds:
-        fold_dir = run_dir / f"fold_{fold}"
-        done = (fold_dir / "evaluation" / "metrics.json").is_file()
-        if done and resume:
-            continue
-        fold_resume = resume and (fold_dir / "checkpoints" / "last.ckpt").is_file()
-        train(config, fold_dir, fold=fold, resume=fold_resume, frame=frame)
-    from buscad.evaluation.run_eval import evaluate_cv
-
-    summary = evaluate_cv(run_dir)
-    return RunResult(run_dir, summary, time.perf_counter() - start)
+    return RunResult(run_dir, {}, time.perf_counter() - start, predictions)

@@ -85,7 +85,7 @@ def test_unknown_label_unlisted_image_and_orphan_mask_are_reported(uclm):
 
 def test_missing_info_csv_is_one_user_error(uclm):
     (uclm / "INFO.csv").unlink()
-    with pytest.raises(DataError, match="INFO.csv: file not found"):
+    with pytest.raises(DataError, match=r"INFO\.csv: file not found"):
         scan(uclm)
 
 

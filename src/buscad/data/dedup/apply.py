@@ -76,6 +76,7 @@ def _pairs_table(
     rows = []
     for pair in confirmed:
         ra, rb = frame.iloc[pair.a], frame.iloc[pair.b]
+        assert pair.transform is not None  # confirmed pairs carry their alignment
         iou = aligned_mask_iou(ra, rb, features[pair.a], features[pair.b], pair.transform)
         rows.append(
             {

@@ -19,14 +19,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from buscad import LABELS
+from buscad import LABELS, rundir
 from buscad.data.manifest import load_mask, read_manifest, write_manifest
-from buscad.io import atomic_path, write_text_atomic
 from buscad.training.config import ExperimentConfig
-
-
-def _mask_name(case_id: str) -> str:
-    return case_id.replace("/", "__").replace("\\", "__") + ".png"
 
 
 def simulated_probability_map(truth: np.ndarray, rng: np.random.Generator, boundary_error: int = 2,
@@ -71,23 +66,16 @@ def simulate_run(manifest: str | os.PathLike[str], run_dir: str | os.PathLike[st
     if fold is not None:
         frame = frame[pd.to_numeric(frame["fold"]) == fold]
     rng = np.random.default_rng(seed)
-    (run_dir / "predictions" / "masks").mkdir(parents=True, exist_ok=True)
-    rows = []
+    maps, probabilities = [], []
     for _, case in frame.iterrows():
-        name = f"masks/{_mask_name(case['case_id'])}"
-        probability = simulated_probability_map(load_mask(case), rng, boundary_error, false_positive_rate,
-                                                blur_sigma)
-        with atomic_path(run_dir / "predictions" / name) as tmp:
-            cv2.imwrite(str(tmp), probability)
-        probs = simulated_probabilities(case["label"], rng, accuracy, confidence) if classifier else [np.nan] * 3
-        rows.append({"case_id": case["case_id"], "label": case["label"],
-                     **{f"prob_{label}": float(p) for label, p in zip(LABELS, probs)}, "mask_file": name})
-    with atomic_path(run_dir / "predictions" / "predictions.csv") as tmp:
-        pd.DataFrame(rows, columns=["case_id", "label", *(f"prob_{lb}" for lb in LABELS), "mask_file"]).to_csv(
-            tmp, index=False)
-    write_manifest(frame.assign(split="test"), run_dir / "cases.csv")
+        maps.append(simulated_probability_map(load_mask(case), rng, boundary_error, false_positive_rate,
+                                              blur_sigma))
+        probabilities.append(simulated_probabilities(case["label"], rng, accuracy, confidence)
+                             if classifier else None)
+    rundir.write_predictions(run_dir, list(frame["case_id"]), list(frame["label"]), maps, probabilities)
+    rundir.write_cases(run_dir, frame.assign(split="test"))
     config = ExperimentConfig(name=f"simulated-seed{seed}", description="simulated predictions (no model)")
-    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+    rundir.write_config(run_dir, config.to_yaml())
     return run_dir
 
 
@@ -102,8 +90,9 @@ def simulate_cv(manifest: str | os.PathLike[str], run_dir: str | os.PathLike[str
     if "fold" not in frame.columns:
         frame["fold"] = np.arange(len(frame)) % folds
     run_dir.mkdir(parents=True, exist_ok=True)
-    with_folds = write_manifest(frame, run_dir / "manifest_folds.csv")
+    paths = rundir.layout(run_dir)
+    with_folds = write_manifest(frame, paths.manifest_folds)
     for fold in sorted(int(f) for f in pd.to_numeric(frame["fold"]).dropna().unique()):
-        simulate_run(with_folds, run_dir / f"fold_{fold}", seed=seed + fold, fold=fold, **options)
-    write_text_atomic(run_dir / "config.yaml", ExperimentConfig(name="simulated-cv").to_yaml())
+        simulate_run(with_folds, paths.fold(fold).root, seed=seed + fold, fold=fold, **options)  # type: ignore[arg-type]
+    rundir.write_config(run_dir, ExperimentConfig(name="simulated-cv").to_yaml())
     return run_dir

@@ -18,7 +18,7 @@ COPY_KINDS: tuple[str, ...] = ("crop", "scale", "contrast", "jpeg", "marks")
 
 def _crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape
-    keep_h, keep_w = (int(round(n * rng.uniform(0.7, 0.95))) for n in (height, width))
+    keep_h, keep_w = (round(n * rng.uniform(0.7, 0.95)) for n in (height, width))
     top = int(rng.integers(0, height - keep_h + 1))
     left = int(rng.integers(0, width - keep_w + 1))
     return image[top : top + keep_h, left : left + keep_w]
@@ -86,11 +86,12 @@ def other_frame(image: np.ndarray, rng: np.random.Generator, *, move_lesion: boo
     x = image.astype(np.float32) + 1.0
     anatomy = cv2.GaussianBlur(x, (0, 0), 3.0)
     speckle = x / anatomy
-    shift = np.float32(
+    shift = np.array(
         [
             [1, 0, rng.uniform(0.03, 0.12) * width * rng.choice([-1, 1])],
             [0, 1, rng.uniform(0.0, 0.06) * height * rng.choice([-1, 1])],
-        ]
+        ],
+        dtype=np.float32,
     )
     anatomy = cv2.warpAffine(anatomy, shift, (width, height), borderMode=cv2.BORDER_REFLECT)
     old = cv2.warpAffine(speckle, shift, (width, height), borderMode=cv2.BORDER_REFLECT)

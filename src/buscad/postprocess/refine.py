@@ -8,8 +8,10 @@ Rules (in this order):
 
 1. Lesion components smaller than ``min_lesion_pixels`` are removed (8-connectivity).
 2. Classifier says ``normal`` ⇒ the mask is cleared; if it was not empty, the case is ``inconsistent``.
-3. Classifier says a lesion class but the mask is empty ⇒ ``refined_label`` becomes ``normal`` and the
-   case is ``inconsistent``.
+3. Classifier says a lesion class but the mask is empty ⇒ the case is ``inconsistent``; with the
+   published policy (``policy="published"``) ``refined_label`` becomes ``normal``; with ``"keep-class"``
+   it stays the classifier's lesion class, so a missed outline never turns a malignant call into
+   "normal" (the built-in model's choice: docs/model_card.md).
 4. ``uncertain`` when the top class probability is below ``uncertainty_threshold`` or when
    ``tta_disagreement`` (any caller-defined disagreement in [0, 1] between test-time-augmentation
    variants, e.g. 1 − mean pairwise Dice of their masks) exceeds ``tta_threshold``.
@@ -34,6 +36,7 @@ LESION = "lesion"
 """``refined_label`` of a binary mask with a lesion when no classifier says benign or malignant."""
 
 NORMAL = "normal"
+REFINE_POLICIES: tuple[str, ...] = ("published", "keep-class")
 
 
 @dataclass
@@ -128,6 +131,7 @@ def refine_prediction(
     tta_disagreement: float | None = None,
     tta_threshold: float = 0.2,
     class_coded: bool = False,
+    policy: str = "published",
 ) -> Refinement:
     """Refine one prediction and flag what a clinician should double-check.
 
@@ -136,6 +140,8 @@ def refine_prediction(
     """
     if labels[0] != NORMAL:
         raise ValueError(f"labels must start with {NORMAL!r}, got {tuple(labels)}")
+    if policy not in REFINE_POLICIES:
+        raise ValueError(f"unknown refine policy {policy!r} ({', '.join(REFINE_POLICIES)})")
     label, top_probability = _classifier_label(probabilities, labels)
     lesion, codes = _as_lesion_mask(mask, class_coded)
     reasons: list[str] = []
@@ -164,12 +170,19 @@ def refine_prediction(
             lesion = np.zeros_like(lesion)
             pixels = 0
     elif pixels == 0:
-        refined_label = NORMAL
         flags["inconsistent"] = True
-        reasons.append(
-            f"classifier said {label} (p={top_probability:.2f}) but no lesion was segmented; "
-            "label changed to normal"
-        )
+        if policy == "keep-class":
+            refined_label = label
+            reasons.append(
+                f"classifier said {label} (p={top_probability:.2f}) but no lesion was segmented; "
+                "the class is kept, the outline is missing"
+            )
+        else:
+            refined_label = NORMAL
+            reasons.append(
+                f"classifier said {label} (p={top_probability:.2f}) but no lesion was segmented; "
+                "label changed to normal"
+            )
     else:
         refined_label = label
 

@@ -1,0 +1,71 @@
+"""Ablation table: recipe variants trained on the same fold, scored on every test set they were given.
+
+    python3 benchmarks/ablation_table.py --out benchmarks/results/ablation_robust \
+        "fp32 recipe (busi_mt_cpu)=/work/runs/busi_fp32_fold0" "bf16 recipe=/work/runs/ablation_bf16_f0_fold0" ...
+
+Each ``LABEL=RUN_DIR`` is one training run (``buscad train`` or a benchmark script) whose own test part and
+``RUN/external/*`` evaluations (``buscad evaluate CKPT M.csv -o RUN/external/NAME``) are scored per
+dataset with :func:`buscad.evaluation.cross_dataset.score_test_set`. One fold is a screening device, not
+a result: variants are compared on the same fold and the same budget, and only whole cross-validations go
+into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from generalization import fold_tables
+
+from buscad.evaluation.cross_dataset import score_test_set
+
+COLUMNS = ("dice", "dice_lesion", "accuracy", "balanced_accuracy", "auc_malignant_vs_benign",
+           "sensitivity_malignant", "ece")
+
+
+def run_rows(label: str, directory: Path) -> list[dict]:
+    info = json.loads((directory / "run_info.json").read_text())
+    table = fold_tables(directory)
+    rows = []
+    for dataset, part in table.groupby("dataset", sort=True):
+        metrics = score_test_set(part)
+        rows.append({"variant": label, "run": str(directory), "test": dataset, "n": len(part),
+                     "epochs": info.get("epochs_run"), "fit_minutes": round(info["timings"]["fit_seconds"] / 60, 1),
+                     "images_per_second": info["timings"]["train_images_per_second"],
+                     "precision": info.get("precision", {}).get("used", "32-true"),
+                     **{k: metrics[k] for k in COLUMNS}})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
+    parser.add_argument("--out", type=Path, required=True, help="results path without suffix")
+    parser.add_argument("--title", default="Recipe ablations (one fold, same budget)")
+    parser.add_argument("--note", default="", help="a paragraph printed under the table")
+    args = parser.parse_args()
+    rows = []
+    for item in args.runs:
+        label, _, path = item.partition("=")
+        rows += run_rows(label, Path(path))
+    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": "python3 benchmarks/ablation_table.py " + " ".join(sys.argv[1:]), "rows": rows}
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    head = "| variant | test set | n | epochs | min | img/s | precision | " + " | ".join(COLUMNS) + " |"
+    lines = [f"# {args.title}", "", f"`{record['command']}` — {record['date']}", "", head,
+             "|" + "---|" * (7 + len(COLUMNS))]
+    for r in rows:
+        values = " | ".join("—" if r[k] != r[k] else f"{r[k]:.3f}" for k in COLUMNS)
+        lines.append(f"| {r['variant']} | {r['test']} | {r['n']} | {r['epochs']} | {r['fit_minutes']} | "
+                     f"{r['images_per_second']} | {r['precision']} | {values} |")
+    if args.note:
+        lines += ["", args.note]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

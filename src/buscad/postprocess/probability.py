@@ -1,0 +1,91 @@
+"""Logits → probabilities → mask: the one definition used by training, evaluation and inference.
+
+- lesion probability of segmentation logits ``[B, C, H, W]``: ``sigmoid`` for C = 1, ``1 − p(background)``
+  (softmax over C) otherwise;
+- class probabilities of classification logits ``[B, K]``: softmax;
+- the lesion mask: probability ``> threshold`` (strictly greater), decided on the probability's 8-bit
+  level (``round(255 p) / 255``, :func:`probability_level`), the precision at which run directories store
+  probability maps — so a mask is the same whether it comes from a stored map (``buscad train`` /
+  ``evaluate``) or a live one (``predict``, ``serve``).
+
+Each function takes a torch tensor (training, on any device) or a numpy array (inference, evaluation;
+computed through torch on the CPU and returned as float32 numpy), so every path computes the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import overload
+
+import numpy as np
+import torch
+
+
+def _lesion_probability(seg: torch.Tensor) -> torch.Tensor:
+    if seg.shape[1] == 1:
+        return torch.sigmoid(seg[:, 0])
+    return 1.0 - torch.softmax(seg, dim=1)[:, 0]
+
+
+@overload
+def lesion_probability(segmentation: torch.Tensor) -> torch.Tensor: ...
+@overload
+def lesion_probability(segmentation: np.ndarray) -> np.ndarray: ...
+def lesion_probability(segmentation: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """[B, C, H, W] logits → [B, H, W] lesion probability (sigmoid for C = 1, 1 − p(background) else)."""
+    if isinstance(segmentation, torch.Tensor):
+        return _lesion_probability(segmentation)
+    seg = torch.from_numpy(np.ascontiguousarray(segmentation, dtype=np.float32))
+    return _lesion_probability(seg).numpy()
+
+
+@overload
+def class_probabilities(classification: torch.Tensor) -> torch.Tensor: ...
+@overload
+def class_probabilities(classification: np.ndarray) -> np.ndarray: ...
+def class_probabilities(classification: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """[B, K] logits → [B, K] class probabilities (softmax; float32). A calibrated model's logits arrive
+    already divided by its temperature (:class:`buscad.prediction.TemperatureRunner`)."""
+    if isinstance(classification, torch.Tensor):
+        return torch.softmax(classification.float(), dim=1)
+    logits = torch.from_numpy(np.ascontiguousarray(classification, dtype=np.float32))
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def malignant_share(segmentation: np.ndarray) -> np.ndarray:
+    """[B, 3, H, W] class-coded logits → [B, H, W] p(malignant) / (p(benign) + p(malignant))."""
+    seg = torch.from_numpy(np.ascontiguousarray(segmentation, dtype=np.float32))
+    return torch.sigmoid(seg[:, 2] - seg[:, 1]).numpy()
+
+
+def pixel_maps(segmentation: np.ndarray) -> np.ndarray:
+    """[B, C, H, W] logits → [B, M, H, W] maps: lesion probability, plus the malignant share when C = 3."""
+    lesion = lesion_probability(segmentation)[:, None]
+    if segmentation.shape[1] != 3:
+        return lesion
+    return np.concatenate([lesion, malignant_share(segmentation)[:, None]], axis=1)
+
+
+PROBABILITY_LEVELS = 255
+"""Probability maps are stored (and masks decided) at this many steps: uint8 0–255."""
+
+
+@overload
+def probability_level(probability: torch.Tensor) -> torch.Tensor: ...
+@overload
+def probability_level(probability: np.ndarray) -> np.ndarray: ...
+def probability_level(probability: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """A [0, 1] probability as its 8-bit level 0–255, rounded half to even (numpy: float64; tensors: float32,
+    on their device, e.g. for validation Dice during training)."""
+    if isinstance(probability, torch.Tensor):
+        return torch.round(probability.float() * PROBABILITY_LEVELS).clamp(0, PROBABILITY_LEVELS)
+    return np.clip(np.rint(np.asarray(probability, dtype=np.float64) * PROBABILITY_LEVELS), 0, PROBABILITY_LEVELS)
+
+
+@overload
+def lesion_mask(probability: torch.Tensor, threshold: float) -> torch.Tensor: ...
+@overload
+def lesion_mask(probability: np.ndarray, threshold: float) -> np.ndarray: ...
+def lesion_mask(probability: torch.Tensor | np.ndarray, threshold: float) -> torch.Tensor | np.ndarray:
+    """The boolean lesion mask of a probability map: its 8-bit level above ``threshold`` (``level / 255 >
+    threshold``). Stored maps (``level / 255``) and live float maps give the same mask."""
+    return probability_level(probability) > threshold * PROBABILITY_LEVELS

@@ -1,0 +1,21 @@
+"""The thresholds that turn probabilities into a refined result (the ``eval`` section of a config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EvalConfig(BaseModel):
+    """How test predictions are refined and flagged."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seg_threshold: float = Field(0.5, gt=0, lt=1)
+    min_lesion_pixels: int = Field(0, ge=0, description="at the original image size")
+    uncertainty_threshold: float = Field(0.6, gt=0, le=1)
+    refine_policy: Literal["published", "keep-class"] = Field(
+        "published", description="empty mask with a lesion class: 'published' calls it normal, 'keep-class' "
+        "keeps the classifier's lesion class (both flag it inconsistent)"
+    )

@@ -1,0 +1,162 @@
+"""One checkpoint, one image, one mask: ``buscad train``'s test predictions, ``buscad evaluate``,
+``buscad predict`` and ``buscad serve`` all go through :mod:`buscad.prediction` and
+:func:`buscad.postprocess.probability.lesion_mask`, so they must agree pixel for pixel (resize mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from buscad import rundir
+from buscad.checkpoint import load_bundle
+from buscad.cli.main import app
+from buscad.data.manifest import image_file, read_manifest, write_manifest
+from buscad.evaluation.run_eval import case_masks, eval_settings
+from buscad.postprocess.probability import lesion_mask, probability_level
+from buscad.service.app import create_app
+from buscad.service.encoding import rle_decode
+from buscad.training.data import load_case_arrays
+from buscad.training.runner import write_test_predictions
+
+LESION_FRACTION = 0.3
+THRESHOLD = 0.4
+"""Not a half 8-bit level (0.5 is 127.5 / 255), so a path thresholding the float map instead of the stored
+8-bit map would disagree on pixels with probabilities in (0.4, 102.5 / 255)."""
+
+
+def _partial_lesion(model: torch.nn.Module) -> None:
+    """Shift the untrained model's lesion logit so that about 30 % of an image is above :data:`THRESHOLD`: a
+    partial mask whose pixels nearly all sit within a few 8-bit levels of the threshold (an untrained model's
+    logits barely vary), the hard case for paths that would round or threshold differently."""
+    final = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 1, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        logits = model.eval()(x).segmentation
+        final.bias -= torch.quantile(logits.flatten(), 1.0 - LESION_FRACTION) - torch.logit(torch.tensor(THRESHOLD))
+
+
+@pytest.fixture(scope="module")
+def one_case(synthetic_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-image manifest: the first benign case (96 x 128, so letterboxing is exercised)."""
+    frame = read_manifest(synthetic_manifest)
+    case = frame[frame["label"] == "benign"].head(1)
+    return write_manifest(case, tmp_path_factory.mktemp("one_case") / "manifest.csv")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint) -> Path:
+    """A segmentation-only U-Net (so refining leaves the mask alone), letterboxed 64 px input."""
+    return tiny_checkpoint("checkpoints/best.ckpt", cls_classes=0, adjust=_partial_lesion, seg_threshold=THRESHOLD)
+
+
+def _run_masks(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, refined) mask of the run directory's only test image, as evaluation computes them."""
+    case = rundir.read_cases(run_dir).iloc[0]
+    prediction = rundir.read_predictions(run_dir).iloc[0]
+    _, raw, refined = case_masks(case, prediction, run_dir, eval_settings(run_dir))
+    return raw, refined.mask
+
+
+def test_train_evaluate_predict_and_serve_give_the_same_mask(tmp_path: Path, checkpoint: Path,
+                                                             one_case: Path) -> None:
+    frame = read_manifest(one_case)
+    bundle = load_bundle(checkpoint)
+    prep = bundle.spec.preprocessing
+    image_path = image_file(frame.iloc[0])
+
+    # buscad train: after fitting, the test part is predicted from the array cache by this function.
+    train_run = tmp_path / "train"
+    rundir.write_cases(train_run, frame.assign(split="test"))
+    rundir.write_config(train_run, f"eval: {{seg_threshold: {THRESHOLD}}}\n")  # as training writes config.eval
+    arrays = load_case_arrays(frame, prep, "binary", tmp_path / "cache")
+    with torch.inference_mode():
+        write_test_predictions(bundle.model, arrays, frame, np.arange(1), prep, train_run)
+    train_raw, train_refined = _run_masks(train_run)
+
+    # buscad evaluate CHECKPOINT MANIFEST
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(checkpoint), str(one_case), "-o", str(tmp_path / "evaluate"),
+                                 "--cache-dir", str(tmp_path / "cache2")])
+    assert result.exit_code == 0, result.output
+    evaluate_raw, evaluate_refined = _run_masks(tmp_path / "evaluate")
+
+    # buscad predict CHECKPOINT IMAGE (resize mode is the default)
+    result = runner.invoke(app, ["predict", str(checkpoint), str(image_path), "-o", str(tmp_path / "predict")])
+    assert result.exit_code == 0, result.output
+    (mask_png,) = (tmp_path / "predict").glob("*_mask.png")
+    with Image.open(mask_png) as png:
+        predict_mask = np.asarray(png) > 0
+
+    # buscad serve: POST /v1/analyze
+    with TestClient(create_app(checkpoint, mode="resize")) as client:
+        response = client.post("/v1/analyze", files={"file": (image_path.name, image_path.read_bytes(), "image/png")})
+    assert response.status_code == 200, response.text
+    serve_mask = rle_decode(response.json()["mask_rle"])
+
+    assert 0 < train_raw.sum() < train_raw.size, "the check needs a partial mask"
+    for name, mask in {"train refined": train_refined, "evaluate raw": evaluate_raw,
+                       "evaluate refined": evaluate_refined, "predict": predict_mask, "serve": serve_mask}.items():
+        assert mask.shape == train_raw.shape, name
+        assert np.array_equal(mask, train_raw), f"{name}: {int((mask != train_raw).sum())} pixels differ"
+
+
+def test_lesion_mask_is_decided_at_the_stored_precision() -> None:
+    rng = np.random.default_rng(0)
+    probability = rng.random((50, 60)).astype(np.float32)
+    probability[0, :5] = [0.5, 127.5 / 255, 0.4999, 0.5001, 128 / 255]
+    stored = probability_level(probability).astype(np.uint8).astype(np.float32) / 255.0  # as a PNG reads back
+    for threshold in (0.3, 0.4, 0.5, 0.6):
+        assert np.array_equal(lesion_mask(probability, threshold), lesion_mask(stored, threshold))
+        tensor = lesion_mask(torch.from_numpy(probability), threshold).numpy()
+        assert np.array_equal(tensor, lesion_mask(probability, threshold))
+
+
+def test_a_temperature_softens_class_probabilities_and_keeps_the_argmax():
+    import numpy as np
+
+    from buscad.postprocess.probability import class_probabilities
+    from buscad.prediction import RawOutput, calibrated
+
+    class Fixed:
+        has_segmentation = True
+
+        def __call__(self, batch):
+            return RawOutput(np.zeros((len(batch), 1, 4, 4), np.float32),
+                             np.tile(np.array([[0.0, 1.0, 3.0]], np.float32), (len(batch), 1)))
+
+    runner = Fixed()
+    assert calibrated(runner, 1.0) is runner
+    sharp = class_probabilities(runner(np.zeros((1, 1, 4, 4), np.float32)).classification)
+    soft = class_probabilities(calibrated(runner, 2.0)(np.zeros((1, 1, 4, 4), np.float32)).classification)
+    assert soft.argmax() == sharp.argmax() == 2 and soft.max() < sharp.max()
+    np.testing.assert_allclose(soft[0], np.exp([0, 0.5, 1.5]) / np.exp([0, 0.5, 1.5]).sum(), rtol=1e-5)
+
+
+def test_bf16_inference_agrees_with_float32(tiny_checkpoint):
+    import numpy as np
+    import pytest
+
+    from buscad.checkpoint import load_bundle
+    from buscad.hardware import bf16_fast_on_cpu
+    from buscad.prediction import TorchRunner
+
+    path = tiny_checkpoint()
+    bundle = load_bundle(path)
+    size = bundle.spec.preprocessing.image_size
+    fp32 = TorchRunner(bundle.model, size, precision="32-true")
+    fast = TorchRunner(load_bundle(path).model, size, precision="auto")
+    if not bf16_fast_on_cpu():
+        assert fast.precision == "32-true"
+        pytest.skip("this CPU has no bf16 units: auto is float32 here")
+    assert fast.precision == "bf16-mixed"
+    batch = np.random.default_rng(0).standard_normal((2, 1, size, size)).astype(np.float32)
+    want, got = fp32(batch), fast(batch)
+    assert got.segmentation.dtype == np.float32
+    np.testing.assert_allclose(got.segmentation, want.segmentation, atol=0.1)
+    assert (got.classification.argmax(1) == want.classification.argmax(1)).all()
