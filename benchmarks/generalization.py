@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "buscad_robust_cpu.yaml")
     parser.add_argument("--tag", default="robust", help="run-name prefix (one per recipe)")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.step == "prepare":
         prepare_manifests(args.work, args.busi, args.bus_bra)
     elif args.step == "run":
