@@ -18,17 +18,16 @@ import json
 import sys
 from pathlib import Path
 
-from generalization import fold_tables
-
-from buscad.evaluation.cross_dataset import score_test_set
+from buscad import rundir
+from buscad.evaluation.cross_dataset import fold_test_table, score_test_set
 
 COLUMNS = ("dice", "dice_lesion", "accuracy", "balanced_accuracy", "auc_malignant_vs_benign",
            "sensitivity_malignant", "ece")
 
 
 def run_rows(label: str, directory: Path) -> list[dict]:
-    info = json.loads((directory / "run_info.json").read_text())
-    table = fold_tables(directory)
+    info = rundir.read_run_info(directory) or {}
+    table = fold_test_table(directory)
     rows = []
     for dataset, part in table.groupby("dataset", sort=True):
         metrics = score_test_set(part)

@@ -34,7 +34,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from buscad import rundir
@@ -43,7 +42,7 @@ from buscad.data.manifest import read_manifest, write_manifest
 from buscad.data.pool import apply_official_partition, merge_manifests, read_bus_bra_partition
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
-from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, markdown_table
+from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, fold_test_table, markdown_table
 from buscad.training.config import load_config
 from buscad.workflows import evaluate_checkpoint, train
 
@@ -114,21 +113,6 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
     print(json.dumps(record, default=str))
 
 
-def fold_tables(directory: Path) -> pd.DataFrame:
-    """Per-image rows of one fold model on every test set, with ``dataset`` and ``device``."""
-    frames = []
-    for evaluation in [directory, *sorted(rundir.layout(directory).external.glob("*"))]:
-        if not rundir.has_evaluation(evaluation):
-            continue
-        cases = rundir.read_cases(evaluation).set_index("case_id")
-        table = rundir.read_per_image(evaluation)
-        table["dataset"] = cases.loc[table["case_id"], "dataset"].to_numpy()
-        device = cases["device"] if "device" in cases.columns else pd.Series("", index=cases.index)
-        table["device"] = device.loc[table["case_id"]].replace("", "(unknown)").to_numpy()
-        frames.append(table)
-    return pd.concat(frames, ignore_index=True)
-
-
 def build_table(work: Path, tag: str) -> None:
     rows, devices, pending = [], [], []
     for train_set, k in TRAIN_SETS.items():
@@ -137,7 +121,7 @@ def build_table(work: Path, tag: str) -> None:
         if len(complete) < k:
             pending.append(f"{train_set}: {len(complete)} of {k} folds done")
             continue
-        per_fold = {f: fold_tables(d) for f, d in complete.items()}
+        per_fold = {f: fold_test_table(d) for f, d in complete.items()}
         records = [json.loads((d / "benchmark.json").read_text()) for d in complete.values()]
         cost = {"minutes_per_fold": round(sum(r["fit_minutes"] for r in records) / k, 2),
                 "images_per_second": round(sum(r["images_per_second"] for r in records) / k, 2)}
@@ -182,7 +166,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "buscad_robust_cpu.yaml")
     parser.add_argument("--tag", default="robust", help="run-name prefix (one per recipe)")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.step == "prepare":
         prepare_manifests(args.work, args.busi, args.bus_bra)
     elif args.step == "run":

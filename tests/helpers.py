@@ -141,3 +141,29 @@ def speckle_image(height: int, width: int, seed: int = 0, lesion: np.ndarray | N
     if lesion is not None:
         image[lesion] *= 0.25
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+#: A tiny multi-task training configuration (format with manifest, cache, epochs).
+TINY_CONFIG = """
+name: tiny
+data:
+  manifest: {manifest}
+  image_size: 64
+  folds: 2
+  val_fraction: 0.25
+  cache_dir: {cache}
+  augment: {{hflip: 0.5, rotation: 15, shift: 0.05, zoom_min: 0.9, speckle: 0.05, gamma: 0.1}}
+model:
+  name: unet
+  cls_head: multiscale
+  options: {{features: [8, 16, 32, 64, 128], dropout: 0.1}}
+loss: {{seg: dice+bce, cls: focal, seg_weight: 0.6}}
+train:
+  epochs: {epochs}
+  batch_size: 4
+  lr: 0.003
+  scheduler: cosine
+  warmup_epochs: 1
+  threads: 1
+  progress_bar: false
+"""

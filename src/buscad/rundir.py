@@ -145,6 +145,15 @@ class RunLayout:
         """``RUN/external``: where ``buscad evaluate`` writes by default for a run's checkpoint."""
         return self.root / "external"
 
+    @property
+    def cross_dataset_json(self) -> Path:
+        """``CV/cross_dataset.json``: train set → test set rows, mean ± std over folds."""
+        return self.root / "cross_dataset.json"
+
+    @property
+    def cross_dataset_md(self) -> Path:
+        return self.root / "cross_dataset.md"
+
     def fold(self, k: int) -> RunLayout:
         """The layout of ``CV/fold_K``."""
         return RunLayout(self.root / f"{FOLD_PREFIX}{k}")
@@ -372,6 +381,19 @@ def has_summary(run_dir: Path) -> bool:
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     return read_metrics_file(layout(run_dir).summary_json)
+
+
+def external_dirs(run_dir: Path) -> list[Path]:
+    """``RUN/external/NAME`` evaluations of a run's model on other manifests, by name."""
+    root = layout(run_dir).external
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def write_cross_dataset(run_dir: Path, record: Mapping[str, Any], markdown: str) -> None:
+    """``CV/cross_dataset.json`` and ``CV/cross_dataset.md``."""
+    paths = layout(run_dir)
+    write_json(paths.cross_dataset_json, record)
+    write_text_atomic(paths.cross_dataset_md, markdown)
 
 
 def write_summary_tables(run_dir: Path, table: pd.DataFrame, markdown: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +47,15 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     return result
 
 
-def cross_validate(config: ExperimentConfig, run_dir: str | os.PathLike[str], resume: bool = False) -> RunResult:
+def cross_validate(config: ExperimentConfig, run_dir: str | os.PathLike[str], resume: bool = False,
+                   externals: Mapping[str, str | os.PathLike[str]] | None = None) -> RunResult:
     """Train and evaluate every fold into ``run_dir/fold_K``; aggregate the folds into the cv summary
-    (summary.json, summary.csv, summary.md)."""
+    (summary.json, summary.csv, summary.md).
+
+    ``externals`` (name → manifest) are other datasets every fold model is also scored on
+    (``fold_K/external/NAME``); with them, or with several datasets in the manifest, the cross-dataset
+    table (cross_dataset.json / .md: each test dataset, mean ± std over folds) is written too.
+    """
     from buscad.data.manifest import read_manifest
     from buscad.evaluation.run_eval import evaluate_cv
     from buscad.reporting.tables import write_cv_tables
@@ -69,8 +76,18 @@ def cross_validate(config: ExperimentConfig, run_dir: str | os.PathLike[str], re
             continue
         fold_resume = resume and fold_paths.last_checkpoint.is_file()
         train(config, fold_paths.root, fold=fold, resume=fold_resume, frame=frame)
+    for fold in folds:
+        fold_paths = paths.fold(fold)
+        for name, manifest in (externals or {}).items():
+            target = fold_paths.external / name
+            if not (resume and rundir.has_evaluation(target)):
+                evaluate_checkpoint(fold_paths.best_checkpoint, manifest, target, cache_dir=config.data.cache_dir)
     summary = evaluate_cv(run_dir)
     write_cv_tables(run_dir, summary)
+    if externals or frame["dataset"].nunique() > 1:
+        from buscad.evaluation.cross_dataset import write_cross_dataset
+
+        summary["cross_dataset"] = write_cross_dataset(run_dir)
     return RunResult(run_dir, summary, time.perf_counter() - start)
 
 

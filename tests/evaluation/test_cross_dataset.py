@@ -65,3 +65,36 @@ def test_a_set_missing_from_a_fold_counts_the_folds_it_has():
     rows = {r["test"]: r for r in cross_dataset_rows({0: FOLD_0, 1: FOLD_1[FOLD_1["dataset"] == "a"]}, "x")}
     assert rows["b"]["n_folds"] == 1 and rows["b"]["folds"] == [0]
     assert rows["b"]["dice"]["std"] == 0.0
+
+
+def test_cv_with_an_external_dataset_writes_the_cross_dataset_table(tmp_path, synthetic_manifest):
+    import json
+
+    from typer.testing import CliRunner
+
+    from buscad import rundir
+    from buscad.cli.main import app
+    from buscad.data.manifest import read_manifest, write_manifest
+    from buscad.evaluation.cross_dataset import fold_test_table
+    from tests.helpers import TINY_CONFIG
+
+    frame = read_manifest(synthetic_manifest)
+    other = frame.iloc[:10].copy()
+    other["dataset"] = "other"
+    other["case_id"] = "other/" + other["case_id"]
+    external = write_manifest(other, tmp_path / "other.csv")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG.format(manifest=synthetic_manifest, cache=tmp_path / "cache", epochs=1))
+    result = CliRunner().invoke(app, ["cv", str(config), "-o", str(tmp_path / "cv"),
+                                      "--external", f"other={external}"])
+    assert result.exit_code == 0, result.output
+    assert "cross-dataset table" in result.output
+    record = json.loads(rundir.layout(tmp_path / "cv").cross_dataset_json.read_text())
+    rows = {r["test"]: r for r in record["rows"]}
+    assert set(rows) == {frame["dataset"].iloc[0], "other"} and rows["other"]["n_folds"] == 2
+    per_fold = [score_test_set(fold_test_table(f).query("dataset == 'other'"))["dice"]
+                for f in rundir.fold_dirs(tmp_path / "cv")]
+    assert rows["other"]["dice"]["per_fold"] == pytest.approx(per_fold)
+    assert "→ other" in rundir.layout(tmp_path / "cv").cross_dataset_md.read_text()
+    bad = CliRunner().invoke(app, ["cv", str(config), "--external", "nonsense"])
+    assert bad.exit_code != 0 and "expected NAME=MANIFEST" in bad.output

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from buscad.cli.common import console, user_errors
+from buscad.cli.common import console, fail, user_errors
 
 CONFIG_HELP = "Experiment YAML (see configs/); keys can be overridden with key=value, e.g. train.epochs=5."
 
@@ -53,17 +53,30 @@ def register(app: typer.Typer) -> None:
         overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides", show_default=False)] = None,
         output: Annotated[Path | None, typer.Option("-o", "--output", help="Run directory (default runs/<name>_cv).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Skip finished folds, resume an interrupted one.")] = False,
+        external: Annotated[
+            list[str] | None,
+            typer.Option("--external", metavar="NAME=MANIFEST",
+                         help="Also score every fold model on this dataset (repeatable); writes cross_dataset.md."),
+        ] = None,
     ) -> None:
-        """Cross-validate: train every fold, then aggregate mean ± std over folds."""
+        """Cross-validate: train every fold, then aggregate mean ± std over folds (and across datasets)."""
         from buscad import rundir
         from buscad.training.config import load_config
         from buscad.workflows import cross_validate
 
+        externals: dict[str, str] = {}
+        for item in external or []:
+            name, sep, manifest = item.partition("=")
+            if not sep or not name.strip() or not manifest.strip() or "/" in name:
+                fail(f"--external {item!r}: expected NAME=MANIFEST, e.g. bus-bra=data/bus_bra.csv")
+            externals[name.strip()] = manifest.strip()
         cfg = load_config(config, overrides or [])
         run_dir = output or Path("runs") / f"{cfg.name}_cv"
-        result = cross_validate(cfg, run_dir, resume=resume)
+        result = cross_validate(cfg, run_dir, resume=resume, externals=externals)
         _print_metrics(f"cross-validation summary ({result.seconds:.0f} s) → {rundir.layout(run_dir).summary_json}",
                        _headline(result.metrics))
+        if "cross_dataset" in result.metrics:
+            console.print(f"cross-dataset table → {rundir.layout(run_dir).cross_dataset_md}", highlight=False)
 
 
 HEADLINE_KEYS = ("dice", "dice_raw", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auc_macro")

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from buscad import LABELS
+from buscad import LABELS, rundir
+from buscad.errors import DataError
 from buscad.evaluation.calibration import calibration_metrics
 
 METRICS: tuple[str, ...] = (
@@ -125,3 +127,58 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = M
         lines.append(f"| {row['train']} → {row['test']} | {row['n_folds']} | "
                      + " | ".join(cell(row[m]) for m in metrics) + " |")
     return "\n".join(lines)
+
+
+def fold_test_table(fold_dir: Path) -> pd.DataFrame:
+    """Per-image rows of one fold model on every test set it was scored on — its own held-out part and
+    each ``RUN/external/NAME`` — with ``dataset`` and ``device`` (``(unknown)`` when not in the manifest)."""
+    frames = []
+    for evaluation in [fold_dir, *rundir.external_dirs(fold_dir)]:
+        if not rundir.has_evaluation(evaluation):
+            continue
+        cases = rundir.read_cases(evaluation).set_index("case_id")
+        table = rundir.read_per_image(evaluation)
+        table["dataset"] = cases.loc[table["case_id"], "dataset"].astype(str).to_numpy()
+        device = cases["device"].astype(str) if "device" in cases.columns else pd.Series("", index=cases.index)
+        table["device"] = device.loc[table["case_id"]].replace("", "(unknown)").to_numpy()
+        frames.append(table)
+    if not frames:
+        raise DataError(f"{fold_dir}: no evaluated test predictions")
+    return pd.concat(frames, ignore_index=True)
+
+
+def train_set_name(fold_dirs: Sequence[Path]) -> str:
+    """Datasets a cross-validation trained on, joined with ``+`` (from the folds' training rows)."""
+    names: set[str] = set()
+    for fold_dir in fold_dirs:
+        cases = rundir.read_cases(fold_dir)
+        names |= set(cases.loc[cases["split"] == "train", "dataset"].astype(str))
+    return "+".join(sorted(names)) or "unknown"
+
+
+def cross_dataset_record(cv_dir: Path) -> dict[str, Any]:
+    """Rows per test dataset (and per dataset/device where devices are known) over all folds of ``cv_dir``."""
+    folds = rundir.fold_dirs(cv_dir)
+    if not folds:
+        raise DataError(f"{cv_dir}: not a cross-validation run (it holds no fold directories)")
+    per_fold = {int(rundir.fold_index(f) or 0): fold_test_table(f) for f in folds}
+    train = train_set_name(folds)
+    rows = cross_dataset_rows(per_fold, train, by=("dataset",))
+    device_rows = [r for r in cross_dataset_rows(per_fold, train, by=("dataset", "device"))
+                   if not r["test"].endswith("/(unknown)")]
+    return {"train": train, "n_folds": len(folds), "rows": rows, "per_device": device_rows}
+
+
+def cross_dataset_markdown(record: Mapping[str, Any], title: str) -> str:
+    lines = [f"# {title}: train set → test set (mean ± std over {record['n_folds']} folds)", "",
+             markdown_table(record["rows"]), ""]
+    if record["per_device"]:
+        lines += ["## By scanner", "", markdown_table(record["per_device"]), ""]
+    return "\n".join(lines)
+
+
+def write_cross_dataset(cv_dir: Path) -> dict[str, Any]:
+    """Compute and write ``CV/cross_dataset.{json,md}``; return the record."""
+    record = cross_dataset_record(cv_dir)
+    rundir.write_cross_dataset(cv_dir, record, cross_dataset_markdown(record, Path(cv_dir).name))
+    return record

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -39,3 +41,90 @@ class VGGEncoder(nn.Module):
             x, idx = self.pool(x)
             indices.append(idx)
         return features, indices, x
+
+
+class FastInstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (no running statistics) computed as a one-channel-per-group ``group_norm`` on
+    NCHW-contiguous input: the same function and parameters (per-sample, per-channel statistics over H, W,
+    then a per-channel affine), but PyTorch's CPU group-norm kernel is 2-3x faster than instance norm,
+    which reshapes to a batch norm over B·C channels (measured fwd+bwd on [2, 32, 128, 128], 1 thread:
+    float32 11.0 → 5.1 ms, bf16 10.1 → 3.0 ms). Channels-last input and ONNX export take the stock path
+    (group norm's channels-last bf16 kernel is slower than instance norm's, and ONNX has
+    InstanceNormalization). State-dict keys are those of ``nn.InstanceNorm2d``.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if (input.dim() == 4 and not self.track_running_stats and input.is_contiguous()
+                and not torch.onnx.is_in_onnx_export()):
+            return F.group_norm(input, self.num_features, self.weight, self.bias, self.eps)
+        return super().forward(input)
+
+
+def use_fast_instance_norm(module: nn.Module) -> int:
+    """Swap every ``nn.InstanceNorm2d`` without running statistics inside ``module`` for
+    :class:`FastInstanceNorm2d` in place (parameters kept); returns how many were swapped."""
+    swapped = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.InstanceNorm2d and not child.track_running_stats:
+                fast = FastInstanceNorm2d(child.num_features, eps=child.eps, affine=child.affine,
+                                          track_running_stats=False)
+                if child.affine:
+                    fast.weight, fast.bias = child.weight, child.bias
+                setattr(parent, name, fast)
+                swapped += 1
+    return swapped
+
+
+_DROP_LEVELS = 65536  # the drop mask compares 16-bit random integers with a threshold
+
+
+def fast_dropout(input: Tensor, p: float, inplace: bool = False) -> Tensor:
+    """Training-mode dropout whose mask comes from 16-bit random integers, four per 64-bit draw.
+
+    PyTorch's CPU dropout draws one Bernoulli sample per element from its Mersenne-Twister generator,
+    about 10 ns each: 30–40 ms per layer of the recipe U-Net at 128 px, batch 16 (a fifth of a bf16
+    training step); here one full-range 64-bit draw serves four elements (fwd+bwd 2x faster). The drop
+    probability is ``p`` rounded to a multiple of 2⁻¹⁶ (|error| ≤ 7.6e-6); kept elements are scaled by
+    1/(1 − p') held in the input's dtype, as PyTorch's dropout does. Draws come from torch's default CPU
+    generator, so ``torch.manual_seed`` makes them repeatable.
+    """
+    n = input.numel()
+    drops = round(p * _DROP_LEVELS)
+    if drops <= 0 or n == 0:
+        return input
+    if drops >= _DROP_LEVELS:
+        return input.mul_(0) if inplace else input * 0
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    keep = words.view(torch.int16)[:n] >= drops - _DROP_LEVELS // 2
+    if input.dim() == 4 and input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous():
+        batch, channels, height, width = input.shape
+        keep = keep.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    else:
+        keep = keep.view(input.shape)
+    # The scaled mask in the input's dtype, as PyTorch's own dropout builds it (noise.div_(1 - p)).
+    mask = keep.to(input.dtype).mul_(_DROP_LEVELS / (_DROP_LEVELS - drops))
+    return input.mul_(mask) if inplace else input * mask
+
+
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` with :func:`fast_dropout`'s mask on CPU tensors in training mode; the stock layer
+    elsewhere (GPU, evaluation, ONNX export)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if (not self.training or input.device.type != "cpu" or not input.is_floating_point()
+                or torch.onnx.is_in_onnx_export()):
+            return super().forward(input)
+        return fast_dropout(input, self.p, self.inplace)
+
+
+def use_fast_dropout(module: nn.Module) -> int:
+    """Swap every plain ``nn.Dropout`` inside ``module`` for :class:`FastDropout` in place (same ``p`` and
+    ``inplace``); returns how many were swapped."""
+    swapped = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(parent, name, FastDropout(child.p, child.inplace))
+                swapped += 1
+    return swapped

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from buscad.errors import ModelError
 from buscad.models.adapters import PlainOutput, set_dropout
 from buscad.models.base import Backbone, register
+from buscad.models.blocks import use_fast_dropout
 
 PAPER_UNET = "Munukurthi & Gayathri 2024"
 
@@ -33,5 +34,6 @@ def unet(
                     upsample="deconv")
     for name in ("upcat_4", "upcat_3", "upcat_2", "upcat_1"):
         set_dropout(getattr(net, name), float(dec))
+    use_fast_dropout(net)  # same layers, a 2-3x faster CPU mask (models/blocks.py)
     return Backbone(PlainOutput(net), taps={"bottleneck": "net.down_4", "skip": "net.down_3",
                                             "decoder": "net.upcat_4"})

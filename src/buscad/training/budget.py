@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from buscad.hardware import autocast_cpu
+from buscad.training.optim import make_optimizer
 
 #: Share of the budget kept for checkpoints, logging, test prediction and timing noise.
 RESERVE = 0.10
@@ -37,7 +38,7 @@ class BudgetEstimate:
 
 def _timed_train_steps(model: torch.nn.Module, loss: torch.nn.Module, loader: Any, with_labels: bool,
                        steps: int, channels_last: bool, precision: str) -> float:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
+    optimizer = make_optimizer("adamw", model.parameters(), lr=0.0)
     model.train()
     times = []
     for i, (images, masks, labels, allowed) in enumerate(loader):

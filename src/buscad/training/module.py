@@ -16,6 +16,7 @@ from torch import nn
 from buscad.checkpoint import ModelSpec
 from buscad.postprocess.probability import lesion_mask, lesion_probability
 from buscad.training.config import ExperimentConfig
+from buscad.training.optim import make_optimizer
 
 
 def image_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -86,8 +87,8 @@ class SegClsModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         train = self.config.train
-        optimizer_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-        optimizer = optimizer_cls(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        optimizer = make_optimizer(train.optimizer, self.model.parameters(), lr=train.lr,
+                                   weight_decay=train.weight_decay)
         if train.scheduler == "none":
             return optimizer
         if train.scheduler == "plateau":
