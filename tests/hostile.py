@@ -169,7 +169,6 @@ def cine_with_broken_later_frames(frames: int = 6) -> bytes:
     single = dicom_dataset(gray(32, 40))
     single.compress(RLELossless)
     single.save_as(first, enforce_file_format=False)
-    fragment = pydicom.encaps.generate_fragments  # noqa: F841 - documents where the frame bytes come from
     good = next(pydicom.encaps.generate_frames(pydicom.dcmread(io.BytesIO(first.getvalue())).PixelData,
                                                number_of_frames=1))
     ds = dicom_dataset(gray(32, 40))
