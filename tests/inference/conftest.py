@@ -18,4 +18,5 @@ def checkpoint(tiny_checkpoint: Callable[..., Path]) -> Path:
 def predictor(checkpoint: Path):
     from buscad.inference.predictor import Predictor
 
-    return Predictor.from_checkpoint(checkpoint, threads=2)
+    # float32: these tests compare numbers exactly (ONNX parity); the bf16 path is tested on its own
+    return Predictor.from_checkpoint(checkpoint, threads=2, precision="32-true")

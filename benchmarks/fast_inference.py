@@ -1,0 +1,140 @@
+"""Faster inference paths against float32: latency end to end, and whether the answers stay the same.
+
+    python3 benchmarks/fast_inference.py --checkpoint RUN/checkpoints/best.ckpt --manifest M.csv [--n 100]
+
+For one trained checkpoint (128 px) and, for latency only, the same network untrained at 256 px:
+PyTorch float32, PyTorch bf16 autocast (``precision=auto`` on a CPU with bf16 units), ONNX Runtime
+float32 and ONNX Runtime int8 (static QDQ, calibrated on other images of the manifest). Latency: median
+of ``--repeats`` analyses of one 562×471 BUSI image (read, map, refine, measure: :class:`Predictor`),
+2 threads, after a warm-up. Agreement with PyTorch float32 on ``--n`` manifest images: mean Dice of the
+refined masks, share of equal refined labels, max |Δ p(class)|. Writes results/fast_inference.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUSI_IMAGE = (Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "BUSI" / "Dataset_BUSI_with_GT"
+              / "benign" / "benign (1).png")
+THREADS = 2
+
+
+def latency_ms(predictor, image: Path, repeats: int) -> float:
+    for _ in range(3):
+        predictor.analyze(image)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.analyze(image)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def agreement(reference: list, candidate: list) -> dict[str, float]:
+    dices, same, prob_diff = [], [], 0.0
+    for want, got in zip(reference, candidate, strict=True):
+        a, b = want.mask.astype(bool), got.mask.astype(bool)
+        total = int(a.sum() + b.sum())
+        dices.append(1.0 if total == 0 else 2.0 * float((a & b).sum()) / total)
+        same.append(want.record["refined_label"] == got.record["refined_label"])
+        p_want, p_got = want.record["probabilities"], got.record["probabilities"]
+        prob_diff = max(prob_diff, max(abs(p_want[k] - p_got[k]) for k in p_want))
+    return {"mask_dice": float(np.mean(dices)), "label_agreement": float(np.mean(same)),
+            "max_abs_prob_diff": prob_diff}
+
+
+def untrained_256(folder: Path, checkpoint: Path) -> Path:
+    """The checkpoint's architecture, untrained, at 256 px (latency does not depend on the weights)."""
+    import dataclasses
+
+    import torch
+
+    from buscad.checkpoint import load_bundle, save_bundle
+
+    bundle = load_bundle(checkpoint)
+    spec = dataclasses.replace(bundle.spec, preprocessing=dataclasses.replace(bundle.spec.preprocessing, image_size=256))
+    torch.manual_seed(0)
+    return save_bundle(folder / "untrained256.ckpt", bundle.model, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path, required=True, help="images for calibration and agreement")
+    parser.add_argument("--n", type=int, default=100, help="agreement images")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    import torch
+
+    from buscad.data.manifest import image_file, read_manifest
+    from buscad.inference.onnx import export_onnx, load_onnx
+    from buscad.inference.predictor import Predictor
+    from buscad.inference.quantize import preprocessed_batch, quantize_onnx
+
+    torch.set_num_threads(THREADS)
+    logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer advice on pre-processing
+    frame = read_manifest(args.manifest)
+    order = np.random.default_rng(0).permutation(len(frame))
+    files = [image_file(frame.iloc[i]) for i in order]
+    check_files, calibration_files = files[: args.n], files[args.n: args.n + 100]
+    image = BUSI_IMAGE if BUSI_IMAGE.is_file() else check_files[0]
+    rows, agreements = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for size, checkpoint in ((128, args.checkpoint), (256, untrained_256(folder, args.checkpoint))):
+            onnx_path = export_onnx(checkpoint, folder / f"m{size}.onnx").path
+            _, spec, _, _ = load_onnx(onnx_path)
+            int8_path = folder / f"m{size}.int8.onnx"
+            quantize_onnx(onnx_path, int8_path, preprocessed_batch(calibration_files[:50], spec),
+                          preprocessed_batch(check_files[:20], spec), min_dice=0.0, min_class_agreement=0.0)
+            paths = {
+                "torch float32": Predictor.from_checkpoint(checkpoint, threads=THREADS, precision="32-true"),
+                "torch bf16": Predictor.from_checkpoint(checkpoint, threads=THREADS, precision="bf16-mixed"),
+                "onnx float32": Predictor.from_checkpoint(onnx_path, threads=THREADS),
+                "onnx int8": Predictor.from_checkpoint(int8_path, threads=THREADS),
+            }
+            for name, predictor in paths.items():
+                rows.append({"size": size, "path": name, "latency_ms": round(latency_ms(predictor, image, args.repeats), 2)})
+                print(rows[-1], flush=True)
+            if size == 128:
+                reference = paths["torch float32"].analyze_many(check_files, raise_errors=True)
+                for name, predictor in paths.items():
+                    if name != "torch float32":
+                        agreements[name] = agreement(reference, predictor.analyze_many(check_files, raise_errors=True))
+    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": "python3 benchmarks/fast_inference.py " + " ".join(sys.argv[1:]),
+              "threads": THREADS, "loadavg": os.getloadavg(), "image": str(image.name),
+              "n_agreement_images": len(check_files), "latency": rows, "agreement_vs_torch_float32": agreements}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fast_inference.json").write_text(json.dumps(record, indent=2) + "\n")
+    lines = ["# Faster inference paths vs float32 (CPU)", "", f"`{record['command']}` — {record['date']}, "
+             f"{THREADS} threads, load average {tuple(round(x, 2) for x in record['loadavg'])}.", "",
+             "Median end-to-end latency of one 562×471 BUSI image (read, map, refine, measure), ms:", "",
+             "| path | 128 px (trained) | 256 px (same net, untrained) |", "|---|---|---|"]
+    for name in ("torch float32", "torch bf16", "onnx float32", "onnx int8"):
+        values = {r["size"]: r["latency_ms"] for r in rows if r["path"] == name}
+        lines.append(f"| {name} | {values.get(128)} | {values.get(256)} |")
+    lines += ["", f"Agreement with PyTorch float32 on {len(check_files)} images (128 px, trained model):", "",
+              "| path | mean mask Dice | same refined label | max Δp |", "|---|---|---|---|"]
+    for name, values in agreements.items():
+        lines.append(f"| {name} | {values['mask_dice']:.4f} | {values['label_agreement']:.4f} | "
+                     f"{values['max_abs_prob_diff']:.4f} |")
+    (RESULTS / "fast_inference.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
