@@ -27,13 +27,14 @@ COLUMNS = ("dice", "dice_lesion", "accuracy", "balanced_accuracy", "auc_malignan
 
 def run_rows(label: str, directory: Path) -> list[dict]:
     info = rundir.read_run_info(directory) or {}
+    history = rundir.read_history(directory)  # timings from the history: complete even if a run died late
     table = fold_test_table(directory)
     rows = []
     for dataset, part in table.groupby("dataset", sort=True):
         metrics = score_test_set(part)
         rows.append({"variant": label, "run": str(directory), "test": dataset, "n": len(part),
-                     "epochs": info.get("epochs_run"), "fit_minutes": round(info["timings"]["fit_seconds"] / 60, 1),
-                     "images_per_second": info["timings"]["train_images_per_second"],
+                     "epochs": len(history), "fit_minutes": round(float(history["epoch_seconds"].sum()) / 60, 1),
+                     "images_per_second": round(float(history["train_images_per_second"].median()), 1),
                      "precision": info.get("precision", {}).get("used", "32-true"),
                      **{k: metrics[k] for k in COLUMNS}})
     return rows

@@ -13,9 +13,9 @@ refined masks, share of equal refined labels, max |Δ p(class)|. Writes results/
 from __future__ import annotations
 
 import argparse
-import logging
 import datetime as dt
 import json
+import logging
 import os
 import statistics
 import sys

@@ -133,3 +133,18 @@ def test_keep_class_policy_keeps_a_lesion_call_when_the_outline_is_missing():
     assert "the class is kept" in kept.reasons[0]
     with pytest.raises(ValueError, match="unknown refine policy"):
         refine_prediction(probabilities, empty, policy="guess")
+
+
+def test_segmentation_policy_keeps_a_segmented_lesion_the_classifier_called_normal():
+    from buscad.postprocess.refine import refine_prediction
+
+    probabilities = {"normal": 0.6, "benign": 0.1, "malignant": 0.3}
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[4:9, 4:9] = True
+    kept = refine_prediction(probabilities, mask, policy="segmentation")
+    assert kept.refined_label == "malignant" and kept.lesion_pixels == 25 and kept.mask.sum() == 25
+    assert kept.flags["inconsistent"] and "outline is kept" in kept.reasons[0]
+    assert refine_prediction(probabilities, mask).refined_label == "normal"  # published: mask cleared
+    empty = refine_prediction({"normal": 0.1, "benign": 0.8, "malignant": 0.1}, np.zeros((16, 16), bool),
+                              policy="segmentation")
+    assert empty.refined_label == "normal" and empty.flags["inconsistent"]

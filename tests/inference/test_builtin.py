@@ -49,3 +49,68 @@ def test_missing_pieces_are_named(tmp_path):
     (tmp_path / "release.json").write_text(json.dumps({"name": "x"}))
     with pytest.raises(ModelError, match="lacks 'file'"):
         release_info(tmp_path)
+
+
+# ------------------------------------------------------------------ the model shipped in the package
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
+EXPECTED = Path(__file__).resolve().parents[1] / "data" / "builtin_examples.json"
+
+
+def test_the_shipped_model_verifies_and_has_a_card():
+    model = builtin_model()
+    assert model.path.suffix == ".onnx" and model.path.stat().st_size < 10_000_000
+    assert "not a medical device" in model.card.lower() and "BUS-BRA" in model.card
+    docs_card = Path(__file__).resolve().parents[2] / "docs" / "model_card.md"
+    assert docs_card.read_text(encoding="utf-8") == model.card  # one card, two places
+
+
+def test_the_shipped_model_still_gives_the_pinned_answers_on_the_examples():
+    """An accidental change of the shipped model (or of preprocessing / refining) is caught here."""
+    from buscad.inference.predictor import Predictor
+
+    expected = {r["image"]: r for r in json.loads(EXPECTED.read_text())}
+    predictor = Predictor.default(threads=2)
+    assert predictor.model_card()["release"]["version"]
+    for path in sorted(EXAMPLES.glob("*.png")):
+        result = predictor.analyze(path)
+        want = expected[path.name]
+        assert result.record["refined_label"] == want["refined_label"], path.name
+        assert abs(int(result.mask.sum()) - want["lesion_pixels"]) <= max(50, 0.03 * want["lesion_pixels"]), path.name
+        for label, p in want["probabilities"].items():
+            assert result.record["probabilities"][label] == pytest.approx(p, abs=0.02), (path.name, label)
+
+
+def test_predict_without_a_model_uses_the_builtin_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from buscad.cli.main import app
+
+    result = CliRunner().invoke(app, ["predict", str(EXAMPLES), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    from buscad.inference.predictor import Predictor
+
+    assert len(records) == 4 and {r["model_id"] for r in records} == {Predictor.default().model_id}
+    assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 4
+
+
+def test_models_info_prints_the_card():
+    from typer.testing import CliRunner
+
+    from buscad.cli.main import app
+
+    result = CliRunner().invoke(app, ["models", "info"])
+    assert result.exit_code == 0, result.output
+    assert "Model card" in result.output and builtin_model().sha256 in result.output
+
+
+def test_the_service_serves_the_builtin_model_and_its_card():
+    from fastapi.testclient import TestClient
+
+    from buscad.inference.predictor import Predictor
+    from buscad.service.app import create_app
+
+    with TestClient(create_app(predictor=Predictor.default(threads=2), warmup=False)) as client:
+        card = client.get("/v1/model").json()
+    assert card["release"]["version"] == builtin_model().version
+    assert card["card_markdown"] == builtin_model().card

@@ -37,11 +37,17 @@ def register(app: typer.Typer) -> None:
 
 @user_errors
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) or exported model (.onnx).")],
     inputs: Annotated[
-        list[str], typer.Argument(help="Image files, folders or glob patterns (PNG, JPEG, BMP, TIFF, DICOM).")
+        list[str],
+        typer.Argument(help="Image files, folders or glob patterns (PNG, JPEG, BMP, TIFF, DICOM). For backward "
+                       "compatibility a first argument ending in .ckpt or .onnx is taken as the model."),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for masks, overlays and results.jsonl.")],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="Checkpoint (.ckpt) or exported model (.onnx); default: the built-in "
+                     "model (buscad models info)."),
+    ] = None,
     mode: Annotated[
         InferenceMode, typer.Option("--mode", help="resize, sliding window, or the published 256 px patches.")
     ] = InferenceMode.resize,
@@ -65,9 +71,16 @@ def predict(
                             help="Largest image accepted (megapixels), checked before decoding.")
     ] = DEFAULT_MAX_PIXELS / 1e6,
 ) -> None:
-    """Segment and classify images; write NAME_mask.png, NAME_overlay.png and results.jsonl (exit 2 if any failed)."""
+    """Segment and classify images; write NAME_mask.png, NAME_overlay.png and results.jsonl (exit 2 if any failed).
+
+    Without --model the built-in model analyses the images (its card: buscad models info).
+    """
+    from buscad.inference.builtin import MODEL_SUFFIXES, resolve_model
     from buscad.inference.predictor import Predictor
 
+    if model is None and len(inputs) > 1 and Path(inputs[0]).suffix.lower() in MODEL_SUFFIXES:
+        model, inputs = Path(inputs[0]), inputs[1:]
+    checkpoint = resolve_model(model)
     spacing = _spacing_option(pixel_spacing)
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
                                           threads=threads, batch_size=batch_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -41,6 +42,32 @@ def list_command(
     console.print(table)
 
 
+@app.command("info")
+@user_errors
+def info_command(
+    model: Annotated[
+        Path | None, typer.Argument(help="A checkpoint or ONNX file; default: the built-in model.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card's fields as JSON.")] = False,
+) -> None:
+    """The model card: the built-in model's (training data, validated figures, intended use) or any model's."""
+    from buscad.inference.builtin import builtin_model
+    from buscad.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(model) if model is not None else Predictor.default()
+    card = predictor.model_card()
+    if as_json:
+        typer.echo(json.dumps(card, indent=1, default=str))
+        return
+    if model is None:
+        typer.echo(builtin_model().card)
+        typer.echo(f"file: {predictor.path}  sha256: {card['release']['sha256']}")
+        return
+    for key in ("model_id", "architecture", "input_size", "labels", "training_data", "refine_policy", "temperature",
+                "validation_metrics", "version", "checksum", "backend"):
+        typer.echo(f"{key}: {card.get(key)}")
+
+
 def register(root: typer.Typer) -> None:
     """Add ``buscad models`` to the root app."""
-    root.add_typer(app, name="models", help="The model zoo: list architectures with size and cost.")
+    root.add_typer(app, name="models", help="The model zoo (list) and model cards (info: the built-in model's by default).")

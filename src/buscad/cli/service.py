@@ -97,7 +97,10 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     @user_errors
     def serve_command(
-        model: Annotated[Path, typer.Argument(help="A checkpoint (.ckpt) or an exported ONNX file.")],
+        model: Annotated[
+            Path | None,
+            typer.Argument(help="A checkpoint (.ckpt) or an exported ONNX file; default: the built-in model."),
+        ] = None,
         host: Annotated[str, typer.Option(help="Address to bind (loopback by default; any other needs API keys).")]
         = "127.0.0.1",
         port: Annotated[int, typer.Option(help="TCP port (1-65535).")] = 8000,
@@ -133,8 +136,10 @@ def register(app: typer.Typer) -> None:
                                                         "(503 + Retry-After beyond).")] = 100.0,
     ) -> None:
         """Serve the HTTP API (/v1/analyze, /v1/model, /docs) and the web page (/) for one model."""
+        from buscad.inference.builtin import resolve_model
+
         serve(
-            model,
+            resolve_model(model),
             host=host,
             port=port,
             workers=workers,

@@ -61,6 +61,14 @@ def release_info(weights_dir: Path | None = None) -> dict[str, Any]:
     return info
 
 
+def resolve_model(model: Path | None) -> Path:
+    """``model`` itself, or the verified built-in model's file when ``model`` is None."""
+    return Path(model) if model is not None else builtin_model().path
+
+
+MODEL_SUFFIXES: tuple[str, ...] = (".ckpt", ".onnx", ".pt", ".pth")
+
+
 def builtin_model(weights_dir: Path | None = None, *, verify: bool = True) -> BuiltinModel:
     """The built-in model, its checksum verified (``verify=False`` only for listing it)."""
     folder = weights_dir or _weights_dir()

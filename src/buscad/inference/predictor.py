@@ -253,7 +253,31 @@ class Predictor:
             "modes": list(MODES),
             "has_segmentation": bool(getattr(self.runner, "has_segmentation", True)),
             "has_classification": bool(getattr(self.runner, "has_classification", False)),
+            "refine_policy": spec.refine_policy,
+            "temperature": spec.temperature,
+            **_release_fields(self.path),
         }
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> Predictor:
+        """The built-in model (checksum verified at load; its card: ``buscad models info``)."""
+        from buscad.inference.builtin import builtin_model
+
+        return cls.from_checkpoint(builtin_model().path, **kwargs)
+
+
+def _release_fields(path: Path) -> dict[str, Any]:
+    """``release`` and ``card_markdown`` when ``path`` is the built-in model's file, else nothing."""
+    from buscad.inference.builtin import builtin_model
+
+    try:
+        builtin = builtin_model(verify=False)
+    except ModelError:
+        return {}
+    if Path(path).resolve() != builtin.path.resolve():
+        return {}
+    return {"release": {"name": builtin.name, "version": builtin.version, "sha256": builtin.sha256,
+                        **builtin.summary}, "card_markdown": builtin.card}
 
 
 def _check_mode(mode: str) -> None:

@@ -11,7 +11,13 @@ Rules (in this order):
 3. Classifier says a lesion class but the mask is empty ⇒ the case is ``inconsistent``; with the
    published policy (``policy="published"``) ``refined_label`` becomes ``normal``; with ``"keep-class"``
    it stays the classifier's lesion class, so a missed outline never turns a malignant call into
-   "normal" (the built-in model's choice: docs/model_card.md).
+   "normal".
+
+With ``policy="segmentation"`` the mask decides lesion or normal and the classifier names the lesion:
+rule 2 keeps a segmented lesion the classifier called normal (labelled with the likelier lesion class,
+flagged ``inconsistent``), rule 3 is the published one. Segmentation is supervised on every dataset of a
+pool while "normal" is learnt only where normal images exist, so on other hospitals' images the mask is
+the better judge of "is there a lesion" (benchmarks/results/builtin_model.json; docs/model_card.md).
 4. ``uncertain`` when the top class probability is below ``uncertainty_threshold`` or when
    ``tta_disagreement`` (any caller-defined disagreement in [0, 1] between test-time-augmentation
    variants, e.g. 1 − mean pairwise Dice of their masks) exceeds ``tta_threshold``.
@@ -36,7 +42,13 @@ LESION = "lesion"
 """``refined_label`` of a binary mask with a lesion when no classifier says benign or malignant."""
 
 NORMAL = "normal"
-REFINE_POLICIES: tuple[str, ...] = ("published", "keep-class")
+REFINE_POLICIES: tuple[str, ...] = ("published", "keep-class", "segmentation")
+
+
+def _likelier_lesion_class(probabilities: Mapping[str, float] | None, labels: Sequence[str]) -> str:
+    """The lesion class (every label but the first, normal) with the highest probability."""
+    assert probabilities is not None
+    return max(labels[1:], key=lambda name: float(probabilities[name]))
 
 
 @dataclass
@@ -159,6 +171,13 @@ def refine_prediction(
 
     if label is None:
         refined_label = _mask_label(codes, lesion, labels)
+    elif label == NORMAL and pixels and policy == "segmentation":
+        refined_label = _likelier_lesion_class(probabilities, labels)
+        flags["inconsistent"] = True
+        reasons.append(
+            f"classifier said normal (p={top_probability:.2f}) but a {pixels}-pixel lesion was segmented; "
+            f"the outline is kept and named {refined_label} (the likelier lesion class)"
+        )
     elif label == NORMAL:
         refined_label = NORMAL
         if pixels:

@@ -15,7 +15,8 @@ class EvalConfig(BaseModel):
     seg_threshold: float = Field(0.5, gt=0, lt=1)
     min_lesion_pixels: int = Field(0, ge=0, description="at the original image size")
     uncertainty_threshold: float = Field(0.6, gt=0, le=1)
-    refine_policy: Literal["published", "keep-class"] = Field(
-        "published", description="empty mask with a lesion class: 'published' calls it normal, 'keep-class' "
-        "keeps the classifier's lesion class (both flag it inconsistent)"
+    refine_policy: Literal["published", "keep-class", "segmentation"] = Field(
+        "published", description="'published': class normal clears the mask, an empty mask means normal; "
+        "'keep-class': an empty mask keeps the classifier's lesion class; 'segmentation': the mask decides "
+        "lesion or normal, the classifier names the lesion (all flag disagreements as inconsistent)"
     )

@@ -402,7 +402,12 @@ async function showModel() {
     if (card.architecture) parts.push(`architecture ${card.architecture}`);
     if (card.training_data) parts.push(`trained on ${card.training_data}`);
     if (card.version) parts.push(`buscad ${card.version}`);
+    if (card.release) parts.push(`built-in model ${card.release.name} ${card.release.version}`);
     $("model-info").textContent = `${parts.join(" · ")}.`;
+    if (card.card_markdown) {
+      $("model-card-text").textContent = card.card_markdown;
+      $("model-card").hidden = false;
+    }
   } catch (err) {
     $("model-info").textContent = "Model information unavailable.";
   }
