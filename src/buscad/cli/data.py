@@ -130,7 +130,7 @@ def split(
 ) -> None:
     """Split a manifest so that no duplicate group or patient straddles two parts, and verify it."""
     from buscad.data.manifest import read_manifest, write_manifest
-    from buscad.data.splits import check_no_leakage, kfold_split, parse_ratios, part_proportions, ratio_split
+    from buscad.data.splits import kfold_split, parse_ratios, part_proportions, ratio_split
 
     if (folds is None) == (ratios is None):
         fail("give exactly one of --folds K or --ratios 80:10:10")
@@ -142,11 +142,7 @@ def split(
     else:
         result = ratio_split(frame, parse_ratios(ratios or ""), seed=seed, stratify=by)
         column = "split"
-    problems = check_no_leakage(result)
-    for problem in problems:
-        err_console.print(f"problem: {problem}", highlight=False, soft_wrap=True, markup=False)
-    if problems:
-        fail(f"{len(problems)} group(s) straddle two parts: nothing written")
+    _refuse_leakage(result)
     write_manifest(result, output)
     shown = by or "label"
     if "," in shown:  # composite strata (dataset,label): show the joined value
@@ -175,6 +171,17 @@ def _validation_table(frame: pd.DataFrame, k: int, stratify: str) -> pd.DataFram
     table = pd.DataFrame.from_dict(rows, orient="index").fillna(0.0)
     table.index.name = "run"
     return table
+
+
+def _refuse_leakage(result: pd.DataFrame) -> None:
+    """Print every group that straddles two parts and stop (exit 1, nothing written) if there is one."""
+    from buscad.data.splits import check_no_leakage
+
+    problems = check_no_leakage(result)
+    for problem in problems:
+        err_console.print(f"problem: {problem}", highlight=False, soft_wrap=True, markup=False)
+    if problems:
+        fail(f"{len(problems)} group(s) straddle two parts: nothing written")
 
 
 @app.command()
@@ -212,15 +219,11 @@ def import_partition(
     """Take a dataset's official test folds as the fold column (validation slots grouped by patient)."""
     from buscad.data.manifest import read_manifest, write_manifest
     from buscad.data.pool import apply_official_partition, read_bus_bra_partition
-    from buscad.data.splits import check_no_leakage, part_proportions
+    from buscad.data.splits import part_proportions
 
     result = apply_official_partition(read_manifest(manifest), read_bus_bra_partition(partition), seed=seed,
                                       val_fraction=val_fraction)
-    problems = check_no_leakage(result)
-    for problem in problems:
-        err_console.print(f"problem: {problem}", highlight=False, soft_wrap=True, markup=False)
-    if problems:
-        fail(f"{len(problems)} group(s) straddle two parts: nothing written")
+    _refuse_leakage(result)
     write_manifest(result, output)
     console.print(frame_table(part_proportions(result, "fold").astype(object), "Cases and % label per fold"))
     console.print(f"official test folds of {partition.name}; {len(result)} cases written to {output}",

@@ -245,14 +245,18 @@ class EpochSampler(Sampler[int]):
             return np.random.default_rng((self.seed, self.epoch)).permutation(self.length).tolist()
         return list(range(self.length))
 
+    def _keys(self) -> list[int]:
+        """This epoch's keys for every rank together."""
+        base = self.epoch * self.length
+        return [base + p for p in self._positions()]
+
     def __iter__(self) -> Iterator[int]:
         rank, world = self._rank_world()
-        positions = self._positions()
+        keys = self._keys()
         if world > 1:
-            per_rank = math.ceil(len(positions) / world)
-            positions = (positions * 2)[: per_rank * world][rank::world]
-        base = self.epoch * self.length
-        return iter([base + p for p in positions])
+            per_rank = math.ceil(len(keys) / world)
+            keys = (keys * 2)[: per_rank * world][rank::world]
+        return iter(keys)
 
     def __len__(self) -> int:
         _, world = self._rank_world()
@@ -299,11 +303,3 @@ class BalancedEpochSampler(EpochSampler):
                 epoch_key = self.epoch * self.REPEATS + min(repeat, self.REPEATS - 1)
                 keys.append(epoch_key * self.length + int(order[slot]))
         return rng.permutation(np.array(keys, dtype=np.int64)).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        rank, world = self._rank_world()
-        keys = self._keys()
-        if world > 1:
-            per_rank = math.ceil(len(keys) / world)
-            keys = (keys * 2)[: per_rank * world][rank::world]
-        return iter(keys)
