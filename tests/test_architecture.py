@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "buscad"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("buscad", "buscad.errors", "buscad.io", "buscad.recipes", "buscad.hardware", "buscad.postprocess"),
+    ("buscad", "buscad.errors", "buscad.io", "buscad.recipes", "buscad.hardware", "buscad.postprocess",
+     "buscad.weights"),
     ("buscad.data",),
     ("buscad.models", "buscad.losses", "buscad.checkpoint", "buscad.rundir", "buscad.prediction"),
     ("buscad.training",),
