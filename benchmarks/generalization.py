@@ -4,6 +4,9 @@
     python3 benchmarks/generalization.py run --train busi --fold 0     # one fold (resumable), then its tests
     python3 benchmarks/generalization.py table                         # results/generalization.{md,json}
 
+Each finished fold is also saved as ``results/generalization_folds/TAG/TRAIN/fold_K.{csv,json}`` (per-image
+rows on every test set, cost), so the table can be completed fold by fold across sessions.
+
 Training sets and their protocols (each fold model is tested on its own held-out part and on the other
 dataset in full):
 
@@ -34,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from buscad import rundir
@@ -48,6 +52,10 @@ from buscad.workflows import evaluate_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+FOLDS = RESULTS / "generalization_folds"  # one committed record per finished fold (folds land in several sessions)
+KEEP_COLUMNS = ("case_id", "dataset", "device", "label", "pred_label", "pred_label_raw", "truth_pixels",
+                "pred_pixels_raw", "dice", "dice_raw", "iou", "iou_raw", "hd95", "hd95_raw",
+                "prob_normal", "prob_benign", "prob_malignant")
 SHARED = REPO.parent / "shared" / "datasets"
 TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5}
 EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None}
@@ -110,19 +118,34 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
     path = directory / "benchmark.json"
     if not path.is_file():
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    save_fold(train_set, fold, tag, directory)
     print(json.dumps(record, default=str))
+
+
+def fold_record_paths(train_set: str, fold: int, tag: str) -> tuple[Path, Path]:
+    folder = FOLDS / tag / train_set
+    return folder / f"fold_{fold}.csv", folder / f"fold_{fold}.json"
+
+
+def save_fold(train_set: str, fold: int, tag: str, directory: Path) -> None:
+    """Commit-sized record of one finished fold: its per-image rows on every test set and its cost."""
+    table_path, record_path = fold_record_paths(train_set, fold, tag)
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table = fold_test_table(directory)
+    table[[c for c in KEEP_COLUMNS if c in table.columns]].to_csv(table_path, index=False)
+    record_path.write_text((directory / "benchmark.json").read_text())
 
 
 def build_table(work: Path, tag: str) -> None:
     rows, devices, pending = [], [], []
     for train_set, k in TRAIN_SETS.items():
-        dirs = {f: run_dir(work, train_set, tag, f) for f in range(k)}
-        complete = {f: d for f, d in dirs.items() if (d / "benchmark.json").is_file()}
+        complete = {f: fold_record_paths(train_set, f, tag) for f in range(k)
+                    if fold_record_paths(train_set, f, tag)[1].is_file()}
         if len(complete) < k:
-            pending.append(f"{train_set}: {len(complete)} of {k} folds done")
+            pending.append(f"{train_set}: {len(complete)} of {k} folds done ({sorted(complete)})")
             continue
-        per_fold = {f: fold_test_table(d) for f, d in complete.items()}
-        records = [json.loads((d / "benchmark.json").read_text()) for d in complete.values()]
+        per_fold = {f: pd.read_csv(paths[0], keep_default_na=False, na_values=[""]) for f, paths in complete.items()}
+        records = [json.loads(paths[1].read_text()) for paths in complete.values()]
         cost = {"minutes_per_fold": round(sum(r["fit_minutes"] for r in records) / k, 2),
                 "images_per_second": round(sum(r["images_per_second"] for r in records) / k, 2)}
         for row in cross_dataset_rows(per_fold, train_set, by=("dataset",)):
@@ -157,7 +180,7 @@ def build_table(work: Path, tag: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("prepare", "run", "table"))
+    parser.add_argument("step", choices=("prepare", "run", "save", "table"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"))
     parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
     parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
@@ -173,6 +196,8 @@ def main() -> None:
         if not (args.work / MANIFEST[args.train]).is_file():
             prepare_manifests(args.work, args.busi, args.bus_bra)
         run_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
+    elif args.step == "save":
+        save_fold(args.train, args.fold, args.tag, run_dir(args.work, args.train, args.tag, args.fold))
     else:
         build_table(args.work, args.tag)
 
