@@ -32,6 +32,7 @@ from buscad.data.preprocess import Preprocessing, normalize, resize_image, resiz
 from buscad.training.config import AugmentConfig
 
 CACHE_VERSION = 1
+_NPZ_READ_LOCK = threading.Lock()
 
 
 def default_cache_dir() -> Path:
@@ -87,7 +88,9 @@ def _cache_key(row: pd.Series, prep: Preprocessing, target: str) -> str:
 def _load_case(row: pd.Series, prep: Preprocessing, target: str, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     path = cache_dir / f"{_cache_key(row, prep, target)}.npz"
     if path.is_file():
-        with np.load(path) as data:
+        # One reader at a time: np.load parses headers with ast.literal_eval, which CPython 3.11 < 3.11.8
+        # can break with "AST constructor recursion depth mismatch" when threads parse at once.
+        with _NPZ_READ_LOCK, np.load(path) as data:
             return data["image"], data["mask"]
     image, _ = resize_image(read_grayscale(image_file(row)), prep)
     mask = load_mask(row)
