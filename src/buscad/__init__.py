@@ -6,7 +6,7 @@ Stages (each a CLI command and a library call): ``data prepare`` → ``data dedu
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 LABELS: tuple[str, ...] = ("normal", "benign", "malignant")
 """Image-level classes, in the index order used by every classifier output."""

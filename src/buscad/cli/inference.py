@@ -102,7 +102,8 @@ def predict(
             continue
         done += 1
         console.print(f"ok: {path} → {_summary(outcome.record)}", highlight=False, markup=False)
-    console.print(f"{done} predicted, {failed} failed → {output / 'results.jsonl'}", highlight=False)
+    console.print(f"{done} predicted, {failed} failed → {output / 'results.jsonl'}; outlines drawn on the images: "
+                  f"{output / '*_overlay.png'}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(FAILED_EXIT)
 
