@@ -88,3 +88,20 @@ def test_synth_refuses_an_existing_dataset_and_bad_sizes(synthetic_busi_dir, tmp
     result = runner.invoke(app, ["data", "synth", str(tmp_path / "x"), "--size", "big"])
     assert result.exit_code == 2 and "HEIGHTxWIDTH" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_export_nnunet_and_monai(synthetic_manifest, tmp_path):
+    folded = tmp_path / "folds.csv"
+    result = runner.invoke(app, ["data", "split", str(synthetic_manifest), "--folds", "3", "-o", str(folded)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["data", "export", str(folded), "--format", "nnunet", "-o", str(tmp_path / "raw"),
+                                 "--dataset-id", "601", "--name", "Synth"])
+    assert result.exit_code == 0, result.output
+    assert "with splits_final.json" in result.output
+    assert (tmp_path / "raw" / "Dataset601_Synth" / "splits_final.json").is_file()
+    result = runner.invoke(app, ["data", "export", str(folded), "--format", "nnunet", "-o", str(tmp_path / "raw"),
+                                 "--dataset-id", "601", "--name", "Synth"])
+    assert result.exit_code == 1 and "already exists" in result.output
+    result = runner.invoke(app, ["data", "export", str(folded), "--format", "monai", "-o", str(tmp_path / "monai")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "monai" / "datalist.json").is_file()

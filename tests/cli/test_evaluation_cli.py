@@ -61,3 +61,26 @@ def test_user_errors_are_one_line(tmp_path, synthetic_manifest) -> None:
     assert result.exit_code == 1 and "share no test images" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path / "none.ckpt"), str(synthetic_manifest)])
     assert result.exit_code == 1 and "checkpoint not found" in result.output
+
+
+def test_evaluate_predictions_scores_a_mask_folder(tmp_path, synthetic_manifest) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from buscad.data.export import case_identifier
+    from buscad.data.manifest import load_mask, read_manifest
+
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for _, row in read_manifest(synthetic_manifest).iterrows():
+        Image.fromarray(load_mask(row).astype(np.uint8)).save(folder / f"{case_identifier(row['case_id'])}.png")
+    result = runner.invoke(app, ["evaluate-predictions", str(folder), str(synthetic_manifest),
+                                 "-o", str(tmp_path / "scored")])
+    assert result.exit_code == 0, result.output
+    assert "dice " in result.output and (tmp_path / "scored" / "evaluation" / "metrics.json").is_file()
+    result = runner.invoke(app, ["evaluate-predictions", str(folder), str(synthetic_manifest),
+                                 "-o", str(tmp_path / "x"), "--refine-policy", "nope"])
+    assert result.exit_code != 0 and "--refine-policy 'nope'" in result.output
+    result = runner.invoke(app, ["evaluate-predictions", str(folder), str(synthetic_manifest),
+                                 "-o", str(tmp_path / "y"), "--fold", "0"])
+    assert result.exit_code == 1 and "no fold column" in result.output

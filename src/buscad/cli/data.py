@@ -278,3 +278,35 @@ def dedup(
     if report is not None:
         sheets = write_report(result, report)
         console.print(f"report in {report}: groups.csv, pairs.csv, {len(sheets)} sheets", highlight=False)
+
+
+class ExportFormat(str, Enum):
+    nnunet = "nnunet"
+    monai = "monai"
+
+
+@app.command()
+@user_errors
+def export(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV (with a fold column for nnU-Net's splits).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="nnunet (v2 raw dataset) or monai (datalist).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write into (nnU-Net: its nnUNet_raw).")],
+    dataset_id: Annotated[int, typer.Option("--dataset-id", min=1, max=999,
+                                            help="nnU-Net dataset number (custom datasets: 500 and up).")] = 501,
+    name: Annotated[str, typer.Option("--name", help="nnU-Net dataset name (letters, digits, '-').")] = "BUSCAD",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
+) -> None:
+    """Export a manifest for nnU-Net v2 or MONAI: grayscale images, merged 0/1 masks, the manifest's folds."""
+    from buscad.data.export import export_monai, export_nnunet
+    from buscad.data.manifest import read_manifest
+
+    frame = read_manifest(manifest)
+    if fmt is ExportFormat.nnunet:
+        target = export_nnunet(frame, output, dataset_id=dataset_id, name=name, overwrite=overwrite)
+        splits = "with splits_final.json" if (target / "splits_final.json").is_file() else "without folds"
+        console.print(f"{len(frame)} cases written to {target} ({splits}); next: nnUNetv2_plan_and_preprocess -d "
+                      f"{dataset_id} --verify_dataset_integrity, then copy splits_final.json to "
+                      f"$nnUNet_preprocessed/{target.name}/ (docs/benchmarks.md)", highlight=False, soft_wrap=True)
+    else:
+        datalist = export_monai(frame, output, overwrite=overwrite)
+        console.print(f"{len(frame)} cases written to {datalist}", highlight=False, soft_wrap=True)

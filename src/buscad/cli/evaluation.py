@@ -45,6 +45,38 @@ def register(app: typer.Typer) -> None:
         out, metrics = evaluate_checkpoint(checkpoint, manifest, output, data_root=data_root, cache_dir=cache_dir)
         _print_headline(f"{manifest} → {rundir.layout(out).metrics}", metrics)
 
+    @app.command("evaluate-predictions")
+    @user_errors
+    def evaluate_predictions_command(
+        predictions: Annotated[Path, typer.Argument(help="Folder of predicted masks (ID.png or ID_mask.png; "
+                                                    "non-zero = lesion), e.g. nnUNetv2_predict's output.")],
+        manifest: Annotated[Path, typer.Argument(help="Manifest CSV of the images the masks belong to.")],
+        output: Annotated[Path, typer.Option("-o", "--output", help="Evaluation folder to write.")],
+        classes: Annotated[Path | None, typer.Option(
+            "--classes", help="CSV of class predictions: case_id and prob_normal/benign/malignant or pred_label.")] = None,
+        refine_policy: Annotated[str, typer.Option(
+            "--refine-policy", help="published, keep-class or segmentation (only matters with --classes).")] = "published",
+        fold: Annotated[int | None, typer.Option(
+            "--fold", min=0, help="Score only this test fold of the manifest (one cv fold's masks).")] = None,
+        data_root: Annotated[Path | None, typer.Option(
+            "--data-root", help="Dataset root, if it moved since prepare.")] = None,
+    ) -> None:
+        """Score another tool's masks (nnU-Net, MONAI, …) with buscad's metrics, as buscad evaluate would."""
+        from pydantic import ValidationError
+
+        from buscad import rundir
+        from buscad.errors import ConfigError
+        from buscad.evaluation.mask_folder import evaluate_mask_folder
+        from buscad.postprocess.settings import EvalConfig
+
+        try:
+            settings = EvalConfig(refine_policy=refine_policy)
+        except ValidationError:
+            raise ConfigError(f"--refine-policy {refine_policy!r}: choose published, keep-class or segmentation") from None
+        out, metrics = evaluate_mask_folder(predictions, manifest, output, classes=classes, settings=settings,
+                                            data_root=data_root, fold=fold)
+        _print_headline(f"{predictions} → {rundir.layout(out).metrics}", metrics)
+
     @app.command("report")
     @user_errors
     def report_command(

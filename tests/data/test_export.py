@@ -1,0 +1,98 @@
+"""nnU-Net v2 and MONAI exports: files, identifiers, masks and folds exactly as the manifest says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from buscad.data.export import (
+    CASES_FILE,
+    case_identifier,
+    case_identifiers,
+    export_monai,
+    export_nnunet,
+)
+from buscad.data.images import read_grayscale
+from buscad.data.manifest import load_mask, read_manifest
+from buscad.data.splits import kfold_split
+from buscad.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def folded(synthetic_manifest: Path) -> pd.DataFrame:
+    return kfold_split(read_manifest(synthetic_manifest), 3, seed=0, val_fraction=0.2)
+
+
+def test_identifier_is_file_safe_and_collisions_are_refused() -> None:
+    assert case_identifier("busi/benign/12") == "busi_benign_12"
+    assert case_identifier("bus-bra/bus_0001-l") == "bus-bra_bus_0001-l"
+    frame = pd.DataFrame({"case_id": ["a/b c", "a_b/c"]})
+    with pytest.raises(DataError, match="both map to the file name 'a_b_c'"):
+        case_identifiers(frame)
+
+
+def test_nnunet_export_layout_masks_and_splits(folded: pd.DataFrame, tmp_path: Path) -> None:
+    target = export_nnunet(folded, tmp_path, dataset_id=777, name="Synth")
+    assert target == tmp_path / "Dataset777_Synth"
+    dataset = json.loads((target / "dataset.json").read_text())
+    assert dataset["labels"] == {"background": 0, "lesion": 1}
+    assert dataset["numTraining"] == len(folded) and dataset["file_ending"] == ".png"
+    assert len(list((target / "imagesTr").glob("*_0000.png"))) == len(folded)
+    for _, row in folded.iterrows():
+        identifier = case_identifier(row["case_id"])
+        label = np.asarray(Image.open(target / "labelsTr" / f"{identifier}.png"))
+        image = np.asarray(Image.open(target / "imagesTr" / f"{identifier}_0000.png"))
+        assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1}
+        np.testing.assert_array_equal(label.astype(bool), load_mask(row))
+        np.testing.assert_array_equal(image, read_grayscale(Path(row["root"]) / row["image_path"]))
+    splits = json.loads((target / "splits_final.json").read_text())
+    identifiers = case_identifiers(folded)
+    assert len(splits) == 3
+    for k, split in enumerate(splits):  # val = test fold k exactly, train = the rest, nothing shared
+        expected_val = {i for i, f in zip(identifiers, folded["fold"]) if f == k}
+        assert set(split["val"]) == expected_val
+        assert set(split["train"]) == set(identifiers) - expected_val
+    cases = pd.read_csv(target / CASES_FILE)
+    assert list(cases["case_id"]) == list(folded["case_id"]) and list(cases["identifier"]) == identifiers
+
+
+def test_export_refuses_to_overwrite_and_leaves_nothing_on_failure(folded: pd.DataFrame, tmp_path: Path) -> None:
+    export_nnunet(folded, tmp_path, name="Synth")
+    with pytest.raises(DataError, match="already exists"):
+        export_nnunet(folded, tmp_path, name="Synth")
+    broken = folded.copy()
+    broken.loc[broken.index[5], "image_path"] = "missing.png"
+    with pytest.raises(DataError):
+        export_nnunet(broken, tmp_path / "other", name="Synth")
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+
+
+def test_nnunet_export_without_folds_has_no_splits(synthetic_manifest: Path, tmp_path: Path) -> None:
+    target = export_nnunet(read_manifest(synthetic_manifest), tmp_path)
+    assert not (target / "splits_final.json").exists()
+
+
+def test_monai_datalist_loads_with_monai(folded: pd.DataFrame, tmp_path: Path) -> None:
+    from monai.data import load_decathlon_datalist
+
+    path = export_monai(folded, tmp_path / "monai")
+    items = load_decathlon_datalist(str(path), data_list_key="training")
+    assert len(items) == len(folded)
+    by_case = {item["case_id"]: item for item in items}
+    for _, row in folded.iterrows():
+        item = by_case[row["case_id"]]
+        assert item["fold"] == row["fold"] and item["class"] == row["label"]
+        np.testing.assert_array_equal(np.asarray(Image.open(item["label"])).astype(bool), load_mask(row))
+
+
+@pytest.mark.slow
+def test_nnunet_export_passes_nnunetv2_integrity_check(folded: pd.DataFrame, tmp_path: Path) -> None:
+    """nnU-Net's own checker (what ``nnUNetv2_plan_and_preprocess --verify_dataset_integrity`` runs)."""
+    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
+    target = export_nnunet(folded, tmp_path, dataset_id=778, name="Synth")
+    verify.verify_dataset_integrity(str(target), num_processes=1)
