@@ -12,10 +12,11 @@ from PIL import Image
 import buscad
 from buscad.errors import DataError, ModelError
 from buscad.inference.predictor import Predictor
+from buscad.postprocess.descriptors import NOTE, describe_lesion
 from tests.helpers import ellipse_mask, speckle_image, write_dicom
 
 RECORD_KEYS = {"input", "label", "probabilities", "refined_label", "flags", "reasons", "measurements",
-               "model_id", "mode", "tta", "timings", "image_size"}
+               "descriptors", "model_id", "mode", "tta", "timings", "image_size"}
 
 
 def _png(path: Path, image: np.ndarray) -> Path:
@@ -64,6 +65,9 @@ def test_mask_is_the_refined_thresholded_map(tmp_path: Path, tiny_checkpoint) ->
     assert record["label"] is None and record["probabilities"] == {}  # no classifier
     assert record["refined_label"] == "lesion"
     assert record["measurements"]["total"]["area_px"] == int(prediction.mask.sum())
+    assert record["descriptors"] == describe_lesion(prediction.mask, prediction.image)  # of the refined mask
+    assert record["descriptors"]["note"] == NOTE
+    json.dumps(record["descriptors"], allow_nan=False)
 
 
 def test_spacing_from_dicom_and_from_the_caller(tmp_path: Path, tiny_checkpoint) -> None:
@@ -75,6 +79,7 @@ def test_spacing_from_dicom_and_from_the_caller(tmp_path: Path, tiny_checkpoint)
     assert record["pixel_spacing_mm"] == pytest.approx([0.2, 0.1])
     first = record["measurements"]["lesions"][0]
     assert first["area_mm2"] == pytest.approx(first["area_px"] * 0.02)
+    assert record["descriptors"]["units"] == "mm"  # descriptors measured with the same spacing
     overridden = predictor.predict(dicom, pixel_spacing_mm=0.5)
     assert overridden["pixel_spacing_mm"] == [0.5, 0.5]
     assert overridden["measurements"]["total"]["area_mm2"] == pytest.approx(
@@ -175,6 +180,7 @@ def test_image_classifier_gets_a_class_and_no_outline(tmp_path: Path, tiny_check
         assert record["label"] in {"normal", "benign", "malignant"}
         assert record["refined_label"] == record["label"] and not record["flags"]["inconsistent"]
         assert record["measurements"]["total"]["count"] == 0
+        assert record["descriptors"] is None
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from buscad.inference.measure import measure_lesions, parse_spacing
 from buscad.inference.readers import LoadedImage, read_image
 from buscad.inference.tiling import MODES, predict_patches, predict_sliding
 from buscad.inference.tta import FLIPS, TTAResult, merge, variants
+from buscad.postprocess.descriptors import describe_lesion
 from buscad.postprocess.probability import lesion_mask
 from buscad.postprocess.refine import refine_prediction
 from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resize
@@ -211,6 +212,7 @@ class Predictor:
             refined.mask = np.zeros(mask.shape, dtype=bool)
         pixel_spacing = spacing or image.pixel_spacing_mm
         measurements = measure_lesions(refined.mask, pixel_spacing)
+        descriptors = describe_lesion(refined.mask, image.gray, pixel_spacing)  # None without a lesion
         timings["postprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
         timings["total_ms"] = round(sum(timings.values()), 2)
         record: dict[str, Any] = {
@@ -221,6 +223,7 @@ class Predictor:
             "flags": dict(refined.flags),
             "reasons": list(refined.reasons) + list(image.warnings),
             "measurements": measurements,
+            "descriptors": descriptors,
             "model_id": self.model_id,
             "mode": mode,
             "tta": bool(tta),
