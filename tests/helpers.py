@@ -123,6 +123,50 @@ def write_dicom(path: Path, pixels: np.ndarray, *, photometric: str | None = Non
     return path
 
 
+def clinical_dicom(path: Path, pixels: np.ndarray, *, frames: int = 1, frame_of_reference: bool = True,
+                   patient: dict[str, str] | None = None, uids: bool = True, **options: Any) -> Path:
+    """:func:`write_dicom` plus what a scanner's file carries: study/series UIDs, frame of reference, patient and
+    study identifiers (``patient`` overrides or, with an empty value, omits them). ``frames`` > 1 writes a
+    multi-frame US image whose frames are all ``pixels``; ``uids=False`` leaves the study/series UIDs out."""
+    import pydicom
+    from pydicom.uid import UltrasoundMultiFrameImageStorage, generate_uid
+
+    write_dicom(path, pixels, **options)
+    ds = pydicom.dcmread(path)
+    values = {"PatientName": "Doe^Jane", "PatientID": "PAT-0042", "PatientBirthDate": "19700101", "PatientSex": "F",
+              "AccessionNumber": "ACC-7", "StudyID": "S-1", "StudyDate": "20240102", "StudyTime": "101500",
+              "ReferringPhysicianName": "Who^Doctor", **(patient or {})}
+    for keyword, value in values.items():
+        if value:
+            setattr(ds, keyword, value)
+    if uids:
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.SeriesNumber, ds.InstanceNumber = 3, 1
+    if frame_of_reference:
+        ds.FrameOfReferenceUID = generate_uid()
+    if frames > 1:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+        ds.set_pixel_data(np.stack([pixels] * frames), "MONOCHROME2", 8)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def partial_lesion_model(model: Any) -> None:
+    """``adjust`` for :func:`make_checkpoint`: shift the final lesion bias so about 15 % of a B-mode-like image
+    is lesion, and the classifier towards the lesion classes (refining clears the mask of a 'normal' image)."""
+    import torch
+
+    final = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1][-1]
+    image = speckle_image(64, 64, seed=5, lesion=ellipse_mask(64, 64, (30, 32), (12, 18))).astype(np.float32)
+    x = torch.from_numpy((image - image.mean()) / (image.std() + 1e-6))[None, None]
+    with torch.no_grad():
+        logits = model.eval()(x).segmentation
+        final.bias -= torch.quantile(logits.flatten(), 0.85)
+        heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 3]
+        if heads:
+            heads[-1].bias += torch.tensor([0.0, 0.4, 0.8])
+
+
 def ellipse_mask(height: int, width: int, center: tuple[float, float], semi_axes_px: tuple[float, float],
                  angle_deg: float = 0.0) -> np.ndarray:
     """Boolean ellipse (semi-axes (row, col) in px, rotated by ``angle_deg``) sampled at pixel centres."""

@@ -70,22 +70,38 @@ def predict(
         float, typer.Option("--max-image-mpx", min=0.001, max=1000.0,
                             help="Largest image accepted (megapixels), checked before decoding.")
     ] = DEFAULT_MAX_PIXELS / 1e6,
+    dicom_out: Annotated[
+        Path | None,
+        typer.Option("--dicom-out", metavar="DIR",
+                     help="Also write NAME_seg.dcm (DICOM Segmentation) and NAME_sr.dcm (TID 1500 measurement "
+                     "report) for each DICOM input, referencing it (docs/dicom.md)."),
+    ] = None,
+    dicom_for_raster: Annotated[
+        bool,
+        typer.Option("--dicom-for-raster",
+                     help="With --dicom-out, also for PNG/JPEG/... inputs: a derived Secondary Capture "
+                     "(NAME_sc.dcm, new study, no patient identifiers) that the SEG and SR reference."),
+    ] = False,
 ) -> None:
     """Segment and classify images; write NAME_mask.png, NAME_overlay.png and results.jsonl (exit 2 if any failed).
 
-    Without --model the built-in model analyses the images (its card: buscad models info).
+    Without --model the built-in model analyses the images (its card: buscad models info). With --dicom-out,
+    an input whose DICOM files cannot be written fails as a whole (nothing of it is kept).
     """
     from buscad.inference.builtin import MODEL_SUFFIXES, resolve_model
     from buscad.inference.predictor import Predictor
 
     if model is None and len(inputs) > 1 and Path(inputs[0]).suffix.lower() in MODEL_SUFFIXES:
         model, inputs = Path(inputs[0]), inputs[1:]
+    if dicom_for_raster and dicom_out is None:
+        fail("--dicom-for-raster needs --dicom-out DIR")
     checkpoint = resolve_model(model)
     spacing = _spacing_option(pixel_spacing)
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
                                           threads=threads, batch_size=batch_size,
                                           max_pixels=int(max_image_mpx * 1e6))
-    files, problems = expand_inputs(inputs, exclude=output)
+    dicom = None if dicom_out is None else _DicomRequest(dicom_out, dicom_for_raster, predictor.model_card())
+    files, problems = expand_inputs(inputs, exclude=[output] + ([dicom_out] if dicom_out is not None else []))
     for problem in problems:
         err_console.print(f"failed: {problem}", highlight=False, soft_wrap=True, markup=False)
     done, failed = 0, len(problems)
@@ -95,15 +111,19 @@ def predict(
             failed += 1
             err_console.print(f"failed: {outcome}", highlight=False, soft_wrap=True, markup=False)
             continue
-        not_written = _save(outcome, output, stems[path])
+        not_written = _save(outcome, output, stems[path], path, dicom)
         if not_written is not None:
             failed += 1
-            err_console.print(f"failed: {path}: {not_written}", highlight=False, soft_wrap=True, markup=False)
+            err_console.print(f"failed: {not_written}", highlight=False, soft_wrap=True, markup=False)
             continue
         done += 1
         console.print(f"ok: {path} → {_summary(outcome.record)}", highlight=False, markup=False)
     console.print(f"{done} predicted, {failed} failed → {output / 'results.jsonl'}; outlines drawn on the images: "
                   f"{output / '*_overlay.png'}", highlight=False, soft_wrap=True)
+    if dicom is not None:
+        skipped = f"; none for {dicom.skipped_raster} raster input(s) (--dicom-for-raster)" if dicom.skipped_raster else ""
+        console.print(f"DICOM SEG + SR for {dicom.written} input(s) → {dicom.folder}{skipped}", highlight=False,
+                      soft_wrap=True, markup=False)
     if failed:
         raise typer.Exit(FAILED_EXIT)
 
@@ -199,15 +219,16 @@ def _spacing_option(text: str | None) -> tuple[float, float] | None:
         return None
 
 
-def expand_inputs(inputs: Sequence[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
+def expand_inputs(inputs: Sequence[str], exclude: Path | Sequence[Path] | None = None) -> tuple[list[Path], list[str]]:
     """Files from paths, folders (recursive, hidden files skipped) and globs; problems for what matches nothing.
 
     Every regular file in a folder is tried (a stray text file is reported, not silently skipped);
-    files under ``exclude`` (the output folder) are left out.
+    files under ``exclude`` (the output folders) are left out.
     """
     files: list[Path] = []
     problems: list[str] = []
-    skip = exclude.resolve() if exclude is not None else None
+    excluded = [exclude] if isinstance(exclude, Path) else list(exclude or [])
+    skips = [folder.resolve() for folder in excluded]
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -229,7 +250,7 @@ def expand_inputs(inputs: Sequence[str], exclude: Path | None = None) -> tuple[l
         else:
             found = []
             problems.append(f"{item}: file not found")
-        files.extend(p for p in found if skip is None or not p.resolve().is_relative_to(skip))
+        files.extend(p for p in found if not any(p.resolve().is_relative_to(skip) for skip in skips))
     unique = list(dict.fromkeys(files))
     return unique, problems
 
@@ -300,18 +321,46 @@ def _analyze_one(predictor, path: str, spacing, tta: bool) -> object:
         return BuscadError(f"{path}: prediction failed ({type(exc).__name__}: {exc})")
 
 
-def _save(prediction, out_dir: Path, stem: str) -> str | None:
-    """Write the mask, overlay and results line; a failure removes what was written and is returned."""
+class _DicomRequest:
+    """``--dicom-out``: where, whether raster inputs get derived copies, the model's identity, and counts."""
+
+    def __init__(self, folder: Path, for_raster: bool, card: dict[str, Any]) -> None:
+        from buscad.inference.dicom_out import ModelIdentity
+
+        self.folder = folder
+        self.for_raster = for_raster
+        self.model = ModelIdentity.from_card(card)
+        self.written = 0
+        self.skipped_raster = 0
+
+
+def _save(prediction, out_dir: Path, stem: str, source: Path, dicom: _DicomRequest | None = None) -> str | None:
+    """Write the mask, overlay, DICOM files (with ``dicom``) and results line; a failure removes what was written
+    and is returned as one line naming the input."""
+    from buscad.errors import BuscadError
     from buscad.inference.outputs import append_result, write_outputs
 
     paths: dict[str, Path] = {}
     try:
         paths = write_outputs(prediction, out_dir, stem)
+        if dicom is not None:
+            from buscad.inference.dicom_out import write_dicom
+
+            written = write_dicom(prediction, source, dicom.folder, stem, dicom.model, derived=dicom.for_raster)
+            paths.update({f"dicom_{kind}": path for kind, path in written.items()})
         append_result(out_dir, prediction.record)
+        if dicom is not None:
+            dicom.written += "dicom_seg" in paths
+            dicom.skipped_raster += "dicom_seg" not in paths
+    except BuscadError as exc:
+        for written_path in paths.values():
+            written_path.unlink(missing_ok=True)
+        message = str(exc)
+        return message if message.startswith(f"{source}:") else f"{source}: {message}"
     except (OSError, ValueError, TypeError) as exc:
-        for written in paths.values():
-            written.unlink(missing_ok=True)
-        return f"could not write the results ({type(exc).__name__}: {exc})"
+        for written_path in paths.values():
+            written_path.unlink(missing_ok=True)
+        return f"{source}: could not write the results ({type(exc).__name__}: {exc})"
     return None
 
 

@@ -9,6 +9,7 @@ independent. Uploads stay in memory and are never written to disk or logged.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import io
 import json
@@ -30,6 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from buscad.data.limits import DEFAULT_MAX_PIXELS, ImageTooLarge
 from buscad.errors import DataError
+from buscad.inference.dicom_out import ModelIdentity
 from buscad.inference.measure import SPACING_RANGE_MM
 from buscad.inference.tta import FLIPS
 from buscad.io import json_safe
@@ -105,8 +107,11 @@ def warmup_image() -> bytes:
     return buffer.getvalue()
 
 
-def analysis_body(predictor: PredictorLike, form: AnalyzeForm) -> dict[str, Any]:
-    """Run the predictor on one upload and build the JSON body (runs in the worker pool)."""
+def analysis_body(predictor: PredictorLike, form: AnalyzeForm, model: ModelIdentity | None = None) -> dict[str, Any]:
+    """Run the predictor on one upload and build the JSON body (runs in the worker pool).
+
+    With ``form.dicom``, ``model`` (the DICOM identity of the predictor's model) is required.
+    """
     start = time.perf_counter()
     prediction = predictor.analyze(
         form.data, name=form.filename, pixel_spacing_mm=form.pixel_spacing_mm, tta=form.tta
@@ -118,11 +123,30 @@ def analysis_body(predictor: PredictorLike, form: AnalyzeForm) -> dict[str, Any]
     body["mask_rle"] = rle_encode(mask)
     if form.include_image:
         body["image_png_base64"] = png_base64(np.asarray(prediction.image, dtype=np.uint8))
+    if form.dicom:
+        if model is None:
+            raise ValueError("analysis_body needs the model identity for DICOM output")
+        body["dicom_files"] = dicom_files(prediction, form, model)
     timings = dict(body.get("timings") or {})
     timings["encode_ms"] = round((time.perf_counter() - encode_start) * 1000, 2)
     timings["service_ms"] = round((time.perf_counter() - start) * 1000, 2)
     body["timings"] = timings
     return json_safe(body)
+
+
+def dicom_files(prediction: PredictionLike, form: AnalyzeForm, model: ModelIdentity) -> dict[str, dict[str, str]]:
+    """The DICOM SEG and SR (and, for a raster upload, the derived SC) as base64 files, by kind."""
+    from buscad.inference.dicom_out import SUFFIXES, build_dicom
+
+    output = build_dicom(prediction, form.data, model, name=form.filename, derived=form.dicom_for_raster)
+    if output is None:  # validate_form refuses a raster upload without dicom_for_raster
+        raise DataError(f"{form.filename}: DICOM output needs a DICOM upload or dicom_for_raster=true")
+    stem = Path(form.filename).stem or "upload"
+    return {
+        kind: {"filename": f"{stem}{SUFFIXES[kind]}", "media_type": "application/dicom",
+               "base64": base64.b64encode(data).decode("ascii")}
+        for kind, data in output.encoded().items()
+    }
 
 
 ANALYZE_BODY: dict[str, Any] = {
@@ -155,6 +179,19 @@ ANALYZE_BODY: dict[str, Any] = {
                             "type": "boolean",
                             "default": False,
                             "description": "Also return the decoded grayscale image as PNG (for display).",
+                        },
+                        "dicom": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "Also return a DICOM Segmentation and a TID 1500 measurement report "
+                            "referencing the uploaded DICOM image (dicom_files; docs/dicom.md). A raster upload "
+                            "is refused (422) unless dicom_for_raster=true.",
+                        },
+                        "dicom_for_raster": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "With dicom=true, accept a PNG/JPEG/BMP/TIFF upload: its DICOM files "
+                            "reference a derived Secondary Capture in a new study, without patient identifiers.",
                         },
                     },
                     "additionalProperties": False,
@@ -284,6 +321,7 @@ def create_app(
     policy = Policy(keys, tuple(allowed_hosts) if allowed_hosts is not None else None, tuple(allowed_origins))
     limit_bytes = int(max_upload_mb * 2**20)
     card = predictor.model_card()
+    identity = ModelIdentity.from_card(card)
     executor = ThreadPoolExecutor(max_workers=max(1, inference_workers), thread_name_prefix="buscad-infer")
     state: dict[str, Any] = {"ready": False, "problem": "model warming up"}
     load = Load(max_pending, max_inflight_mpx)
@@ -363,7 +401,7 @@ def create_app(
         if not load.admit(cost):
             return busy_response(load.refusal(cost))
         try:
-            result = await loop.run_in_executor(executor, analysis_body, predictor, form)
+            result = await loop.run_in_executor(executor, analysis_body, predictor, form, identity)
         except ImageTooLarge as exc:
             raise UploadError(413, str(exc)) from None
         except DataError as exc:

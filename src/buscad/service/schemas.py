@@ -31,6 +31,14 @@ class MaskRLE(BaseModel):
     )
 
 
+class DicomFile(BaseModel):
+    """One DICOM Part 10 file, base64-encoded."""
+
+    filename: str = Field(description="Suggested file name: the upload's stem + _seg.dcm, _sr.dcm or _sc.dcm.")
+    media_type: str = Field("application/dicom", description="Always application/dicom.")
+    base64: str = Field(description="The file's bytes, base64.")
+
+
 class AnalyzeResponse(BaseModel):
     """The prediction record plus the mask as PNG and RLE."""
 
@@ -61,6 +69,12 @@ class AnalyzeResponse(BaseModel):
         None,
         description="Only when include_image=true: the decoded image for display (8-bit gray or RGB PNG, "
         "original size), so a client can show any input format, DICOM included.",
+    )
+    dicom_files: dict[str, DicomFile] | None = Field(
+        None,
+        description="Only when dicom=true: 'seg' (DICOM Segmentation), 'sr' (Comprehensive 3D SR, TID 1500 "
+        "measurement report) and, for a raster upload with dicom_for_raster=true, 'sc' (the derived Secondary "
+        "Capture they reference). See docs/dicom.md.",
     )
 
 

@@ -184,9 +184,13 @@ class AnalyzeForm:
     include_image: bool
     pixels: int = 0
     """Pixels of the frame that will be decoded, from the header (set once probed)."""
+    dicom: bool = False
+    """Also return a DICOM Segmentation and measurement report (docs/dicom.md)."""
+    dicom_for_raster: bool = False
+    """With ``dicom``: a raster upload gets a derived Secondary Capture (new study) that they reference."""
 
 
-FIELDS = ("file", "pixel_spacing_mm", "tta", "include_image")
+FIELDS = ("file", "pixel_spacing_mm", "tta", "include_image", "dicom", "dicom_for_raster")
 TRUE = {"true"}
 FALSE = {"false"}
 
@@ -253,6 +257,12 @@ def validate_form(parts: list[Part]) -> AnalyzeForm:
     image_format = sniff_format(data)
     if image_format is None:
         raise UploadError(415, f"unsupported file type: expected one of {', '.join(SUPPORTED_FORMATS)}")
+    dicom, for_raster = _boolean(by_name.get("dicom")), _boolean(by_name.get("dicom_for_raster"))
+    if for_raster and not dicom:
+        raise UploadError(422, "field 'dicom_for_raster' needs dicom=true")
+    if dicom and image_format != "DICOM" and not for_raster:
+        raise UploadError(422, f"dicom=true needs a DICOM upload (this is {image_format}); add dicom_for_raster=true "
+                          "for a derived Secondary Capture in a new study")
     return AnalyzeForm(
         data=data,
         filename=_basename(upload.filename),
@@ -260,4 +270,6 @@ def validate_form(parts: list[Part]) -> AnalyzeForm:
         pixel_spacing_mm=_spacing(by_name.get("pixel_spacing_mm")),
         tta=_boolean(by_name.get("tta")),
         include_image=_boolean(by_name.get("include_image")),
+        dicom=dicom,
+        dicom_for_raster=for_raster,
     )
