@@ -133,7 +133,20 @@ def save_fold(train_set: str, fold: int, tag: str, directory: Path) -> None:
     table_path.parent.mkdir(parents=True, exist_ok=True)
     table = fold_test_table(directory)
     table[[c for c in KEEP_COLUMNS if c in table.columns]].to_csv(table_path, index=False)
-    record_path.write_text((directory / "benchmark.json").read_text())
+    record = json.loads((directory / "benchmark.json").read_text()) | epoch_speed(directory)
+    record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def epoch_speed(directory: Path) -> dict[str, float]:
+    """Median epoch time and training images/s from the run's history: the fold's speed with the epochs
+    slowed by other work on the machine discounted (the recorded totals include them)."""
+    history = rundir.read_history(directory)
+    if history.empty or "epoch_seconds" not in history:
+        return {}
+    seconds = float(history["epoch_seconds"].median())
+    return {"median_epoch_seconds": round(seconds, 2),
+            "median_images_per_second": round(float(history["train_images_per_second"].median()), 2),
+            "minutes_at_median_epoch": round(seconds * len(history) / 60, 2)}
 
 
 def build_table(work: Path, tag: str) -> None:
