@@ -2,6 +2,7 @@
 
     python3 benchmarks/generalization.py prepare                       # manifests and folds in --work
     python3 benchmarks/generalization.py run --train busi --fold 0     # one fold (resumable), then its tests
+    python3 benchmarks/generalization.py rescore --train busi --fold 0 # stored predictions, current eval settings
     python3 benchmarks/generalization.py table                         # results/generalization.{md,json}
 
 Each finished fold is also saved as ``results/generalization_folds/TAG/TRAIN/fold_K.{csv,json}`` (per-image
@@ -47,6 +48,7 @@ from buscad.data.pool import apply_official_partition, merge_manifests, read_bus
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, fold_test_table, markdown_table
+from buscad.evaluation.run_eval import evaluate_run
 from buscad.training.config import load_config
 from buscad.workflows import evaluate_checkpoint, train
 
@@ -114,12 +116,27 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
               "loadavg": os.getloadavg(), "threads": torch.get_num_threads(),
               "images_per_second": info["timings"]["train_images_per_second"],
               "fit_minutes": round(info["timings"]["fit_seconds"] / 60, 2), "epochs": info["epochs_run"],
-              "precision": info.get("precision", {}).get("used")}
+              "precision": info.get("precision", {}).get("used"), "refine_policy": config.eval.refine_policy}
     path = directory / "benchmark.json"
     if not path.is_file():
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     save_fold(train_set, fold, tag, directory)
     print(json.dumps(record, default=str))
+
+
+def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str) -> None:
+    """Score a finished fold's stored predictions again with the recipe's current ``eval`` settings (refining
+    policy, thresholds) on every test set, then save it: no model is run, the masks and probabilities are
+    the ones the fold wrote."""
+    settings = load_config(config_path, [f"data.manifest={work / MANIFEST[train_set]}"]).eval
+    directory = run_dir(work, train_set, tag, fold)
+    for evaluation in [directory, *rundir.external_dirs(directory)]:
+        evaluate_run(evaluation, settings)
+    path = directory / "benchmark.json"
+    record = json.loads(path.read_text()) | {"refine_policy": settings.refine_policy}
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    save_fold(train_set, fold, tag, directory)
+    print(f"{directory}: rescored with {settings.model_dump()}")
 
 
 def fold_record_paths(train_set: str, fold: int, tag: str) -> tuple[Path, Path]:
@@ -193,7 +210,7 @@ def build_table(work: Path, tag: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("prepare", "run", "save", "table"))
+    parser.add_argument("step", choices=("prepare", "run", "rescore", "save", "table"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"))
     parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
     parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
@@ -209,6 +226,8 @@ def main() -> None:
         if not (args.work / MANIFEST[args.train]).is_file():
             prepare_manifests(args.work, args.busi, args.bus_bra)
         run_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
+    elif args.step == "rescore":
+        rescore_fold(args.work, args.train, args.fold, args.config, args.tag)
     elif args.step == "save":
         save_fold(args.train, args.fold, args.tag, run_dir(args.work, args.train, args.tag, args.fold))
     else:
