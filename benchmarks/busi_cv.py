@@ -49,6 +49,8 @@ def fold_row(table: pd.DataFrame, record: dict, fold: int) -> dict:
             "accuracy": scores["accuracy"], "balanced_accuracy": scores["balanced_accuracy"],
             "auc_macro": float(classes.get("auc", {}).get("macro", math.nan)),
             "minutes": record["fit_minutes"], "images_per_second": record["images_per_second"],
+            "minutes_at_median_epoch": record.get("minutes_at_median_epoch", record["fit_minutes"]),
+            "refine_policy": record.get("refine_policy", "published"),
             "epochs": record["epochs"], "precision": record["precision"], "loadavg": record.get("loadavg")}
 
 
@@ -59,12 +61,13 @@ def build(tag: str) -> dict:
         raise SystemExit(f"{folder}: folds {missing} not saved yet; a cv figure needs all {FOLDS} folds")
     folds = [fold_row(pd.read_csv(folder / f"fold_{k}.csv", keep_default_na=False, na_values=[""]),
                       json.loads((folder / f"fold_{k}.json").read_text()), k) for k in range(FOLDS)]
-    metric_keys = (*KEYS, "minutes", "images_per_second")
+    metric_keys = (*KEYS, "minutes", "minutes_at_median_epoch", "images_per_second")
     mean = {k: float(np.mean([f[k] for f in folds])) for k in metric_keys}
     std = {k: float(np.std([f[k] for f in folds], ddof=1)) for k in metric_keys}
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python3 benchmarks/busi_cv.py " + " ".join(sys.argv[1:]),
             "recipe": json.loads((folder / "fold_0.json").read_text())["config"].rsplit("/", 1)[-1],
+            "refine_policy": sorted({f["refine_policy"] for f in folds}),
             "protocol": "curated BUSI (444 images, duplicates dropped), grouped stratified 4-fold, seed 0; "
                         "refined labels; Dice with both-empty = 1",
             "hardware": "2 CPU cores (Xeon, AVX-512 BF16), bf16 autocast", "folds": folds, "mean": mean, "std": std,
@@ -73,15 +76,16 @@ def build(tag: str) -> dict:
 
 def markdown(summary: dict) -> str:
     def row(name: str, values: dict, std: dict | None = None) -> str:
-        cells = [f"{values[k]:.3f}" + (f" ± {std[k]:.3f}" if std else "") for k in (*KEYS, "minutes",
-                                                                                     "images_per_second")]
+        cells = [f"{values[k]:.3f}" + (f" ± {std[k]:.3f}" if std else "") for k in KEYS]
+        cells += [f"{values[k]:.1f}" + (f" ± {std[k]:.1f}" if std else "")
+                  for k in ("minutes", "minutes_at_median_epoch", "images_per_second")]
         return f"| {name} | " + " | ".join(cells) + " |"
 
     lines = ["# Curated BUSI, 4-fold cross-validation", "",
              f"`{summary['command']}` — {summary['date']}; recipe `{summary['recipe']}`; {summary['hardware']}.",
-             f"Protocol: {summary['protocol']}.", "",
-             "| fold | Dice | lesion Dice | accuracy | balanced accuracy | macro AUC | minutes | images/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Protocol: {summary['protocol']}; refining policy {', '.join(summary['refine_policy'])}.", "",
+             "| fold | Dice | lesion Dice | accuracy | balanced accuracy | macro AUC | minutes | minutes at median epoch "
+             "| images/s |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [row(str(f["fold"]), f) for f in summary["folds"]]
     lines += [row("**mean ± std**", summary["mean"], summary["std"]), ""]
     gaps = [f"{k} {summary['mean'][k]:.3f} vs target {t:.2f} ({summary['mean'][k] - t:+.3f})"
@@ -90,8 +94,9 @@ def markdown(summary: dict) -> str:
               "Published (same protocol, GPU, 200 epochs): " + "; ".join(
                   f"{name} Dice {v['dice']:.3f}, accuracy {v['accuracy']:.3f}" for name, v in summary["published"].items())
               + ".", "",
-              "Minutes are each fold's training time as recorded (load average beside it in busi_cv.json: a fold "
-              "trained while other work ran is slower than on an idle machine).", ""]
+              "Minutes: each fold's training time as recorded, and epochs × the median epoch time (what the fold "
+              "costs without the epochs slowed by other work on the shared 2-core machine; load averages in "
+              "busi_cv.json).", ""]
     return "\n".join(lines)
 
 
