@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.helpers import clinical_dicom, write_dicom
+
 from .service_helpers import LiveServer, encode, synthetic_image
 
 if TYPE_CHECKING:
@@ -65,6 +67,32 @@ def test_upload_shows_outline_probabilities_and_downloads(
     assert page.locator("#measurements tbody tr").count() >= 1
     assert "Analysed scan.png" in page.inner_text("#status")
 
+    # the lesion's BI-RADS-style descriptors, labelled as automated estimates
+    rows = page.locator("#descriptors tbody tr")
+    assert [rows.nth(i).get_attribute("data-descriptor") for i in range(rows.count())] == [
+        "orientation", "shape", "margin", "posterior", "echo_pattern"]
+    assert page.inner_text("#descriptors tr[data-descriptor='orientation'] .category") in {"parallel", "not parallel"}
+    assert "depth/width" in page.inner_text("#descriptors")
+    assert "Automated estimates, not a BI-RADS assessment" in page.inner_text("#result")
+    assert page.is_hidden("#dicom")  # a PNG upload: no DICOM files offered
+
+    # the case report opens in a new tab, styled (its CSP hash is allowed), with the image and the notice
+    with page.context.expect_page() as report_info:
+        page.click("#open-report")
+    report = report_info.value
+    report.wait_for_load_state()
+    assert report.url.startswith("blob:" + live_server.url)
+    assert report.inner_text("h1") == "buscad case report" and "scan.png" in report.inner_text(".name")
+    assert "not a medical device" in report.inner_text(".notice")
+    assert report.evaluate("getComputedStyle(document.querySelector('.notice')).backgroundColor") == "rgb(255, 244, 214)"
+    assert report.evaluate("document.querySelector('figure img').naturalWidth") > 0
+    assert "pixel size 0.200 × 0.200 mm" in report.inner_text(".measurements")
+    assert report.locator(".descriptors tbody tr").count() == 5
+    report.close()
+    with page.expect_download() as download_info:
+        page.click("#download-report")
+    assert download_info.value.suggested_filename == "scan_report.html"
+
     # the opacity slider redraws the overlay: the canvas changes where the mask is
     before = page.evaluate("document.getElementById('view').toDataURL()")
     page.fill("#opacity", "90")
@@ -78,7 +106,7 @@ def test_upload_shows_outline_probabilities_and_downloads(
     download_info.value.save_as(saved)
     record = json.loads(saved.read_text())
     assert record["mask_rle"]["size"] == [240, 320]
-    assert "image_png_base64" not in record
+    assert "image_png_base64" not in record and "report_html" not in record and record["descriptors"]
     with page.expect_download() as download_info:
         page.click("#download-mask")
     assert download_info.value.suggested_filename == "scan_mask.png"
@@ -87,6 +115,46 @@ def test_upload_shows_outline_probabilities_and_downloads(
     assert (tmp_path / "page.png").stat().st_size > 10_000
     assert errors == []
     assert all(url.startswith((live_server.url, "data:", "blob:")) for url in requests), requests
+    page.close()
+
+
+def test_dicom_upload_offers_seg_and_sr(browser: Browser, live_server: LiveServer, tmp_path: Path) -> None:
+    """Issue 18: a DICOM upload gets its DICOM SEG and SR offered for download; a DICOM file that cannot be
+    referenced (no study UIDs) is still analysed, and the page says why there are no DICOM files."""
+    import pydicom
+
+    source = clinical_dicom(tmp_path / "scan.dcm", synthetic_image(), pixel_spacing=(0.1, 0.1))
+    page = browser.new_page(accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(live_server.url + "/")
+    page.set_input_files("#file", files=[{"name": "scan.dcm", "mimeType": "application/dicom",
+                                          "buffer": source.read_bytes()}])
+    page.wait_for_selector("#status:has-text('Analysed scan.dcm')", timeout=60_000)
+    page.wait_for_selector("#dicom:not([hidden])")
+    buttons = page.locator("#dicom-files button")
+    assert sorted(buttons.nth(i).get_attribute("data-kind") for i in range(buttons.count())) == ["seg", "sr"]
+    with page.expect_download() as download_info:
+        page.click("#dicom-files button[data-kind='seg']")
+    assert download_info.value.suggested_filename == "scan_seg.dcm"
+    saved = tmp_path / "seg.dcm"
+    download_info.value.save_as(saved)
+    seg = pydicom.dcmread(saved)
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == pydicom.dcmread(source).StudyInstanceUID
+    with page.expect_download() as download_info:
+        page.click("#dicom-files button[data-kind='sr']")
+    assert download_info.value.suggested_filename == "scan_sr.dcm"
+    assert "mm" in page.inner_text("#measurements")  # the file's own pixel spacing
+
+    bare = write_dicom(tmp_path / "bare.dcm", synthetic_image())
+    page.set_input_files("#file", files=[{"name": "bare.dcm", "mimeType": "application/dicom",
+                                          "buffer": bare.read_bytes()}])
+    page.wait_for_selector("#status:has-text('Analysed bare.dcm')", timeout=60_000)
+    assert page.locator("#dicom-files button").count() == 0
+    assert "No DICOM files for this image" in page.inner_text("#dicom-text")
+    assert "StudyInstanceUID" in page.inner_text("#dicom-text")
+    assert page.locator("#descriptors tbody tr").count() == 5
+    assert errors == []
     page.close()
 
 

@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from buscad.data.limits import DEFAULT_MAX_PIXELS, ImageTooLarge
 from buscad.errors import DataError
+from buscad.inference.case_report import STYLE_HASH, render_case_report
 from buscad.inference.dicom_out import ModelIdentity
 from buscad.inference.measure import SPACING_RANGE_MM
 from buscad.inference.tta import FLIPS
@@ -58,9 +59,10 @@ ENV_OPTIONS = "BUSCAD_SERVE_OPTIONS"
 """How ``buscad serve --workers N`` hands the options to each worker process (JSON of create_app kwargs)."""
 
 PAGE_HEADERS = {
-    # The page needs nothing from elsewhere: it must work offline, and a strict policy proves it.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
-    "base-uri 'none'; frame-ancestors 'none'",
+    # The page needs nothing from elsewhere: it must work offline, and a strict policy proves it. The case
+    # report it opens (a blob: document, which inherits this policy) may use its own style block, by hash.
+    "Content-Security-Policy": f"default-src 'self'; style-src 'self' '{STYLE_HASH}'; img-src 'self' data: blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -107,10 +109,12 @@ def warmup_image() -> bytes:
     return buffer.getvalue()
 
 
-def analysis_body(predictor: PredictorLike, form: AnalyzeForm, model: ModelIdentity | None = None) -> dict[str, Any]:
+def analysis_body(predictor: PredictorLike, form: AnalyzeForm, model: ModelIdentity | None = None,
+                  card: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the predictor on one upload and build the JSON body (runs in the worker pool).
 
-    With ``form.dicom``, ``model`` (the DICOM identity of the predictor's model) is required.
+    With ``form.dicom``, ``model`` (the DICOM identity of the predictor's model) is required; with
+    ``form.report``, ``card`` (the model card) goes into the case report (default: ``predictor.model_card()``).
     """
     start = time.perf_counter()
     prediction = predictor.analyze(
@@ -127,6 +131,9 @@ def analysis_body(predictor: PredictorLike, form: AnalyzeForm, model: ModelIdent
         if model is None:
             raise ValueError("analysis_body needs the model identity for DICOM output")
         body["dicom_files"] = dicom_files(prediction, form, model)
+    if form.report:
+        body["report_html"] = render_case_report(prediction, card if card is not None else predictor.model_card(),
+                                                 name=form.filename)
     timings = dict(body.get("timings") or {})
     timings["encode_ms"] = round((time.perf_counter() - encode_start) * 1000, 2)
     timings["service_ms"] = round((time.perf_counter() - start) * 1000, 2)
@@ -192,6 +199,13 @@ ANALYZE_BODY: dict[str, Any] = {
                             "default": False,
                             "description": "With dicom=true, accept a PNG/JPEG/BMP/TIFF upload: its DICOM files "
                             "reference a derived Secondary Capture in a new study, without patient identifiers.",
+                        },
+                        "report": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "Also return the one-page case report as self-contained HTML "
+                            "(report_html): the image with the outline, measurements, descriptors, probabilities, "
+                            "warnings and a model summary, printable to PDF from a browser.",
                         },
                     },
                     "additionalProperties": False,
@@ -401,7 +415,7 @@ def create_app(
         if not load.admit(cost):
             return busy_response(load.refusal(cost))
         try:
-            result = await loop.run_in_executor(executor, analysis_body, predictor, form, identity)
+            result = await loop.run_in_executor(executor, analysis_body, predictor, form, identity, card)
         except ImageTooLarge as exc:
             raise UploadError(413, str(exc)) from None
         except DataError as exc:

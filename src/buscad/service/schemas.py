@@ -76,6 +76,12 @@ class AnalyzeResponse(BaseModel):
         "measurement report) and, for a raster upload with dicom_for_raster=true, 'sc' (the derived Secondary "
         "Capture they reference). See docs/dicom.md.",
     )
+    report_html: str | None = Field(
+        None,
+        description="Only when report=true: the one-page case report, a self-contained HTML document (image "
+        "with the outline, measurements, descriptors, probabilities, warnings, model summary; printable to PDF "
+        "from a browser). See docs/service.md.",
+    )
 
 
 class ModelCard(BaseModel):

@@ -188,9 +188,11 @@ class AnalyzeForm:
     """Also return a DICOM Segmentation and measurement report (docs/dicom.md)."""
     dicom_for_raster: bool = False
     """With ``dicom``: a raster upload gets a derived Secondary Capture (new study) that they reference."""
+    report: bool = False
+    """Also return the one-page case report (HTML; :mod:`buscad.inference.case_report`)."""
 
 
-FIELDS = ("file", "pixel_spacing_mm", "tta", "include_image", "dicom", "dicom_for_raster")
+FIELDS = ("file", "pixel_spacing_mm", "tta", "include_image", "dicom", "dicom_for_raster", "report")
 TRUE = {"true"}
 FALSE = {"false"}
 
@@ -272,4 +274,5 @@ def validate_form(parts: list[Part]) -> AnalyzeForm:
         include_image=_boolean(by_name.get("include_image")),
         dicom=dicom,
         dicom_for_raster=for_raster,
+        report=_boolean(by_name.get("report")),
     )

@@ -22,7 +22,19 @@ const OUTLINE_RGB = [255, 212, 0];
 const FILL_RGB = [0, 190, 255];
 const MAX_ROWS = 10;
 
-const state = { result: null, image: null, overlayFill: null, outline: null, fileName: "image" };
+const DESCRIPTORS = [
+  ["orientation", "Orientation"],
+  ["shape", "Shape"],
+  ["margin", "Margin"],
+  ["posterior", "Posterior features"],
+  ["echo_pattern", "Echo pattern"],
+];
+
+const DICOM_KINDS = { seg: "DICOM SEG (mask)", sr: "DICOM SR (measurement report)", sc: "DICOM image" };
+
+const state = {
+  result: null, image: null, overlayFill: null, outline: null, fileName: "image", dicomProblem: null, reportUrl: null,
+};
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "buscad-api-key";
@@ -321,6 +333,121 @@ function showMeasurements(result) {
   }
 }
 
+function descriptorValues(key, entry) {
+  const n = (value, digits) => formatNumber(value, digits);
+  switch (key) {
+    case "orientation":
+      return `depth/width ${n(entry.depth_to_width, 2)}, long axis at ${n(entry.angle_deg, 0)}°`;
+    case "shape":
+      return `axis ratio ${n(entry.axis_ratio, 2)}, solidity ${n(entry.solidity, 3)}, ellipse mismatch ${n(entry.ellipse_mismatch, 2)}`;
+    case "margin":
+      return `roughness ${n(entry.roughness, 3)}, ${n(entry.protrusions, 0)} protrusion(s)`;
+    case "posterior":
+      return `below / beside the lesion ${n(entry.ratio, 2)}`;
+    case "echo_pattern":
+      return `lesion / surrounding tissue ${n(entry.ratio, 2)}`;
+    default:
+      return "";
+  }
+}
+
+// BI-RADS-style descriptors of the largest lesion: category and the numbers behind it.
+function showDescriptors(result) {
+  const box = $("descriptors");
+  box.replaceChildren();
+  const d = result.descriptors;
+  if (!d) {
+    const p = document.createElement("p");
+    p.textContent = "No lesion outlined, nothing to describe.";
+    box.append(p);
+    return;
+  }
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const title of ["descriptor", "category", `measured (${d.units === "mm" ? "mm" : "px"})`]) {
+    const th = document.createElement("th");
+    th.textContent = title;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const [key, title] of DESCRIPTORS) {
+    const entry = d[key] || {};
+    const row = body.insertRow();
+    row.dataset.descriptor = key;
+    cell(row, title);
+    cell(row, entry.category || "not assessed");
+    row.lastChild.className = "category";
+    cell(row, descriptorValues(key, entry));
+    row.lastChild.className = "value";
+  }
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  wrap.append(table);
+  box.append(wrap);
+  if (d.components > 1) {
+    const note = document.createElement("p");
+    note.className = "note";
+    note.textContent = `The largest of ${d.components} outlined regions is described.`;
+    box.append(note);
+  }
+}
+
+// The case report: a self-contained page from the server, opened in a new tab (print it to PDF from there).
+function reportBlob() {
+  return new Blob([state.result.report_html], { type: "text/html" });
+}
+
+function openReport() {
+  if (!state.result || !state.result.report_html) return;
+  if (state.reportUrl) URL.revokeObjectURL(state.reportUrl);
+  state.reportUrl = URL.createObjectURL(reportBlob());
+  const a = document.createElement("a");
+  a.href = state.reportUrl;
+  a.target = "_blank";
+  a.rel = "noopener";
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+// DICOM SEG and SR of a DICOM upload (base64 in the answer), or why there are none.
+function showDicom(result) {
+  const box = $("dicom");
+  const buttons = $("dicom-files");
+  buttons.replaceChildren();
+  const files = result.dicom_files || {};
+  for (const [kind, file] of Object.entries(files)) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.dataset.kind = kind;
+    button.textContent = `${DICOM_KINDS[kind] || kind}: ${file.filename}`;
+    button.addEventListener("click", () => {
+      download(file.filename, new Blob([base64Bytes(file.base64)], { type: file.media_type || "application/dicom" }));
+    });
+    buttons.append(button);
+  }
+  const text = $("dicom-text");
+  if (state.dicomProblem) {
+    text.textContent = `No DICOM files for this image: ${state.dicomProblem}`;
+  } else {
+    text.textContent =
+      "A DICOM Segmentation and a measurement report (TID 1500) that reference the uploaded image, " +
+      "for a PACS or DICOM viewer.";
+  }
+  box.hidden = buttons.children.length === 0 && !state.dicomProblem;
+}
+
+// DICOM files start with a 128-byte preamble and "DICM" (how the server recognises them too).
+async function isDicom(file) {
+  try {
+    const magic = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+    return magic.length === 4 && String.fromCharCode(...magic) === "DICM";
+  } catch (err) {
+    return false;
+  }
+}
+
 function download(name, blob) {
   const url = URL.createObjectURL(blob);
   const a = document.createElement("a");
@@ -344,30 +471,50 @@ function stem(name) {
   return (dot > 0 ? name.slice(0, dot) : name) || "image";
 }
 
-async function analyze(file) {
+function analyzeForm(file, dicom) {
   const form = new FormData();
   form.append("file", file, file.name);
   form.append("include_image", "true");
+  form.append("report", "true");
+  if (dicom) form.append("dicom", "true");
   form.append("tta", $("tta").checked ? "true" : "false");
   const spacing = $("spacing").value.trim();
   if (spacing) form.append("pixel_spacing_mm", spacing);
-  state.fileName = file.name || "image";
-  state.result = null; // never show the previous image's result next to a new one
-  $("result").hidden = true;
-  $("view").dataset.state = "busy";
-  setStatus(`Analysing ${state.fileName}…`);
-  let response;
-  try {
-    response = await authorizedFetch("/v1/analyze", { method: "POST", body: form });
-  } catch (err) {
-    setStatus("The server could not be reached.", true);
-    return;
-  }
+  return form;
+}
+
+async function post(form) {
+  const response = await authorizedFetch("/v1/analyze", { method: "POST", body: form });
   let body;
   try {
     body = await response.json();
   } catch (err) {
     body = { detail: `unexpected answer (HTTP ${response.status})` };
+  }
+  return { response, body };
+}
+
+async function analyze(file) {
+  state.fileName = file.name || "image";
+  state.result = null; // never show the previous image's result next to a new one
+  state.dicomProblem = null;
+  $("result").hidden = true;
+  $("view").dataset.state = "busy";
+  setStatus(`Analysing ${state.fileName}…`);
+  const dicom = await isDicom(file);
+  let response;
+  let body;
+  try {
+    ({ response, body } = await post(analyzeForm(file, dicom)));
+    if (dicom && response.status === 422) {
+      // the image may be fine while its DICOM files cannot be made (e.g. no study UIDs): analyse it without
+      const retry = await post(analyzeForm(file, false));
+      if (retry.response.ok) state.dicomProblem = body.detail || "the server could not make them";
+      ({ response, body } = retry);
+    }
+  } catch (err) {
+    setStatus("The server could not be reached.", true);
+    return;
   }
   if (!response.ok) {
     setStatus(`Could not analyse ${state.fileName}: ${body.detail || response.statusText}`, true);
@@ -392,6 +539,10 @@ async function show(result) {
   showProbabilities(result);
   showFlags(result);
   showMeasurements(result);
+  showDescriptors(result);
+  showDicom(result);
+  $("open-report").disabled = !result.report_html;
+  $("download-report").disabled = !result.report_html;
 }
 
 async function showModel() {
@@ -444,8 +595,13 @@ function wire() {
   });
   $("download-json").addEventListener("click", () => {
     if (!state.result) return;
-    const { image_png_base64: _image, ...record } = state.result;
+    const { image_png_base64: _image, report_html: _report, dicom_files: _dicom, ...record } = state.result;
     download(`${stem(state.fileName)}.json`, new Blob([JSON.stringify(record, null, 2)], { type: "application/json" }));
+  });
+  $("open-report").addEventListener("click", openReport);
+  $("download-report").addEventListener("click", () => {
+    if (!state.result || !state.result.report_html) return;
+    download(`${stem(state.fileName)}_report.html`, reportBlob());
   });
   showModel();
 }
