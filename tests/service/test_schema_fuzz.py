@@ -30,10 +30,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @hypothesis.settings(max_examples=150, deadline=None,
                      suppress_health_check=list(hypothesis.HealthCheck))
 def test_api_conforms_to_its_schema(case: Any) -> None:
-    """Every check except 'schema-valid data is accepted': a schema-valid byte string is rarely a decodable
-    image, and 415/422 are the documented answers for those."""
-    from schemathesis.specs.openapi.checks import positive_data_acceptance
+    """Every check except two that cannot hold for a multipart image upload: 'schema-valid data is accepted'
+    (a schema-valid byte string is rarely a decodable image; 415/422 are the documented answers) and
+    'schema-invalid data is rejected' (multipart has no way to send an empty array: the form field is simply
+    absent, which is valid for every optional flag such as ``dicom`` or ``tta``)."""
+    from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-    response = case.call()
+    response = case.call(timeout=60)  # a first DICOM or report request imports highdicom: seconds on a loaded CPU
     assert response.status_code < 500, response.text[:300]
-    case.validate_response(response, excluded_checks=[positive_data_acceptance])
+    case.validate_response(response, excluded_checks=[positive_data_acceptance, negative_data_rejection])
