@@ -72,9 +72,13 @@ class ModelBundle:
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
-    """Instantiate the architecture a spec describes (random weights)."""
+    """Instantiate the architecture a spec describes (random weights): a registry model, or a segment-then-classify
+    pipeline (:data:`buscad.models.pipeline.PIPELINE`: both stages, their create kwargs, mode and margins)."""
     from buscad.models import create
+    from buscad.models.pipeline import PIPELINE, build_pipeline
 
+    if spec.name == PIPELINE:
+        return build_pipeline(**spec.create_kwargs)
     return create(spec.name, **spec.create_kwargs)
 
 

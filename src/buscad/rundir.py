@@ -14,6 +14,7 @@ are the contract between training, evaluation and reporting (docs/architecture.m
     RUN/evaluation/per_image.csv, evaluation/metrics.json
     RUN/report.html, report.md, report_files/    (buscad report)
     CV/fold_K/ (one run directory per fold), CV/config.yaml, CV/summary.json, summary.csv, summary.md
+    RUN/segmenter/, segmenter/inner_J/, classifier/   (a segment-then-classify pipeline's stage runs)
 
 Every other module asks this one for a path (``layout(run).predictions_csv``) or calls a reader/writer
 here; none spells a file name of the layout itself. JSON is written strictly (NaN → ``null``) through
@@ -44,6 +45,7 @@ from buscad.postprocess.probability import probability_level
 PREDICTION_COLUMNS: tuple[str, ...] = ("case_id", "label", *(f"prob_{label}" for label in LABELS), "mask_file")
 """Columns of ``predictions/predictions.csv``; ``mask_file`` is relative to ``predictions/``."""
 FOLD_PREFIX = "fold_"
+INNER_PREFIX = "inner_"
 BEST_CHECKPOINT = "best"
 """Stem of the best checkpoint (Lightning's ``ModelCheckpoint(filename=...)``)."""
 
@@ -157,6 +159,21 @@ class RunLayout:
     def fold(self, k: int) -> RunLayout:
         """The layout of ``CV/fold_K``."""
         return RunLayout(self.root / f"{FOLD_PREFIX}{k}")
+
+    @property
+    def segmenter(self) -> RunLayout:
+        """``RUN/segmenter``: stage 1 of a pipeline run, trained on the run's training part (its test masks)."""
+        return RunLayout(self.root / "segmenter")
+
+    @property
+    def classifier(self) -> RunLayout:
+        """``RUN/classifier``: stage 2 of a pipeline run, trained on out-of-fold masks (no predictions)."""
+        return RunLayout(self.root / "classifier")
+
+    def inner(self, j: int) -> RunLayout:
+        """``RUN/inner_J`` (inside ``segmenter``): stage 1 trained without inner fold J of the training part,
+        which it masks out of fold for stage 2."""
+        return RunLayout(self.root / f"{INNER_PREFIX}{j}")
 
 
 def layout(run_dir: str | os.PathLike[str]) -> RunLayout:

@@ -29,13 +29,15 @@ __all__ = ["RunResult", "config_from_spec", "cross_validate", "default_output", 
 
 def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int | None = None,
           resume: bool = False, frame: pd.DataFrame | None = None) -> RunResult:
-    """Train one model (one fold) into ``run_dir``, then evaluate its test predictions.
+    """Train one model (one fold) into ``run_dir``, then evaluate its test predictions. A config with a
+    ``pipeline`` section trains the segment-then-classify pipeline (:mod:`buscad.training.pipeline`).
 
     The test metrics are returned and recorded in ``run_info.json`` (``test_metrics``).
     """
     from buscad.evaluation.run_eval import evaluate_run
-    from buscad.training.runner import train as train_only
+    from buscad.training import pipeline, runner
 
+    train_only = runner.train if config.pipeline is None else pipeline.train
     result = train_only(config, run_dir, fold=fold, resume=resume, frame=frame)
     if result.predictions is None:
         return result
@@ -74,7 +76,8 @@ def cross_validate(config: ExperimentConfig, run_dir: str | os.PathLike[str], re
         fold_paths = paths.fold(fold)
         if resume and rundir.has_metrics(fold_paths.root):
             continue
-        fold_resume = resume and fold_paths.last_checkpoint.is_file()
+        # a pipeline fold resumes stage by stage (finished stages are kept), whatever it holds
+        fold_resume = resume and (fold_paths.last_checkpoint.is_file() or config.pipeline is not None)
         train(config, fold_paths.root, fold=fold, resume=fold_resume, frame=frame)
     for fold in folds:
         fold_paths = paths.fold(fold)
@@ -102,8 +105,9 @@ def config_from_spec(spec: ModelSpec, manifest: Path) -> ExperimentConfig:
         description=f"{spec.name} checkpoint evaluated on {manifest}",
         data=DataConfig(manifest=manifest, image_size=prep.image_size, keep_aspect=prep.keep_aspect,
                         clahe=prep.clahe, median=prep.median, normalization=prep.normalization, target=target),
-        model=ModelConfig(name=spec.name, cls_head=spec.create_kwargs.get("cls_head"),
-                          segmentation=spec.create_kwargs.get("seg_classes", 1) > 0),
+        model=ModelConfig(name=spec.name, segmentation=spec.create_kwargs.get("seg_classes", 1) > 0,
+                          cls_head=spec.create_kwargs.get("cls_head")  # a pipeline's stage 2 is a dense head
+                          or ("dense" if spec.create_kwargs.get("cls_classes") else None)),
         eval=EvalConfig(seg_threshold=spec.seg_threshold, min_lesion_pixels=spec.min_lesion_pixels,
                         uncertainty_threshold=spec.uncertainty_threshold, refine_policy=spec.refine_policy),
     )

@@ -69,3 +69,53 @@ def test_precision_defaults_to_auto_and_rejects_unknown_values():
     assert load_config(None).train.precision == "auto"
     with pytest.raises(ConfigError, match=r"train\.precision"):
         load_config(None, ["train.precision=16-mixed"])
+
+
+PIPELINE_CONFIG = """
+name: p
+pipeline:
+  mode: masked
+  segmenter: {model: {name: unet, options: {features: [4, 8, 16, 32, 64]}}, train: {epochs: 7}}
+  classifier: {model: {name: mobilenet}, loss: {cls: ce}, data: {oversample: false}}
+train: {epochs: 3, lr: 0.01}
+"""
+
+
+def test_pipeline_stages_take_the_experiment_sections_with_their_own_over_them(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(PIPELINE_CONFIG)
+    cfg = load_config(path, ["pipeline.classifier.train.lr=0.0005"])
+    segmenter, classifier = cfg.stage("segmenter"), cfg.stage("classifier")
+    assert (segmenter.model.name, segmenter.model.cls_head, segmenter.train.epochs, segmenter.train.lr) == (
+        "unet", None, 7, 0.01)
+    assert (classifier.model.segmentation, classifier.model.cls_head) == (False, "dense")
+    assert (classifier.train.epochs, classifier.train.lr, classifier.loss.cls) == (3, 0.0005, "ce")
+    assert (segmenter.data.oversample, classifier.data.oversample) == (True, False)
+    # the resolved config.yaml of a run loads back to the same stages; a plain config has no pipeline key
+    again = tmp_path / "again.yaml"
+    again.write_text(cfg.to_yaml())
+    assert all(load_config(again).stage(w) == cfg.stage(w) for w in ("segmenter", "classifier"))
+    assert "pipeline" not in load_config(None).to_yaml()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("pipeline.classifier.model.name=unet", "pipeline.classifier.model.name: 'unet' is not an image classifier"),
+        ("pipeline.segmenter.model.name=vgg19", "pipeline.segmenter.model.name: 'vgg19' is not a segmentation network"),
+        ("pipeline.segmenter.model.name=unnet", "pipeline.segmenter.model.name: unknown model 'unnet'"),
+        ("pipeline.segmenter.train.epochs=0", "pipeline.segmenter.train.epochs: Input should be greater"),
+        ("pipeline.classifier.train.epochz=2", "pipeline.classifier.train.epochz: unknown key"),
+        ("pipeline.classifier.data.image_size=64", "pipeline.classifier.data.image_size: not a stage key"),
+        ("pipeline.classifier.train.monitor=val_dice", "pipeline.classifier.train.monitor: this stage does not report"),
+        ("pipeline.mode=crop", "pipeline.mode"),
+        ("model.name=unet", "model: a pipeline sets its models and losses per stage"),
+    ],
+)
+def test_bad_pipeline_settings_are_one_line_errors(tmp_path, override, expected):
+    path = tmp_path / "p.yaml"
+    path.write_text(PIPELINE_CONFIG)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, [override])
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value) and "(top level)" not in str(info.value)

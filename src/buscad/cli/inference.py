@@ -82,6 +82,13 @@ def predict(
                      help="With --dicom-out, also for PNG/JPEG/... inputs: a derived Secondary Capture "
                      "(NAME_sc.dcm, new study, no patient identifiers) that the SEG and SR reference."),
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option("--report",
+                     help="Also write a one-page case report per image, an HTML page beside its mask (NAME_report): "
+                     "image with the outline, measurements, descriptors, probabilities, warnings, model summary; "
+                     "printable to PDF from a browser."),
+    ] = False,
 ) -> None:
     """Segment and classify images; write NAME_mask.png, NAME_overlay.png and results.jsonl (exit 2 if any failed).
 
@@ -101,6 +108,7 @@ def predict(
                                           threads=threads, batch_size=batch_size,
                                           max_pixels=int(max_image_mpx * 1e6))
     dicom = None if dicom_out is None else _DicomRequest(dicom_out, dicom_for_raster, predictor.model_card())
+    report_card = predictor.model_card() if report else None
     files, problems = expand_inputs(inputs, exclude=[output] + ([dicom_out] if dicom_out is not None else []))
     for problem in problems:
         err_console.print(f"failed: {problem}", highlight=False, soft_wrap=True, markup=False)
@@ -111,7 +119,7 @@ def predict(
             failed += 1
             err_console.print(f"failed: {outcome}", highlight=False, soft_wrap=True, markup=False)
             continue
-        not_written = _save(outcome, output, stems[path], path, dicom)
+        not_written = _save(outcome, output, stems[path], path, dicom, report_card)
         if not_written is not None:
             failed += 1
             err_console.print(f"failed: {not_written}", highlight=False, soft_wrap=True, markup=False)
@@ -120,6 +128,11 @@ def predict(
         console.print(f"ok: {path} → {_summary(outcome.record)}", highlight=False, markup=False)
     console.print(f"{done} predicted, {failed} failed → {output / 'results.jsonl'}; outlines drawn on the images: "
                   f"{output / '*_overlay.png'}", highlight=False, soft_wrap=True)
+    if report and done:
+        from buscad.inference.case_report import report_path
+
+        console.print(f"case reports (open in a browser, print to PDF): {report_path(output, '*')}", highlight=False,
+                      soft_wrap=True, markup=False)
     if dicom is not None:
         skipped = f"; none for {dicom.skipped_raster} raster input(s) (--dicom-for-raster)" if dicom.skipped_raster else ""
         console.print(f"DICOM SEG + SR for {dicom.written} input(s) → {dicom.folder}{skipped}", highlight=False,
@@ -159,6 +172,9 @@ def export(
         f"opset {result.opset}, ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.1e}",
         highlight=False,
     )
+    if result.mask_disagreement is not None:  # a segment-then-classify pipeline: one graph, both stages
+        console.print(f"pipeline in one graph: the runtimes' stage-1 masks differ on {result.mask_disagreement:.3%} "
+                      "of the pixels", highlight=False)
     if quantize is not None:
         _export_int8(result.path, calibration or [], max_images)
 
@@ -334,9 +350,10 @@ class _DicomRequest:
         self.skipped_raster = 0
 
 
-def _save(prediction, out_dir: Path, stem: str, source: Path, dicom: _DicomRequest | None = None) -> str | None:
-    """Write the mask, overlay, DICOM files (with ``dicom``) and results line; a failure removes what was written
-    and is returned as one line naming the input."""
+def _save(prediction, out_dir: Path, stem: str, source: Path, dicom: _DicomRequest | None = None,
+          report_card: dict[str, Any] | None = None) -> str | None:
+    """Write the mask, overlay, DICOM files (with ``dicom``), case report (with ``report_card``, the model card) and
+    results line; a failure removes what was written and is returned as one line naming the input."""
     from buscad.errors import BuscadError
     from buscad.inference.outputs import append_result, write_outputs
 
@@ -348,6 +365,10 @@ def _save(prediction, out_dir: Path, stem: str, source: Path, dicom: _DicomReque
 
             written = write_dicom(prediction, source, dicom.folder, stem, dicom.model, derived=dicom.for_raster)
             paths.update({f"dicom_{kind}": path for kind, path in written.items()})
+        if report_card is not None:
+            from buscad.inference.case_report import write_case_report
+
+            paths["report"] = write_case_report(prediction, report_card, out_dir, stem)
         append_result(out_dir, prediction.record)
         if dicom is not None:
             dicom.written += "dicom_seg" in paths

@@ -7,6 +7,12 @@ them). The model spec (architecture, input size, labels, preprocessing and norma
 training data) and the model id travel in the file's ``metadata_props``, so
 ``Predictor.from_checkpoint("model.onnx")`` preprocesses and thresholds exactly like the checkpoint.
 Every export is verified: ONNX Runtime and PyTorch must agree within ``PARITY_TOLERANCE``.
+
+A segment-then-classify pipeline (:class:`buscad.models.pipeline.PipelineModel`) exports as one graph: stage 1,
+its thresholded mask, the stage-2 input (``RoiAlign`` for the crop) and stage 2. The graph also outputs the mask
+stage 2 saw (``stage1_mask``), so the check compares each part on its own: stage 1's logits, stage 2's logits
+on the graph's own mask (a pixel whose probability lies on the threshold may round either way in two runtimes),
+and the share of mask pixels on which the runtimes disagree (at most ``MASK_TOLERANCE``).
 """
 
 from __future__ import annotations
@@ -26,12 +32,17 @@ from torch import nn
 from buscad.checkpoint import ModelSpec, file_checksum, load_bundle
 from buscad.errors import ModelError
 from buscad.io import atomic_path
+from buscad.models.pipeline import PipelineModel
 from buscad.prediction import RawOutput
 
 DEFAULT_OPSET = 18
 PARITY_TOLERANCE = 1e-4
 INPUT_NAME = "image"
 SPEC_KEY = "buscad_spec"
+MASK_OUTPUT = "stage1_mask"
+"""Extra output of a pipeline graph: stage 1's mask as stage 2 saw it ``[B, 1, H, W]`` (0/1)."""
+MASK_TOLERANCE = 1e-3
+"""Largest share of stage-1 mask pixels on which ONNX Runtime and PyTorch may disagree (threshold ties)."""
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,8 @@ class ExportResult:
     dynamic_size: bool
     max_abs_diff: float
     opset: int
+    mask_disagreement: float | None = None
+    """Pipelines: share of stage-1 mask pixels where ONNX Runtime and PyTorch disagree."""
 
 
 class _TupleOutput(nn.Module):
@@ -61,6 +74,18 @@ class _TupleOutput(nn.Module):
         return tuple(getattr(out, name) for name in self.outputs)
 
 
+class _PipelineOutputs(nn.Module):
+    """A pipeline's segmentation and classification logits, and the stage-1 mask stage 2 saw."""
+
+    def __init__(self, model: PipelineModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        seg, mask = self.model.segment(image)
+        return seg, self.model.classify(image, mask), mask
+
+
 def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *,
                 opset: int = DEFAULT_OPSET) -> ExportResult:
     """Export a checkpoint to ONNX with its spec as metadata; verify parity with ONNX Runtime (atomic)."""
@@ -73,10 +98,14 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
     with torch.inference_mode():
         probe = model(example)
     outputs = tuple(name for name in ("segmentation", "classification") if getattr(probe, name) is not None)
-    wrapper = _TupleOutput(model, outputs).eval()
+    wrapper: nn.Module = _TupleOutput(model, outputs).eval()
+    graph_outputs = outputs
+    if isinstance(model, PipelineModel):  # one graph, with stage 1's mask as an extra output for the check
+        wrapper, graph_outputs = _PipelineOutputs(model).eval(), (*outputs, MASK_OUTPUT)
     output = Path(output)
+    mask_disagreement = None
     with atomic_path(output) as tmp:
-        _torch_export(wrapper, example, tmp, outputs, opset)
+        _torch_export(wrapper, example, tmp, graph_outputs, opset)
         proto = onnx.load(str(tmp))
         dynamic_size = _is_dynamic_size(proto)
         meta = {
@@ -93,10 +122,16 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
         onnx.helper.set_model_props(proto, meta)
         proto.producer_name = "buscad"
         onnx.save(proto, str(tmp))
-        diff = _parity(wrapper, tmp, size, dynamic_size)
+        if isinstance(model, PipelineModel):
+            diff, mask_disagreement = _pipeline_parity(model, tmp, size, dynamic_size)
+            if mask_disagreement > MASK_TOLERANCE:
+                raise ModelError(f"{output}: ONNX Runtime and PyTorch disagree on {mask_disagreement:.2%} of the stage-1 "
+                                 f"mask (> {MASK_TOLERANCE:.2%})")
+        else:
+            diff = _parity(wrapper, tmp, size, dynamic_size)
         if diff > PARITY_TOLERANCE:
             raise ModelError(f"{output}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE})")
-    return ExportResult(output, bundle.model_id, outputs, dynamic_size, diff, opset)
+    return ExportResult(output, bundle.model_id, outputs, dynamic_size, diff, opset, mask_disagreement)
 
 
 def _torch_export(wrapper: nn.Module, example: torch.Tensor, path: Path, outputs: tuple[str, ...],
@@ -124,15 +159,37 @@ def _parity(wrapper: nn.Module, path: Path, size: int, dynamic_size: bool) -> fl
     """Max |ORT − PyTorch| over all outputs on random inputs (batch 1 and 3; a second size if dynamic)."""
     session = _session(path, threads=None)
     rng = np.random.default_rng(0)
-    shapes = [(1, 1, size, size), (3, 1, size, size)] + ([(1, 1, size * 2, size + size // 2)] if dynamic_size else [])
     worst = 0.0
-    for shape in shapes:
+    for shape in _parity_shapes(size, dynamic_size):
         batch = rng.standard_normal(shape).astype(np.float32)
         got = session.run(None, {INPUT_NAME: batch})
         with torch.inference_mode():
             want = wrapper(torch.from_numpy(batch))
         worst = max(worst, *(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want)))
     return worst
+
+
+def _parity_shapes(size: int, dynamic_size: bool) -> list[tuple[int, int, int, int]]:
+    return [(1, 1, size, size), (3, 1, size, size)] + ([(1, 1, size * 2, size + size // 2)] if dynamic_size else [])
+
+
+def _pipeline_parity(model: PipelineModel, path: Path, size: int, dynamic_size: bool) -> tuple[float, float]:
+    """``(max |ORT − PyTorch|, mask disagreement)``: stage 1's logits, stage 2's logits on the graph's own mask,
+    and the share of mask pixels the two runtimes threshold differently."""
+    session = _session(path, threads=None)
+    rng = np.random.default_rng(0)
+    worst, flipped, pixels = 0.0, 0, 0
+    for shape in _parity_shapes(size, dynamic_size):
+        batch = rng.standard_normal(shape).astype(np.float32)
+        seg, cls, mask = session.run(["segmentation", "classification", MASK_OUTPUT], {INPUT_NAME: batch})
+        with torch.inference_mode():
+            image = torch.from_numpy(batch)
+            want_seg, want_mask = model.segment(image)
+            want_cls = model.classify(image, torch.from_numpy(mask))
+        worst = max(worst, float(np.abs(seg - want_seg.numpy()).max()), float(np.abs(cls - want_cls.numpy()).max()))
+        flipped += int((mask != want_mask.numpy()).sum())
+        pixels += mask.size
+    return worst, flipped / max(1, pixels)
 
 
 def _session(path: str | os.PathLike[str], threads: int | None) -> Any:
@@ -161,8 +218,8 @@ class OnnxRunner:
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> RawOutput:
-        values = dict(zip(self.outputs, self.session.run(None, {self.input_name: np.ascontiguousarray(batch,
-                                                                                              np.float32)})))
+        feed = {self.input_name: np.ascontiguousarray(batch, np.float32)}
+        values = dict(zip(self.outputs, self.session.run(list(self.outputs), feed)))
         return RawOutput(values.get("segmentation"), values.get("classification"))
 
 

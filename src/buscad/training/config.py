@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from buscad.data.preprocess import Preprocessing
 from buscad.errors import ConfigError
@@ -129,6 +130,43 @@ class TrainConfig(_Strict):
         return aliases.get(str(value), value)
 
 
+STAGES: tuple[str, ...] = ("segmenter", "classifier")
+STAGE_DATA_KEYS = frozenset({"augment", "oversample", "balance_by", "balance_alpha"})
+"""``data`` keys a pipeline stage may set for itself; the cases, splits and preprocessing are the pipeline's."""
+
+
+class StageConfig(_Strict):
+    """One stage of a pipeline: its network and, as partial sections over the experiment's, its loss,
+    training and sampling (e.g. ``train: {epochs: 30}`` keeps every other ``train`` key of the experiment)."""
+
+    model: ModelConfig = Field(description="stage 1: a segmentation network; stage 2: an image classifier")
+    loss: dict[str, Any] = Field(default_factory=dict, description="loss keys over the experiment's loss section")
+    train: dict[str, Any] = Field(default_factory=dict, description="train keys over the experiment's train section")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description=f"data keys of this stage only: {', '.join(sorted(STAGE_DATA_KEYS))}"
+    )
+
+
+class PipelineConfig(_Strict):
+    """Segment-then-classify: stage 1 outlines the lesion, stage 2 classifies the image as stage 1's mask
+    presents it (docs/models.md, "Segment-then-classify pipeline")."""
+
+    mode: Literal["roi", "masked", "two-channel"] = Field(
+        "roi", description="roi: lesion crop with a margin; masked: background suppressed outside the dilated "
+        "mask; two-channel: image + mask as two input channels"
+    )
+    margin: float = Field(0.2, ge=0, le=2, description="roi: the lesion box grows by this fraction of its side, each side")
+    min_roi: float = Field(0.125, gt=0, le=1, description="roi: the smallest crop side, as a fraction of the image side")
+    dilation: float = Field(0.05, ge=0, le=0.5, description="masked: mask dilation, as a fraction of the image side")
+    classifier_size: int | None = Field(None, ge=16, le=2048, description="stage-2 input side (default data.image_size)")
+    inner_folds: int = Field(
+        2, ge=2, le=10, description="stage 2 trains on out-of-fold masks of its training part, made by an inner "
+        "k-fold of stage 1 on that part (k extra stage-1 trainings on (k-1)/k of it per run)"
+    )
+    segmenter: StageConfig
+    classifier: StageConfig
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     description: str = ""
@@ -137,6 +175,9 @@ class ExperimentConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    pipeline: PipelineConfig | None = Field(
+        None, description="segment-then-classify: the models are the stages' (model and loss are not set)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -145,8 +186,81 @@ class ExperimentConfig(_Strict):
             raise ValueError("name must be a non-empty string without '/'")
         return value
 
+    @model_validator(mode="after")
+    def _pipeline_stages_are_valid(self) -> ExperimentConfig:
+        if self.pipeline is None:
+            return self
+        given = sorted({"model", "loss"} & self.model_fields_set)
+        if given:
+            raise PydanticCustomError(
+                "pipeline", "{key}: a pipeline sets its models and losses per stage (pipeline.segmenter.{key}, "
+                "pipeline.classifier.{key})", {"key": given[0]})
+        for which in STAGES:
+            self.stage(which)
+        return self
+
+    def stage(self, which: str) -> ExperimentConfig:
+        """The full configuration a pipeline stage trains with (``segmenter`` or ``classifier``): the experiment's
+        sections with the stage's model and partial loss / train / data sections over them."""
+        if self.pipeline is None:
+            raise ConfigError("not a pipeline configuration (no pipeline section)")
+        if which not in STAGES:
+            raise ValueError(f"unknown pipeline stage {which!r} ({', '.join(STAGES)})")
+        stage: StageConfig = getattr(self.pipeline, which)
+        where = f"pipeline.{which}"
+        extra = sorted(set(stage.data) - STAGE_DATA_KEYS)
+        if extra:
+            raise _stage_error(f"{where}.data.{extra[0]}: not a stage key (a stage may set "
+                               f"{', '.join(sorted(STAGE_DATA_KEYS))}; the rest is the pipeline's data section)")
+        model = stage.model.model_dump(mode="json")
+        task = _model_task(stage.model.name, f"{where}.model.name")
+        if which == "segmenter":
+            if task != "segmentation":
+                raise _stage_error(f"{where}.model.name: {stage.model.name!r} is not a segmentation network")
+            if "cls_head" not in stage.model.model_fields_set:
+                model["cls_head"] = None
+            model["segmentation"] = True
+        else:
+            if task != "classification":
+                raise _stage_error(f"{where}.model.name: {stage.model.name!r} is not an image classifier "
+                                   "(e.g. cnn, vgg19, mobilenet)")
+            model.update(segmentation=False, cls_head="dense", deep_supervision=False)
+        base = self.model_dump(mode="json", exclude={"pipeline", "model"})
+        merged = _merge(base, {"name": f"{self.name}-{which}", "model": model, "loss": stage.loss,
+                               "train": stage.train, "data": stage.data})
+        try:
+            resolved = ExperimentConfig.model_validate(merged)
+        except ValidationError as exc:
+            raise _stage_error("; ".join(
+                f"{where}.{'.'.join(str(p) for p in e['loc'])}: "
+                f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in exc.errors())) from None
+        monitor = resolved.train.monitor
+        if (monitor == "val_dice" and which == "classifier") or (monitor == "val_accuracy" and not resolved.model.cls_head):
+            raise _stage_error(f"{where}.train.monitor: this stage does not report {monitor}")
+        return resolved
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The resolved configuration; a pipeline's stages are written with the models they train."""
+        if self.pipeline is None:
+            return yaml.safe_dump(self.model_dump(mode="json", exclude={"pipeline"}), sort_keys=False)
+        data = self.model_dump(mode="json", exclude={"model", "loss"})
+        for which in STAGES:
+            data["pipeline"][which]["model"] = self.stage(which).model.model_dump(mode="json")
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _stage_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError("pipeline", "{message}", {"message": message})
+
+
+def _model_task(name: str, where: str) -> str:
+    from buscad.errors import ModelError
+    from buscad.models.registry import get_model_info
+
+    try:
+        return get_model_info(name).task
+    except ModelError as exc:
+        raise _stage_error(f"{where}: {exc}") from None
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -192,7 +306,9 @@ def _format_error(source: str, exc: ValidationError) -> str:
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        parts.append(f"{where}: {message}")
+        if error["type"] == "pipeline":  # names its own key (pipeline.<stage>.<section>.<key>)
+            where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {message}" if where else message)
     return f"{source}: invalid configuration — " + "; ".join(parts)
 
 

@@ -87,8 +87,8 @@ class SegClsModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         train = self.config.train
-        optimizer = make_optimizer(train.optimizer, self.model.parameters(), lr=train.lr,
-                                   weight_decay=train.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # a pipeline's stage 1 is frozen
+        optimizer = make_optimizer(train.optimizer, trainable, lr=train.lr, weight_decay=train.weight_decay)
         if train.scheduler == "none":
             return optimizer
         if train.scheduler == "plateau":

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import Dataset
 
 from buscad import LABELS, rundir
 from buscad.checkpoint import ModelSpec
@@ -79,7 +80,8 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
     )
 
 
-def _build_model(config: ExperimentConfig, spec: ModelSpec) -> torch.nn.Module:
+def create_model(config: ExperimentConfig, spec: ModelSpec) -> torch.nn.Module:
+    """The network a config trains (its spec's architecture, with the config's pretrained weights or weights file)."""
     from buscad.models import create
 
     extra: dict[str, Any] = {}
@@ -104,8 +106,8 @@ def _train_sampler(frame: pd.DataFrame, order: Sequence[int], config: Experiment
     return BalancedEpochSampler(groups, alpha=config.data.balance_alpha, seed=seed)
 
 
-def _loaders(arrays: CaseArrays, frame: pd.DataFrame, parts: pd.Series, config: ExperimentConfig
-             ) -> tuple[Any, Any, int]:
+def _loaders(arrays: CaseArrays, frame: pd.DataFrame, parts: pd.Series, config: ExperimentConfig,
+             wrap_dataset: Callable[[Dataset], Dataset] | None = None) -> tuple[Any, Any, int]:
     from torch.utils.data import DataLoader
 
     prep = config.data.preprocessing()
@@ -117,14 +119,17 @@ def _loaders(arrays: CaseArrays, frame: pd.DataFrame, parts: pd.Series, config: 
     if config.loss.partial_labels:
         arrays.allowed = classes_per_group(frame, (parts == "train").to_numpy())
     seed = config.train.seed
-    train_set = CaseDataset(arrays, order, prep, config.data.target, config.data.augment, seed=seed)
-    val_set = CaseDataset(arrays, val_idx.tolist(), prep, config.data.target, None, seed=seed)
+    train_set: Dataset = CaseDataset(arrays, order, prep, config.data.target, config.data.augment, seed=seed)
+    val_set: Dataset = CaseDataset(arrays, val_idx.tolist(), prep, config.data.target, None, seed=seed)
+    if wrap_dataset is not None:
+        train_set, val_set = wrap_dataset(train_set), wrap_dataset(val_set)
     common: dict[str, Any] = {"batch_size": config.train.batch_size, "num_workers": config.train.num_workers,
               "persistent_workers": config.train.num_workers > 0}
+    n_train = len(order)
     train_loader = DataLoader(train_set, sampler=_train_sampler(frame, order, config),
-                              drop_last=len(train_set) > config.train.batch_size, **common)
-    val_loader = DataLoader(val_set, sampler=EpochSampler(len(val_set), shuffle=False), **common)
-    return train_loader, val_loader, len(train_set)
+                              drop_last=n_train > config.train.batch_size, **common)
+    val_loader = DataLoader(val_set, sampler=EpochSampler(len(val_idx), shuffle=False), **common)
+    return train_loader, val_loader, n_train
 
 
 def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
@@ -224,9 +229,27 @@ def _write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     rundir.write_run_info(run_dir, info)
 
 
+def run_frame(config: ExperimentConfig, fold: int | None) -> pd.DataFrame:
+    """The manifest's cases a run uses (filtered), with folds computed when it has neither folds nor a split."""
+    if config.data.manifest is None:
+        raise ConfigError("data.manifest is required (a CSV from buscad data prepare / split)")
+    frame = filter_cases(read_manifest(config.data.manifest), config)
+    if not uses_ratio_split(frame, fold):
+        frame = ensure_folds(frame, config)
+    return frame
+
+
 def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int | None = None,
-          resume: bool = False, frame: pd.DataFrame | None = None) -> RunResult:
-    """Train one model (one fold) into ``run_dir`` and predict its test part (not evaluated here)."""
+          resume: bool = False, frame: pd.DataFrame | None = None, *, model: torch.nn.Module | None = None,
+          spec: ModelSpec | None = None, arrays: CaseArrays | None = None,
+          wrap_dataset: Callable[[Dataset], Dataset] | None = None, predict_test: bool = True) -> RunResult:
+    """Train one model (one fold) into ``run_dir`` and predict its test part (not evaluated here).
+
+    Stage 2 of a pipeline (:mod:`buscad.training.pipeline`) brings its own ``model`` and ``spec`` (the pipeline,
+    stage 1 frozen), ``arrays`` (the cases with out-of-fold masks), ``wrap_dataset`` (the mask as a second input
+    channel) and ``predict_test=False`` (the whole pipeline predicts the test part). After the call ``model``
+    holds the best checkpoint's weights.
+    """
     import lightning.pytorch as pl
 
     start = time.perf_counter()
@@ -234,11 +257,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     _configure_threads(config)
     config, precision_reason = _resolve_precision(config)
     if frame is None:
-        if config.data.manifest is None:
-            raise ConfigError("data.manifest is required (a CSV from buscad data prepare / split)")
-        frame = filter_cases(read_manifest(config.data.manifest), config)
-        if not uses_ratio_split(frame, fold):
-            frame = ensure_folds(frame, config)
+        frame = run_frame(config, fold)
     parts = assign_parts(frame, fold, config.data.val_fraction, config.data.split_seed)
     paths = rundir.layout(run_dir)
     last = paths.last_checkpoint
@@ -263,16 +282,19 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
 
     prep = config.data.preprocessing()
     cache_start = time.perf_counter()
-    arrays = load_case_arrays(frame, prep, config.data.target, config.data.cache_dir)
+    if arrays is None:
+        arrays = load_case_arrays(frame, prep, config.data.target, config.data.cache_dir)
     cache_seconds = time.perf_counter() - cache_start
-    spec = model_spec(config, training_data=str(config.data.manifest or ""))
-    model = _build_model(config, spec)
+    if spec is None:
+        spec = model_spec(config, training_data=str(config.data.manifest or ""))
+    if model is None:
+        model = create_model(config, spec)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     from buscad.training.module import SegClsModule
 
     module = SegClsModule(model, config, spec)
-    train_loader, val_loader, n_train = _loaders(arrays, frame, parts, config)
+    train_loader, val_loader, n_train = _loaders(arrays, frame, parts, config, wrap_dataset)
     if config.train.time_budget_minutes:
         config, info["time_budget"] = _fit_budget(config, module, train_loader, val_loader, run_dir, resume)
         module.config = config
@@ -291,7 +313,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
         module.load_state_dict(state)
     test_positions = np.flatnonzero((parts == "test").to_numpy())
     predictions = None
-    if len(test_positions):
+    if len(test_positions) and predict_test:
         predictions = write_test_predictions(module.model, arrays, frame.iloc[test_positions], test_positions,
                                              prep, run_dir)
     history = rundir.read_history(run_dir)
