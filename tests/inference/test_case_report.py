@@ -8,7 +8,6 @@ import datetime
 import hashlib
 import html.parser
 import re
-import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,18 +290,11 @@ def test_write_is_atomic_private_and_recorded(tmp_path: Path, monkeypatch: pytes
 
 # --- in a browser -------------------------------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
 @pytest.fixture(scope="module")
-def chromium_page() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser.new_page()
-        browser.close()
+def chromium_page(chromium_browser: Any) -> Iterator[Any]:
+    page = chromium_browser.new_page()
+    yield page
+    page.close()
 
 
 def busy_prediction(height: int, width: int) -> Prediction:
