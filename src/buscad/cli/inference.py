@@ -107,8 +107,9 @@ def predict(
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
                                           threads=threads, batch_size=batch_size,
                                           max_pixels=int(max_image_mpx * 1e6))
-    dicom = None if dicom_out is None else _DicomRequest(dicom_out, dicom_for_raster, predictor.model_card())
-    report_card = predictor.model_card() if report else None
+    card = predictor.model_card() if report or dicom_out is not None else None
+    dicom = None if dicom_out is None or card is None else _DicomRequest(dicom_out, dicom_for_raster, card)
+    report_card = card if report else None
     files, problems = expand_inputs(inputs, exclude=[output] + ([dicom_out] if dicom_out is not None else []))
     for problem in problems:
         err_console.print(f"failed: {problem}", highlight=False, soft_wrap=True, markup=False)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from buscad.data.images import open_image, to_grayscale_array
+from buscad.data.images import read_grayscale
 from buscad.data.manifest import image_file, load_mask
 from buscad.errors import DataError
 
@@ -128,8 +128,7 @@ def case_arrays(row: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """The grayscale image and the 0/1 merged mask of a manifest row, checked to have the same size."""
     path = image_file(row)
     try:
-        with open_image(path) as image:
-            gray = to_grayscale_array(image, str(path))
+        gray = read_grayscale(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot read image ({exc})") from exc
     mask = load_mask(row).astype(np.uint8)
