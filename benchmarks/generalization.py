@@ -203,7 +203,8 @@ def build_table(work: Path, tag: str) -> None:
         lines += ["Not yet complete (not reported): " + "; ".join(pending), ""]
     lines += ["Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et "
               "al., Medical Physics 51, 2024, 3110–3123). Metrics: " + ", ".join(METRICS) + " (see "
-              "src/buscad/evaluation/cross_dataset.py).", ""]
+              "src/buscad/evaluation/cross_dataset.py). The malignancy AUC ranks lesion images by p(malignant | lesion) "
+              "= p(malignant) / (p(benign) + p(malignant)).", ""]
     (RESULTS / "generalization.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

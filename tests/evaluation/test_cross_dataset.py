@@ -47,6 +47,13 @@ def test_one_test_set_by_hand():
     assert a["dice"] == pytest.approx(0.8) and a["dice_lesion"] == pytest.approx(0.7)
 
 
+def test_malignancy_auc_conditions_on_a_lesion_being_there():
+    # Raw p(malignant) ranks the benign image (0.30) above the malignant one (0.25), only because the
+    # model doubts the malignant image has a lesion (p(normal) 0.5). Given a lesion: 0.5 vs 0.375.
+    frame = _rows("c", [("benign", "benign", 0.8, 0.5, 0.3), ("malignant", "benign", 0.8, 0.25, 0.25)])
+    assert score_test_set(frame)["auc_malignant_vs_benign"] == pytest.approx(1.0)
+
+
 def test_rows_average_each_test_set_over_folds():
     rows = {r["test"]: r for r in cross_dataset_rows({0: FOLD_0, 1: FOLD_1}, "a+b")}
     assert set(rows) == {"a", "b"} and all(r["n_folds"] == 2 for r in rows.values())

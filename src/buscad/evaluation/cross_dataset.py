@@ -8,7 +8,12 @@ mean, std (ddof=1) and per-fold values. Metrics:
 - ``dice`` (all images; both-empty = 1), ``dice_lesion`` (images with a lesion), ``iou``, ``hd95``
   (lesion images where both masks are non-empty);
 - ``accuracy`` and ``balanced_accuracy`` of the refined 3-class label (classes present in the truth);
-- ``auc_malignant_vs_benign``: ROC AUC of p(malignant) over benign and malignant images;
+- ``auc_malignant_vs_benign``: ROC AUC of p(malignant | lesion) = p(malignant) / (p(benign) +
+  p(malignant)) over benign and malignant images. The question is "which of these lesions are
+  malignant", so the score conditions on a lesion being there; raw p(malignant) would also rank the
+  model's doubt whether there is a lesion at all (p(normal)), which a pooled model trained with
+  partial labels leaves free on datasets without normal images. Equal to raw p(malignant) when
+  p(normal) is 0;
 - ``sensitivity_malignant`` / ``specificity_malignant``: refined label ``malignant`` among malignant /
   not ``malignant`` among benign images; ``ece``: expected calibration error of the class probabilities.
 """
@@ -39,6 +44,12 @@ def _mean(values: pd.Series) -> float:
     return float(values.mean()) if len(values) else math.nan
 
 
+def malignant_given_lesion(frame: pd.DataFrame) -> pd.Series:
+    """p(malignant | lesion): the class probabilities renormalised over benign and malignant."""
+    lesion = frame["prob_benign"] + frame["prob_malignant"]
+    return (frame["prob_malignant"] / lesion.where(lesion > 0)).fillna(0.5)
+
+
 def score_test_set(frame: pd.DataFrame) -> dict[str, float]:
     """The :data:`METRICS` of one model on one test set (rows of a per-image table)."""
     lesion = frame["truth_pixels"] > 0
@@ -59,7 +70,7 @@ def score_test_set(frame: pd.DataFrame) -> dict[str, float]:
     out["balanced_accuracy"] = float(balanced_accuracy_score(truth, pred))
     lesions = known[known["label"].isin(("benign", "malignant"))]
     malignant = lesions["label"] == "malignant"
-    out["auc_malignant_vs_benign"] = (float(roc_auc_score(malignant, lesions["prob_malignant"]))
+    out["auc_malignant_vs_benign"] = (float(roc_auc_score(malignant, malignant_given_lesion(lesions)))
                                       if 0 < malignant.sum() < len(lesions) else math.nan)
     out["sensitivity_malignant"] = (float((lesions.loc[malignant, "pred_label"] == "malignant").mean())
                                     if malignant.any() else math.nan)
