@@ -1,21 +1,29 @@
 """Build the built-in model from a pooled training run: calibrate, choose the refining policy, export, ship.
 
-    python3 benchmarks/generalization.py run --train busi+bus-bra --fold 0 --work W   # the training run
-    python3 benchmarks/build_builtin_model.py --run W/runs/robust_busi+bus-bra/fold_0 --version 0.2.0
+    python3 benchmarks/generalization.py run --train busi+bus-bra --fold K --work W    # the 5-fold pooled cv
+    python3 benchmarks/build_builtin_model.py --train-release W --version V [key=value ...]  # all pooled images
+    python3 benchmarks/build_builtin_model.py --run W/runs/release --cv-work W --version V
 
-Steps (each printed and recorded in ``src/buscad/weights/release.json`` and the model card):
+The release run trains on every pooled image (curated BUSI + BUS-BRA) except a patient-grouped 10 %
+validation part, with the pooled cross-validation's recipe and settings, so that cross-validation
+describes it. Steps (each printed and recorded in ``src/buscad/weights/release.json`` and
+``benchmarks/results/builtin_model.json``):
 
-1. Predict the run's validation part (patient-grouped, never trained on) and fit a temperature to the
-   class logits there (:func:`buscad.evaluation.calibration.fit_temperature`).
-2. On the run's held-out test part (both datasets), compare the refining policies — ``published``
-   (empty mask ⇒ normal) and ``keep-class`` — by malignant sensitivity / specificity and normal
-   specificity, and take the one that misses fewer malignant lesions without losing normal specificity.
+1. Predict the run's validation part (never trained on) and fit a temperature to the class logits
+   there (:func:`buscad.evaluation.calibration.fit_temperature`).
+2. Held-out figures: with ``--cv-work``, the out-of-fold predictions of the pooled cross-validation
+   (every image scored once by the fold model that never saw it; each fold's probabilities calibrated
+   with a temperature fitted on that fold's own validation part); without it, ``RUN``'s own test part.
+   The refining policies — ``published`` (empty mask ⇒ normal), ``keep-class`` and ``segmentation``
+   (the mask decides lesion or normal) — are compared there by malignant sensitivity / specificity and
+   the one that misses fewer malignant lesions without losing malignant specificity is taken.
 3. Write the checkpoint with temperature and policy in its spec, export ONNX, quantize to int8 when the
    int8 model agrees with the float one (mask Dice and class agreement ≥ 0.95 on validation images),
    and copy the file into the package with its sha256.
 4. Analyse ``examples/images`` with the shipped file and store the record the tests pin
    (``tests/data/builtin_examples.json``).
-The card's figures come from ``RUN``'s held-out part; ``docs/model_card.md`` is written from them.
+The model card (``docs/model_card.md``, copied to the package) is written by hand from
+``benchmarks/results/builtin_model.json`` and ``benchmarks/results/generalization.md``.
 """
 
 from __future__ import annotations
@@ -36,13 +44,15 @@ from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS, rundir
 from buscad.checkpoint import load_bundle, save_bundle
-from buscad.data.manifest import image_file, write_manifest
+from buscad.data.manifest import image_file, read_manifest, write_manifest
+from buscad.data.splits import check_no_leakage, ratio_split
 from buscad.evaluation.calibration import apply_temperature, calibration_metrics, fit_temperature
 from buscad.evaluation.cross_dataset import fold_test_table, score_test_set
 from buscad.inference.builtin import RELEASE_FILE, sha256_of
 from buscad.inference.onnx import export_onnx, load_onnx
 from buscad.inference.quantize import preprocessed_batch, quantize_onnx
-from buscad.workflows import evaluate_checkpoint
+from buscad.training.config import load_config
+from buscad.workflows import evaluate_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "src" / "buscad" / "weights"
@@ -60,16 +70,38 @@ def truth_index(table: pd.DataFrame) -> np.ndarray:
     return np.array([LABELS.index(t) if t in LABELS else -1 for t in table["label"]])
 
 
-def with_policy(test: pd.DataFrame, policy: str) -> pd.DataFrame:
-    """The per-image table as the refining ``policy`` would have labelled (and masked) it.
+def _cleared(table: pd.DataFrame, rows: pd.Series) -> None:
+    """Score ``rows`` as if their mask were cleared: 1 on normal images, 0 on lesion images."""
+    empty_truth = table["truth_pixels"] == 0
+    for column in ("dice", "iou"):
+        table.loc[rows, column] = np.where(empty_truth[rows], 1.0, 0.0)
+    table.loc[rows, "hd95"] = np.nan
 
-    ``published`` is what the run wrote; ``keep-class`` keeps the classifier's label (an empty mask stays
-    empty); ``segmentation`` keeps the thresholded mask and names a segmented lesion by p(benign) vs
-    p(malignant), so its Dice is the unrefined one.
+
+def with_policy(test: pd.DataFrame, policy: str, written_with: str = "published") -> pd.DataFrame:
+    """The per-image table as the refining ``policy`` would have labelled (and masked) it, from a table
+    that the run wrote with ``written_with``.
+
+    ``published``: classifier "normal" clears the mask, an empty mask makes "normal"; ``keep-class``: the
+    same, but an empty mask keeps the classifier's lesion class; ``segmentation``: a segmented lesion is
+    kept and named by p(benign) vs p(malignant), an empty mask makes "normal". ``pred_label_raw`` is the
+    classifier's own label. From a ``segmentation`` table every policy is exact (its refined mask is empty
+    exactly when its label is normal); from a ``published`` one, ``segmentation`` uses the unrefined mask.
     """
     table = test.copy()
+    classifier = table["pred_label_raw"].astype(str)
+    if written_with == "segmentation":
+        segmented = table["pred_label"].astype(str) != "normal"
+        says_normal = classifier == "normal"
+        if policy == "published":
+            table["pred_label"] = np.where(says_normal | ~segmented, "normal", classifier)
+        elif policy == "keep-class":
+            table["pred_label"] = classifier
+        if policy != "segmentation":
+            _cleared(table, says_normal & segmented)
+        return table
     if policy == "keep-class":
-        table["pred_label"] = table["pred_label_raw"]
+        table["pred_label"] = classifier
     elif policy == "segmentation":
         lesion = np.where(table["prob_malignant"] > table["prob_benign"], "malignant", "benign")
         table["pred_label"] = np.where(table["pred_pixels_raw"] > 0, lesion, "normal")
@@ -81,12 +113,12 @@ def with_policy(test: pd.DataFrame, policy: str) -> pd.DataFrame:
 POLICIES = ("published", "keep-class", "segmentation")
 
 
-def policy_table(test: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+def policy_table(test: pd.DataFrame, written_with: str) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per policy and dataset: malignant sensitivity/specificity, normal specificity, accuracy, Dice."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
     for policy in POLICIES:
         out[policy] = {}
-        for dataset, part in with_policy(test, policy).groupby("dataset"):
+        for dataset, part in with_policy(test, policy, written_with).groupby("dataset"):
             labels = part["pred_label"].astype(str)
             malignant, benign, normal = (part["label"] == c for c in ("malignant", "benign", "normal"))
             out[policy][dataset] = {
@@ -100,7 +132,7 @@ def policy_table(test: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-def choose_policy(table: dict[str, dict[str, dict[str, float]]]) -> str:
+def choose_policy(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
     """The policy with the highest malignant sensitivity (summed over datasets) whose malignant specificity
     stays within 2 points of the published rule's; ties go to the one calling fewer lesions normal."""
     def total(policy: str, key: str) -> float:
@@ -111,9 +143,10 @@ def choose_policy(table: dict[str, dict[str, dict[str, float]]]) -> str:
     return max(allowed, key=lambda p: (round(total(p, "malignant_sensitivity"), 6), -total(p, "lesions_called_normal")))
 
 
-def held_out_figures(test: pd.DataFrame, temperature: float, policy: str) -> dict[str, dict[str, float]]:
+def held_out_figures(test: pd.DataFrame, temperature: float, policy: str,
+                     written_with: str) -> dict[str, dict[str, float]]:
     """score_test_set per dataset with the chosen policy's labels and calibrated probabilities."""
-    table = with_policy(test, policy)
+    table = with_policy(test, policy, written_with)
     table[[f"prob_{label}" for label in LABELS]] = apply_temperature(probabilities(table), temperature)
     figures = {}
     for dataset, part in table.groupby("dataset"):
@@ -142,42 +175,118 @@ def example_records(model_path: Path) -> list[dict]:
     return records
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a fold directory of the pooled training")
-    parser.add_argument("--version", required=True)
-    parser.add_argument("--name", default="buscad-bus")
-    args = parser.parse_args()
-    logging.getLogger().setLevel(logging.ERROR)
-    run = args.run
-    cases = rundir.read_cases(run)
-    bundle = load_bundle(rundir.layout(run).best_checkpoint)
+RELEASE_VAL_FRACTION = 0.1
 
-    # 1. temperature on the validation part
+
+def release_manifest(work: Path) -> Path:
+    """Every pooled image for training except a patient-grouped, (dataset, label)-stratified 10 % kept
+    for choosing the checkpoint and fitting the temperature (``split`` = train | val; no test part)."""
+    path = work / "pool_release.csv"
+    if not path.is_file():
+        pool = read_manifest(work / "pool_folds.csv").drop(columns=["fold", "val_fold"], errors="ignore")
+        split = ratio_split(pool, (1 - RELEASE_VAL_FRACTION, RELEASE_VAL_FRACTION), seed=0, stratify="dataset,label")
+        split["split"] = split["split"].replace({"test": "val"})
+        problems = check_no_leakage(split)
+        if problems:
+            raise SystemExit(f"{path}: leakage: {problems[0]}")
+        write_manifest(split, path)
+    return path
+
+
+def train_release(work: Path, overrides: list[str]) -> Path:
+    """Train the release model on :func:`release_manifest` with the pooled cross-validation's recipe and
+    settings (``benchmarks/generalization.py``), so the cross-validation figures describe it."""
+    from generalization import POOL_OVERRIDES  # the sibling script: benchmarks/ is on sys.path
+
+    config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
+                         [f"data.manifest={release_manifest(work)}", f"data.cache_dir={work / 'cache'}",
+                          "train.progress_bar=false", *POOL_OVERRIDES, *overrides])
+    directory = work / "runs" / "release"
+    if not (rundir.layout(directory).best_checkpoint.is_file() and (rundir.read_run_info(directory) or {}).get("timings")):
+        train(config, directory, resume=rundir.layout(directory).last_checkpoint.is_file())
+    return directory
+
+
+def validation_temperature(run: Path) -> float:
+    """Temperature fitted on the predictions of ``run``'s validation part (evaluated once, then reused)."""
+    cases = rundir.read_cases(run)
     val_dir = run.parent / f"{run.name}_validation_part"  # not under RUN/external: it is no test set
     if not rundir.has_evaluation(val_dir):
         val_manifest = write_manifest(cases[cases["split"] == "val"].drop(columns=["split"]),
                                       run.parent / f"{run.name}_validation_part.csv")
         evaluate_checkpoint(rundir.layout(run).best_checkpoint, val_manifest, val_dir)
     val = rundir.read_per_image(val_dir)
-    temperature = fit_temperature(probabilities(val), truth_index(val))
+    return fit_temperature(probabilities(val), truth_index(val))
 
-    # 2. refining policy on the held-out test part
+
+def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[int, float], str]:
+    """Out-of-fold rows of the pooled cross-validation (committed fold records) with ``fold`` and
+    ``birads``, each fold model's temperature from its own validation part, and the refining policy the
+    records were scored with."""
+    folder = REPO / "benchmarks" / "results" / "generalization_folds" / tag / "busi+bus-bra"
+    pool = read_manifest(work / "pool_folds.csv").set_index("case_id")
+    frames, temperatures, policies = [], {}, set()
+    for path in sorted(folder.glob("fold_*.csv")):
+        policies.add(json.loads(path.with_suffix(".json").read_text()).get("refine_policy", "published"))
+        fold = int(path.stem.split("_")[1])
+        frame = pd.read_csv(path)
+        frame["fold"] = fold
+        frame["birads"] = pool.loc[frame["case_id"], "birads"].to_numpy() if "birads" in pool.columns else ""
+        frames.append(frame)
+        temperatures[fold] = validation_temperature(work / "runs" / f"{tag}_busi+bus-bra" / f"fold_{fold}")
+    if not frames:
+        raise SystemExit(f"{folder}: no fold records (run benchmarks/generalization.py first)")
+    if len(policies) != 1:
+        raise SystemExit(f"{folder}: folds scored with different refining policies {sorted(policies)} "
+                         "(run generalization.py rescore on each)")
+    return pd.concat(frames, ignore_index=True), temperatures, policies.pop()
+
+
+def run_test_table(run: Path) -> pd.DataFrame:
+    """``run``'s own held-out test part (both datasets) with ``birads``, as one fold."""
+    cases = rundir.read_cases(run)
     test = fold_test_table(run)
     test = test[test["case_id"].isin(cases.loc[cases["split"] == "test", "case_id"])].copy()
     birads = cases.set_index("case_id")["birads"] if "birads" in cases.columns else None
     test["birads"] = birads.loc[test["case_id"]].to_numpy() if birads is not None else ""
-    policies = policy_table(test)
-    policy = choose_policy(policies)
-    ece = {dataset: {"before": calibration_metrics(probabilities(part), truth_index(part))["ece"],
-                     "after": calibration_metrics(apply_temperature(probabilities(part), temperature),
-                                                  truth_index(part))["ece"]}
-           for dataset, part in test.groupby("dataset")}
-    figures = held_out_figures(test, temperature, policy)
+    test["fold"] = 0
+    return test
 
-    # 3. spec, export, quantize, ship
+
+def calibrated(test: pd.DataFrame, temperatures: dict[int, float]) -> pd.DataFrame:
+    """``test`` with each fold's class probabilities scaled by that fold's temperature."""
+    table = test.copy()
+    columns = [f"prob_{label}" for label in LABELS]
+    for fold, rows in table.groupby("fold").groups.items():
+        table.loc[rows, columns] = apply_temperature(probabilities(table.loc[rows]), temperatures[int(fold)])
+    return table
+
+
+def per_class(test: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """Sensitivity and specificity of the refined label for each class (all datasets together)."""
+    truth, pred = test["label"].astype(str), test["pred_label"].astype(str)
+    return {label: {"sensitivity": float((pred[truth == label] == label).mean()) if (truth == label).any() else None,
+                    "specificity": float((pred[truth != label] != label).mean()) if (truth != label).any() else None,
+                    "n": int((truth == label).sum())} for label in LABELS}
+
+
+def summarise_folds(test: pd.DataFrame, policy: str, written_with: str) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per dataset: each metric's mean and std over folds, from calibrated out-of-fold rows."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for dataset, part in test.groupby("dataset"):
+        per_fold = pd.DataFrame([held_out_figures(rows, 1.0, policy, written_with)[dataset] for _, rows in part.groupby("fold")])
+        numeric = per_fold.select_dtypes("number")
+        out[str(dataset)] = {c: {"mean": float(numeric[c].mean()), "std": float(numeric[c].std(ddof=1))
+                                 if len(numeric) > 1 else 0.0} for c in numeric.columns}
+    return out
+
+
+def ship(run: Path, temperature: float, policy: str, training_data: str) -> tuple[Path, dict]:
+    """Checkpoint with temperature and policy → ONNX → int8 when it agrees → the package's weights."""
+    cases = rundir.read_cases(run)
+    bundle = load_bundle(rundir.layout(run).best_checkpoint)
     spec = dataclasses.replace(bundle.spec, temperature=temperature, refine_policy=policy,
-                               training_data="curated BUSI + BUS-BRA (pool, fold 0 training part)")
+                               training_data=training_data)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ckpt = save_bundle(folder / "release.ckpt", bundle.model, spec)
@@ -198,20 +307,69 @@ def main() -> None:
             old.unlink()
         target = WEIGHTS / MODEL_FILE
         shutil.copyfile(shipped, target)
+    return target, quantization
+
+
+def describe_training(run: Path) -> tuple[str, str]:
+    """What the run trained on and what was held out, from its cases."""
+    cases = rundir.read_cases(run)
+    counts = cases.groupby(["dataset", "split"]).size().unstack(fill_value=0)
+    trained = " + ".join(f"{d} {int(counts.loc[d].get('train', 0))} images" for d in counts.index)
+    held = ", ".join(f"{d} {int(counts.loc[d].get('test', 0))}" for d in counts.index)
+    validation = ", ".join(f"{d} {int(counts.loc[d].get('val', 0))}" for d in counts.index)
+    return (f"{trained} (validation, for the checkpoint and the temperature: {validation})",
+            f"test part: {held}" if "test" in counts.columns else "no test part: figures from the pooled 5-fold cross-validation")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="the training run to ship (release run or a pooled fold)")
+    parser.add_argument("--cv-work", type=Path, metavar="WORK",
+                        help="take the held-out figures from the pooled cross-validation in WORK")
+    parser.add_argument("--train-release", type=Path, metavar="WORK",
+                        help="train the release model on all pooled images of WORK (generalization.py's --work)")
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--name", default="buscad-bus")
+    parser.add_argument("overrides", nargs="*", help="config overrides for --train-release (key=value)")
+    args = parser.parse_args()
+    logging.getLogger().setLevel(logging.ERROR)
+    if args.train_release:
+        print(f"release model trained in {train_release(args.train_release, args.overrides)}")
+        return
+    if args.run is None:
+        parser.error("--run is required (or --train-release)")
+    run = args.run
+
+    temperature = validation_temperature(run)
+    if args.cv_work:
+        test, fold_temperatures, written_with = cv_test_table(args.cv_work)
+    else:
+        test, fold_temperatures = run_test_table(run), {0: temperature}
+        written_with = load_config(run / "config.yaml").eval.refine_policy
+    policies = policy_table(test, written_with)
+    policy = choose_policy(policies)
+    scaled = calibrated(test, fold_temperatures)
+    ece = {dataset: {"before": calibration_metrics(probabilities(test.loc[part.index]), truth_index(part))["ece"],
+                     "after": calibration_metrics(probabilities(part), truth_index(part))["ece"]}
+           for dataset, part in scaled.groupby("dataset")}
+    figures = held_out_figures(scaled, 1.0, policy, written_with)  # all held-out rows together
+    folds = summarise_folds(scaled, policy, written_with)
+    classes = per_class(with_policy(scaled, policy, written_with))
+
+    trained_on, held_out = describe_training(run)
+    target, quantization = ship(run, temperature, policy, "curated BUSI + BUS-BRA (pool)")
     summary = {
-        "trained_on": "curated BUSI (444 images, 5-fold split, folds 1-4 minus validation) + BUS-BRA (1875 images, "
-                      "official 5-fold partition, folds 2-5 minus validation)",
-        "held_out": "fold 0 of each: BUSI 89 images, BUS-BRA 376 images (never used in training or calibration)",
-        "temperature": round(temperature, 4), "refine_policy": policy, "quantization": quantization,
-        "held_out_figures": figures, "ece": ece, "policies": policies,
+        "trained_on": trained_on, "held_out": held_out,
+        "temperature": round(temperature, 4), "fold_temperatures": {k: round(v, 4) for k, v in fold_temperatures.items()},
+        "refine_policy": policy, "quantization": quantization,
+        "held_out_figures": figures, "fold_mean_std": folds, "per_class": classes, "ece": ece, "policies": policies,
         "training": {k: v for k, v in (rundir.read_run_info(run) or {}).items() if k in ("epochs_run", "precision",
                                                                                      "timings", "git_commit")},
         "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python3 benchmarks/build_builtin_model.py " + " ".join(sys.argv[1:]),
     }
     release = {"name": args.name, "version": args.version, "file": MODEL_FILE, "sha256": sha256_of(target),
-               "card": "model_card.md", "summary": {"trained_on": summary["trained_on"],
-                                                    "held_out": summary["held_out"]}}
+               "card": "model_card.md", "summary": {"trained_on": trained_on, "held_out": held_out}}
     (WEIGHTS / RELEASE_FILE).write_text(json.dumps(release, indent=2) + "\n")
     (REPO / "benchmarks" / "results" / "builtin_model.json").write_text(
         json.dumps(summary, indent=2, default=str) + "\n")

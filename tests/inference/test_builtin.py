@@ -64,6 +64,16 @@ def test_the_shipped_model_verifies_and_has_a_card():
     assert docs_card.read_text(encoding="utf-8") == model.card  # one card, two places
 
 
+def _acceptable_labels(pinned: dict) -> set[str]:
+    """The pinned refined label; for a lesion whose benign and malignant probabilities were a near-tie
+    (within 0.02, the probability tolerance below) either lesion class, since int8 kernels round
+    differently on other CPUs."""
+    probabilities = pinned["probabilities"]
+    if pinned["refined_label"] in ("benign", "malignant") and abs(probabilities["benign"] - probabilities["malignant"]) < 0.02:
+        return {"benign", "malignant"}
+    return {pinned["refined_label"]}
+
+
 def test_the_shipped_model_still_gives_the_pinned_answers_on_the_examples():
     """An accidental change of the shipped model (or of preprocessing / refining) is caught here."""
     from buscad.inference.predictor import Predictor
@@ -74,7 +84,7 @@ def test_the_shipped_model_still_gives_the_pinned_answers_on_the_examples():
     for path in sorted(EXAMPLES.glob("*.png")):
         result = predictor.analyze(path)
         want = expected[path.name]
-        assert result.record["refined_label"] == want["refined_label"], path.name
+        assert result.record["refined_label"] in _acceptable_labels(want), path.name
         assert abs(int(result.mask.sum()) - want["lesion_pixels"]) <= max(50, 0.03 * want["lesion_pixels"]), path.name
         for label, p in want["probabilities"].items():
             assert result.record["probabilities"][label] == pytest.approx(p, abs=0.02), (path.name, label)
