@@ -93,6 +93,20 @@ def test_ratio_split_keeps_groups_together_with_requested_sizes(ratios):
     pd.testing.assert_frame_equal(out, ratio_split(frame, ratios, seed=2))
 
 
+def test_image_level_splits_ignore_groups_but_keep_sizes_and_label_shares():
+    frame = grouped_frame()
+    ratio = ratio_split(frame, (0.8, 0.1, 0.1), seed=2, group_columns=())
+    folds = kfold_split(frame, 4, seed=2, group_columns=())
+    for out, column in ((ratio, "split"), (folds, "fold")):
+        assert check_no_leakage(out) != []  # copies now straddle parts: the leak the option exists to measure
+        assert max_proportion_gap(out, column) <= 2.0  # single images fill every part to its target
+    shares = ratio["split"].value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.8, abs=0.005) and shares["test"] == pytest.approx(0.1, abs=0.005)
+    assert folds["fold"].value_counts().max() - folds["fold"].value_counts().min() <= 1
+    assert not ((folds["fold"] == folds["val_fold"]).fillna(False)).any()
+    pd.testing.assert_frame_equal(ratio, ratio_split(frame, (0.8, 0.1, 0.1), seed=2, group_columns=()))
+
+
 def test_check_no_leakage_reports_a_group_split_across_folds():
     frame = pd.DataFrame(
         {

@@ -82,6 +82,20 @@ def test_metrics_json_is_strict_json_with_headline_floats(tmp_path, synthetic_ma
     assert stored["thresholds"]["seg_threshold"] == 0.5
 
 
+def test_an_image_classifier_keeps_its_lesion_calls(tmp_path, synthetic_manifest) -> None:
+    """No outline is no evidence against a lesion call when the model never outlines (model.segmentation
+    false): the published rule would otherwise turn every benign/malignant call into normal."""
+    run = simulate_run(synthetic_manifest, tmp_path / "run", seed=4, accuracy=0.8)
+    config = (run / "config.yaml").read_text()
+    assert "segmentation: true" in config
+    (run / "config.yaml").write_text(config.replace("segmentation: true", "segmentation: false", 1))
+    evaluate_run(run)
+    per_image = pd.read_csv(run / "evaluation" / "per_image.csv", keep_default_na=False, na_values=[""])
+    assert (per_image["pred_label"] == per_image["pred_label_raw"]).all()
+    assert (per_image["pred_label"] != "normal").any() and (per_image["pred_pixels"] == 0).all()
+    assert not per_image["inconsistent"].any()
+
+
 def test_thresholds_come_from_the_run_config(tmp_path, synthetic_manifest) -> None:
     run = simulate_run(synthetic_manifest, tmp_path / "run", seed=2)
     base = evaluate_run(run)["dice_raw"]

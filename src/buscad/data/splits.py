@@ -14,6 +14,11 @@ k-fold scheme (columns ``fold`` and ``val_fold``):
 
 Ratio scheme (column ``split``): groups are assigned greedily to ``train|val|test`` (or ``train|test``)
 so that the size and label counts of each part follow the ratios.
+
+Both schemes take ``group_columns`` (default :data:`GROUP_COLUMNS`); ``group_columns=()`` makes every image
+its own group, i.e. an image-level random split that lets copies and same-patient images straddle parts.
+That is the leaky protocol of many published BUSI results, offered only to measure what the leak adds
+(``benchmarks/reproductions.py``); :func:`check_no_leakage` reports such a split's straddling groups.
 """
 
 from __future__ import annotations
@@ -155,14 +160,16 @@ def kfold_split(
     seed: int = 0,
     val_fraction: float = 0.15,
     stratify: str | None = "label",
+    group_columns: Sequence[str] = GROUP_COLUMNS,
 ) -> pd.DataFrame:
     """Return a copy of ``frame`` with ``fold`` (test fold, 0..k-1) and ``val_fold`` (see module doc).
 
     ``val_fold`` is empty (``<NA>``) for cases that are never validation (all of them when
-    ``val_fraction`` is 0). Deterministic for a given ``seed`` and row order.
+    ``val_fraction`` is 0). Deterministic for a given ``seed`` and row order. ``group_columns``: the
+    columns that keep cases together (:func:`split_groups`; ``()``: image-level, see the module doc).
     """
     _check_val_fraction(k, val_fraction)
-    groups = split_groups(frame)
+    groups = split_groups(frame, group_columns)
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     if n_groups < k:
         raise DataError(f"cannot make {k} folds from {n_groups} independent group(s) of cases")
@@ -171,7 +178,8 @@ def kfold_split(
     folds = np.full(len(frame), -1, dtype=np.int64)
     for f, (_, test_index) in enumerate(splitter.split(np.zeros(len(frame)), strata, groups)):
         folds[test_index] = f
-    return with_val_folds(frame, folds, k, seed=seed, val_fraction=val_fraction, stratify=stratify)
+    return with_val_folds(frame, folds, k, seed=seed, val_fraction=val_fraction, stratify=stratify,
+                          group_columns=group_columns)
 
 
 def with_val_folds(
@@ -182,13 +190,14 @@ def with_val_folds(
     seed: int = 0,
     val_fraction: float = 0.15,
     stratify: str | None = "label",
+    group_columns: Sequence[str] = GROUP_COLUMNS,
 ) -> pd.DataFrame:
     """``frame`` with the given test ``fold`` (0..k-1) and grouped, stratified ``val_fold`` slots.
 
     Used by :func:`kfold_split` and to complete an official partition that fixes only the test folds.
     """
     _check_val_fraction(k, val_fraction)
-    groups = split_groups(frame)
+    groups = split_groups(frame, group_columns)
     strata = _strata(frame, stratify)
     folds = np.asarray(folds, dtype=np.int64)
     val_fold = np.full(len(frame), -1, dtype=np.int64)
@@ -233,15 +242,21 @@ def ratio_split(
     *,
     seed: int = 0,
     stratify: str | None = "label",
+    group_columns: Sequence[str] = GROUP_COLUMNS,
 ) -> pd.DataFrame:
-    """Return a copy of ``frame`` with ``split`` = ``train|val|test`` (3 ratios) or ``train|test`` (2)."""
+    """Return a copy of ``frame`` with ``split`` = ``train|val|test`` (3 ratios) or ``train|test`` (2).
+
+    ``group_columns``: the columns that keep cases together (:func:`split_groups`; ``()``: image-level,
+    see the module doc).
+    """
     _validate_ratios(ratios)
     names = np.array(RATIO_PARTS[len(ratios)])
     out = frame.copy()
     if frame.empty:
         out["split"] = pd.Series(dtype=str)
         return out
-    parts = _allocate(split_groups(frame), _strata(frame, stratify), ratios, np.random.default_rng(seed))
+    groups = split_groups(frame, group_columns)
+    parts = _allocate(groups, _strata(frame, stratify), ratios, np.random.default_rng(seed))
     out["split"] = names[parts]
     return out
 

@@ -37,7 +37,7 @@ from buscad.evaluation.metrics import (
     summarize,
 )
 from buscad.postprocess.probability import lesion_mask
-from buscad.postprocess.refine import NORMAL, Refinement, refine_prediction
+from buscad.postprocess.refine import NORMAL, Refinement, classifier_only_mask, refine_prediction
 from buscad.postprocess.settings import EvalConfig
 
 VARIANTS = {"refined": "", "raw": "_raw"}
@@ -97,21 +97,37 @@ def _variant_columns(mask: np.ndarray, label: str | None, truth: np.ndarray, tru
     return row
 
 
+def run_segments(run_dir: Path) -> bool:
+    """Whether the run's model outlines lesions (``model.segmentation`` of RUN/config.yaml; pipelines do)."""
+    config = rundir.read_config(run_dir) or {}
+    return bool(config.get("pipeline")) or bool((config.get("model") or {}).get("segmentation", True))
+
+
 def case_masks(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: Path,
-               settings: EvalConfig) -> tuple[np.ndarray, np.ndarray, Refinement]:
-    """``(truth, raw, refinement)`` of one test image: truth mask, thresholded prediction, refined result."""
+               settings: EvalConfig, segments: bool = True) -> tuple[np.ndarray, np.ndarray, Refinement]:
+    """``(truth, raw, refinement)`` of one test image: truth mask, thresholded prediction, refined result.
+
+    An image classifier (``segments`` False) is refined as :class:`~buscad.inference.predictor.Predictor`
+    refines it: its label stands (no outline to reconcile it with) and its masks are empty."""
     truth = load_mask(case)
+    probabilities = _probabilities(prediction)
+    if not segments:
+        raw = np.zeros(truth.shape, dtype=bool)
+        refined = refine_prediction(probabilities, classifier_only_mask(probabilities, truth.shape),
+                                    uncertainty_threshold=settings.uncertainty_threshold, policy=settings.refine_policy)
+        refined.mask = raw
+        return truth, raw, refined
     probability = rundir.read_probability_mask(run_dir, str(prediction["mask_file"]), truth.shape)
     raw = lesion_mask(probability, settings.seg_threshold)
-    refined = refine_prediction(_probabilities(prediction), raw, uncertainty_threshold=settings.uncertainty_threshold,
+    refined = refine_prediction(probabilities, raw, uncertainty_threshold=settings.uncertainty_threshold,
                                 min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy)
     return truth, raw, refined
 
 
 def evaluate_case(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: Path,
-                  settings: EvalConfig) -> dict[str, Any]:
+                  settings: EvalConfig, segments: bool = True) -> dict[str, Any]:
     """One row of per_image.csv: raw and refined metrics, labels, flags and reasons of one test image."""
-    truth, raw, refined = case_masks(case, prediction, run_dir, settings)
+    truth, raw, refined = case_masks(case, prediction, run_dir, settings, segments)
     probabilities = _probabilities(prediction)
     spacing = float(case["pixel_spacing_mm"]) if not pd.isna(case["pixel_spacing_mm"]) else None
     truth_label = str(case["label"] or "")
@@ -142,7 +158,8 @@ def per_image_table(run_dir: Path, settings: EvalConfig | None = None) -> pd.Dat
     unknown = sorted(set(predictions["case_id"]) - set(cases.index))
     if unknown:
         raise DataError(f"{paths.predictions_csv}: case {unknown[0]!r} is not in {paths.cases.name}")
-    rows = [evaluate_case(cases.loc[p["case_id"]], p, run_dir, settings)
+    segments = run_segments(run_dir)
+    rows = [evaluate_case(cases.loc[p["case_id"]], p, run_dir, settings, segments)
             for _, p in predictions.iterrows()]
     return pd.DataFrame(rows)
 

@@ -27,7 +27,7 @@ from buscad.inference.tiling import MODES, predict_patches, predict_sliding
 from buscad.inference.tta import FLIPS, TTAResult, merge, variants
 from buscad.postprocess.descriptors import describe_lesion
 from buscad.postprocess.probability import lesion_mask
-from buscad.postprocess.refine import refine_prediction
+from buscad.postprocess.refine import classifier_only_mask, refine_prediction
 from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resize
 
 Backend = Literal["torch", "onnx"]
@@ -201,8 +201,8 @@ class Predictor:
         class_coded = share is not None and len(spec.labels) == 3
         if share is not None and class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
             mask = np.where(mask, 1 + (share > 0.5), 0).astype(np.uint8)
-        elif not segments and probabilities:  # image classifier: no outline to reconcile the class with
-            mask = np.full(mask.shape, max(probabilities, key=probabilities.__getitem__) != spec.labels[0])
+        elif not segments:  # image classifier: no outline to reconcile the class with
+            mask = classifier_only_mask(probabilities, mask.shape, spec.labels)
         refined = refine_prediction(
             probabilities, mask, labels=spec.labels, uncertainty_threshold=spec.uncertainty_threshold,
             min_lesion_pixels=spec.min_lesion_pixels if segments else 0, tta_disagreement=disagreement,

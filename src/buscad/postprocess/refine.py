@@ -133,6 +133,16 @@ def _mask_label(codes: np.ndarray | None, lesion: np.ndarray, labels: Sequence[s
     return labels[int(np.argmax(counts[: len(labels)]))]
 
 
+def classifier_only_mask(probabilities: Mapping[str, float] | None, shape: tuple[int, ...],
+                         labels: Sequence[str] = LABELS) -> np.ndarray:
+    """The stand-in mask of an image classifier (a model without segmentation): the whole image when it
+    calls a lesion class, empty when it calls normal. Refining it with :func:`refine_prediction` then keeps
+    the classifier's label instead of reading "no outline" as "normal"; callers clear the mask afterwards."""
+    if not probabilities:
+        return np.zeros(shape, dtype=bool)
+    return np.full(shape, max(probabilities, key=probabilities.__getitem__) != labels[0])
+
+
 def refine_prediction(
     probabilities: Mapping[str, float] | None,
     mask: np.ndarray,

@@ -30,6 +30,7 @@ from buscad.evaluation.run_eval import (
     eval_settings,
     evaluate_cv,
     per_image_cv,
+    run_segments,
     summarize_per_image,
 )
 from buscad.io import write_bytes_atomic, write_text_atomic
@@ -195,16 +196,16 @@ def curves_section(view: RunView) -> Section | None:
 
 def _gallery_items(view: RunView, rows: pd.DataFrame) -> list[figures.GalleryItem]:
     items = []
-    cache: dict[str, tuple[pd.DataFrame, pd.DataFrame, Any]] = {}
+    cache: dict[str, tuple[pd.DataFrame, pd.DataFrame, Any, bool]] = {}
     for _, row in rows.iterrows():
         directory = view.runs[str(row["fold"])]
         if str(row["fold"]) not in cache:
             cases = rundir.read_cases(directory).set_index("case_id", drop=False)
             predictions = rundir.read_predictions(directory).set_index("case_id", drop=False)
-            cache[str(row["fold"])] = (cases, predictions, eval_settings(directory))
-        cases, predictions, settings = cache[str(row["fold"])]
+            cache[str(row["fold"])] = (cases, predictions, eval_settings(directory), run_segments(directory))
+        cases, predictions, settings, segments = cache[str(row["fold"])]
         case = cases.loc[row["case_id"]]
-        truth, _, refined = case_masks(case, predictions.loc[row["case_id"]], directory, settings)
+        truth, _, refined = case_masks(case, predictions.loc[row["case_id"]], directory, settings, segments)
         caption = (f"{row['case_id']}\n{row['label']} → {row['pred_label']}, Dice {fmt(row['dice'])}")
         items.append(figures.GalleryItem(read_grayscale(image_file(case)), truth, refined.mask, caption))
     return items
