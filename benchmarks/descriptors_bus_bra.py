@@ -33,11 +33,8 @@ Cite the datasets wherever these figures are used: BUS-BRA (Gómez-Flores et al.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -62,6 +59,7 @@ from buscad.data.manifest import image_file, load_mask, read_manifest
 from buscad.evaluation.run_eval import case_masks, eval_settings
 from buscad.io import json_safe, write_text_atomic
 from buscad.postprocess import descriptors as desc
+from buscad.training.provenance import benchmark_header
 
 RESULTS = REPO / "benchmarks" / "results"
 N_FOLDS = 5
@@ -370,9 +368,7 @@ def main() -> None:
     dev = development(args.work) if (args.work / "busi_curated.csv").is_file() else None
 
     record = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python3 benchmarks/descriptors_bus_bra.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        **benchmark_header("descriptors_bus_bra.py"),
         "seconds": time.perf_counter() - start, "tag": args.tag, "bootstrap": args.bootstrap,
         "note": desc.NOTE, "features": list(desc.NUMERIC_DESCRIPTORS),
         "data": {"n_images": len(manifest), "n_patients": int(manifest["patient_id"].nunique()),

@@ -33,8 +33,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -50,6 +48,7 @@ from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, fold_test_table, markdown_table
 from buscad.evaluation.run_eval import evaluate_run
 from buscad.training.config import load_config
+from buscad.training.provenance import benchmark_header
 from buscad.workflows import evaluate_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,9 +182,7 @@ def build_table(work: Path, tag: str) -> None:
         for row in cross_dataset_rows(per_fold, train_set, by=("dataset", "device")):
             if row["test"].startswith("bus-bra/"):
                 devices.append(row | cost)
-    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python3 benchmarks/generalization.py " + " ".join(sys.argv[1:]),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+    record = {**benchmark_header("generalization.py"),
               "rows": rows, "per_device": devices, "pending": pending}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "generalization.json").write_text(json.dumps(record, indent=2, default=str) + "\n")

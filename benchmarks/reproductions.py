@@ -46,7 +46,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from buscad.data.splits import check_no_leakage, kfold_split, parse_ratios, rati
 from buscad.evaluation.metrics import PIXEL_CLASSES, class_counts
 from buscad.evaluation.stats import mcnemar_test, wilcoxon_test
 from buscad.training.config import ExperimentConfig, load_config
+from buscad.training.provenance import benchmark_header
 from buscad.workflows import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -545,9 +545,7 @@ def build_table(results: Path, work: Path) -> dict[str, Any]:
         else:
             complete.append(row)
     budgets = sorted({r["budget_minutes"] for r in complete})
-    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python3 benchmarks/reproductions.py " + " ".join(sys.argv[1:]),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+    record = {**benchmark_header("reproductions.py"),
               "measures": MEASURES, "configs": complete, "pending": pending}
     results.mkdir(parents=True, exist_ok=True)
     (results / "reproductions.json").write_text(json.dumps(record, indent=2, default=str) + "\n")

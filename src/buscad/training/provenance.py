@@ -1,9 +1,13 @@
-"""What a run directory records about how it was made: git commit, package versions, machine."""
+"""What a run directory or a benchmark record says about how it was made: git commit, package versions,
+machine, date and command."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -37,6 +41,11 @@ def package_versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, str | int]:
-    import os
-
     return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count() or 0}
+
+
+def benchmark_header(script: str) -> dict[str, object]:
+    """The first keys of a benchmark's results record: when, the command that reproduces it, on what CPU."""
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": f"python3 benchmarks/{script} " + " ".join(sys.argv[1:]),
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
