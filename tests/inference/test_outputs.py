@@ -51,3 +51,6 @@ def test_caption_names_label_probability_and_flags() -> None:
               "flags": {"inconsistent": False, "uncertain": True}}
     assert caption(record) == "malignant 0.87 [uncertain]"
     assert caption({"refined_label": "lesion", "probabilities": {}, "flags": {}}) == "lesion"
+    overruled = {"label": "normal", "refined_label": "benign", "flags": {"inconsistent": True},
+                 "probabilities": {"normal": 0.79, "benign": 0.12, "malignant": 0.09}}
+    assert caption(overruled) == "benign (classifier: normal 0.79) [inconsistent]"

@@ -74,11 +74,20 @@ def overlay(prediction: Prediction) -> np.ndarray:
 
 
 def caption(record: dict[str, Any]) -> str:
-    """``malignant 0.87 [uncertain]`` style summary of a record."""
+    """``malignant 0.87 [uncertain]`` style summary of a record.
+
+    When refining changed the classifier's label (e.g. an outlined lesion the classifier called normal),
+    the classifier's own call is shown instead of a low probability next to the refined label:
+    ``benign (classifier: normal 0.79) [inconsistent]``."""
     label = record.get("refined_label") or "?"
-    probability = (record.get("probabilities") or {}).get(label)
+    probabilities = record.get("probabilities") or {}
+    classifier = record.get("label")
     flags = [name for name, on in (record.get("flags") or {}).items() if on]
-    text = label if probability is None else f"{label} {probability:.2f}"
+    if classifier and classifier != label and probabilities.get(classifier) is not None:
+        text = f"{label} (classifier: {classifier} {probabilities[classifier]:.2f})"
+    else:
+        probability = probabilities.get(label)
+        text = label if probability is None else f"{label} {probability:.2f}"
     return text + (f" [{', '.join(flags)}]" if flags else "")
 
 
