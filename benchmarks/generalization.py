@@ -61,6 +61,7 @@ SHARED = REPO.parent / "shared" / "datasets"
 TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5}
 EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None}
 MANIFEST = {"busi": "busi_curated_folds.csv", "bus-bra": "bus_bra_folds.csv", "busi+bus-bra": "pool_folds.csv"}
+DEFAULT_TAG = "robust"  # the recipe's runs; other tags are variants (ablations)
 POOL_OVERRIDES = ["data.balance_by=[dataset,label]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
 
 
@@ -185,8 +186,10 @@ def build_table(work: Path, tag: str) -> None:
     record = {**benchmark_header("generalization.py"),
               "rows": rows, "per_device": devices, "pending": pending}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "generalization.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    lines = ["# Cross-dataset generalization (train set → test set, mean ± std over all folds)", "",
+    stem = "generalization" if tag == DEFAULT_TAG else f"generalization_{tag}"  # a variant never overwrites the recipe's table
+    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    variant = "" if tag == DEFAULT_TAG else f", variant {tag!r}"
+    lines = [f"# Cross-dataset generalization (train set → test set, mean ± std over all folds{variant})", "",
              f"`{record['command']}` — {record['date']}, {record['machine']['cores']} CPU cores.", "",
              markdown_table(rows), ""]
     if rows:
@@ -202,7 +205,7 @@ def build_table(work: Path, tag: str) -> None:
               "al., Medical Physics 51, 2024, 3110–3123). Metrics: " + ", ".join(METRICS) + " (see "
               "src/buscad/evaluation/cross_dataset.py). The malignancy AUC ranks lesion images by p(malignant | lesion) "
               "= p(malignant) / (p(benign) + p(malignant)).", ""]
-    (RESULTS / "generalization.md").write_text("\n".join(lines))
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
@@ -215,7 +218,8 @@ def main() -> None:
     parser.add_argument("--train", choices=tuple(TRAIN_SETS), default="busi")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "buscad_robust_cpu.yaml")
-    parser.add_argument("--tag", default="robust", help="run-name prefix (one per recipe)")
+    parser.add_argument("--tag", default=DEFAULT_TAG, help="run-name prefix (one per recipe); the table of a tag other "
+                        f"than {DEFAULT_TAG!r} goes to results/generalization_TAG.{{md,json}}")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
     args = parser.parse_intermixed_args()
     if args.step == "prepare":
