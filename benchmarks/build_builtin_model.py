@@ -193,15 +193,16 @@ def release_manifest(work: Path) -> Path:
     return path
 
 
-def train_release(work: Path, overrides: list[str]) -> Path:
-    """Train the release model on :func:`release_manifest` with the pooled cross-validation's recipe and
-    settings (``benchmarks/generalization.py``), so the cross-validation figures describe it."""
+def train_release(work: Path, overrides: list[str], name: str = "release") -> Path:
+    """Train the release model (``WORK/runs/NAME``) on :func:`release_manifest` with the pooled
+    cross-validation's recipe and settings (``benchmarks/generalization.py``; give the cross-validation's
+    own overrides too), so the cross-validation figures describe it."""
     from generalization import POOL_OVERRIDES  # the sibling script: benchmarks/ is on sys.path
 
     config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
                          [f"data.manifest={release_manifest(work)}", f"data.cache_dir={work / 'cache'}",
                           "train.progress_bar=false", *POOL_OVERRIDES, *overrides])
-    directory = work / "runs" / "release"
+    directory = work / "runs" / name
     if not (rundir.layout(directory).best_checkpoint.is_file() and (rundir.read_run_info(directory) or {}).get("timings")):
         train(config, directory, resume=rundir.layout(directory).last_checkpoint.is_file())
     return directory
@@ -328,13 +329,16 @@ def main() -> None:
                         help="take the held-out figures from the pooled cross-validation in WORK")
     parser.add_argument("--train-release", type=Path, metavar="WORK",
                         help="train the release model on all pooled images of WORK (generalization.py's --work)")
+    parser.add_argument("--release-name", default="release", help="run directory name under WORK/runs")
+    parser.add_argument("--cv-tag", default="robust",
+                        help="tag of the pooled cross-validation whose fold records give the figures")
     parser.add_argument("--version", required=True)
     parser.add_argument("--name", default="buscad-bus")
     parser.add_argument("overrides", nargs="*", help="config overrides for --train-release (key=value)")
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
     if args.train_release:
-        print(f"release model trained in {train_release(args.train_release, args.overrides)}")
+        print(f"release model trained in {train_release(args.train_release, args.overrides, args.release_name)}")
         return
     if args.run is None:
         parser.error("--run is required (or --train-release)")
@@ -342,7 +346,7 @@ def main() -> None:
 
     temperature = validation_temperature(run)
     if args.cv_work:
-        test, fold_temperatures, written_with = cv_test_table(args.cv_work)
+        test, fold_temperatures, written_with = cv_test_table(args.cv_work, args.cv_tag)
     else:
         test, fold_temperatures = run_test_table(run), {0: temperature}
         written_with = load_config(run / "config.yaml").eval.refine_policy
