@@ -15,8 +15,8 @@ describes it. Steps (each printed and recorded in ``src/buscad/weights/release.j
    (every image scored once by the fold model that never saw it; each fold's probabilities calibrated
    with a temperature fitted on that fold's own validation part); without it, ``RUN``'s own test part.
    The refining policies — ``published`` (empty mask ⇒ normal), ``keep-class`` and ``segmentation``
-   (the mask decides lesion or normal) — are compared there by malignant sensitivity / specificity and
-   the one that misses fewer malignant lesions without losing malignant specificity is taken.
+   (the mask decides lesion or normal) — are compared there, and the one that misses fewer malignant
+   lesions without losing malignant or normal specificity is taken (:func:`choose_policy`).
 3. Write the checkpoint with temperature and policy in its spec, export ONNX, quantize to int8 when the
    int8 model agrees with the float one (mask Dice and class agreement ≥ 0.95 on validation images),
    and copy the file into the package with its sha256.
@@ -133,13 +133,17 @@ def policy_table(test: pd.DataFrame, written_with: str) -> dict[str, dict[str, d
 
 
 def choose_policy(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
-    """The policy with the highest malignant sensitivity (summed over datasets) whose malignant specificity
-    stays within 2 points of the published rule's; ties go to the one calling fewer lesions normal."""
+    """The policy with the highest malignant sensitivity (summed over datasets) among those that keep the
+    published rule's malignant specificity (within 2 points per dataset) and normal specificity (within 5
+    points: a default must not outline many normal images either); ties go to the one calling fewer
+    lesions normal."""
     def total(policy: str, key: str) -> float:
         return float(np.nansum([v[key] if v[key] is not None else np.nan for v in table[policy].values()]))
 
-    floor = total("published", "malignant_specificity") - 0.02 * len(table["published"])
-    allowed = [p for p in POLICIES if total(p, "malignant_specificity") >= floor]
+    n = len(table["published"])
+    allowed = [p for p in POLICIES
+               if total(p, "malignant_specificity") >= total("published", "malignant_specificity") - 0.02 * n
+               and total(p, "normal_specificity") >= total("published", "normal_specificity") - 0.05 * n]
     return max(allowed, key=lambda p: (round(total(p, "malignant_sensitivity"), 6), -total(p, "lesions_called_normal")))
 
 
