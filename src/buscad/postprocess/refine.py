@@ -15,9 +15,9 @@ Rules (in this order):
 
 With ``policy="segmentation"`` the mask decides lesion or normal and the classifier names the lesion:
 rule 2 keeps a segmented lesion the classifier called normal (labelled with the likelier lesion class,
-flagged ``inconsistent``), rule 3 is the published one. Segmentation is supervised on every dataset of a
-pool while "normal" is learnt only where normal images exist, so on other hospitals' images the mask is
-the better judge of "is there a lesion" (benchmarks/results/builtin_model.json; docs/model_card.md).
+flagged ``inconsistent``), rule 3 is the published one. It suits a model whose classifier never learnt
+"normal" on some of its training data (a pool trained with partial class labels). Which policy a model
+ships with is measured, not assumed (``benchmarks/build_builtin_model.py``; docs/model_card.md).
 4. ``uncertain`` when the top class probability is below ``uncertainty_threshold`` or when
    ``tta_disagreement`` (any caller-defined disagreement in [0, 1] between test-time-augmentation
    variants, e.g. 1 − mean pairwise Dice of their masks) exceeds ``tta_threshold``.
