@@ -298,6 +298,10 @@ def run_one(work: Path, results: Path, name: str, protocol: str, fold: int, budg
     directory = run_dir(work, name, protocol, fold, budget)
     paths = rundir.layout(directory)
     done = rundir.has_metrics(directory)
+    saved = record_paths(results, name, protocol, fold)[1]
+    if done and saved.is_file():  # a finished run keeps the record it wrote (its cost is only known then)
+        print(f"{name} / {protocol} / fold {fold}: already saved ({saved})")
+        return dict(json.loads(saved.read_text()))
     start = time.perf_counter()
     if not done:
         ratio = not is_kfold(REPRODUCTIONS[name].paper_split) and protocol == "paper"
