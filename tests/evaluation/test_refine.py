@@ -148,3 +148,12 @@ def test_segmentation_policy_keeps_a_segmented_lesion_the_classifier_called_norm
     empty = refine_prediction({"normal": 0.1, "benign": 0.8, "malignant": 0.1}, np.zeros((16, 16), bool),
                               policy="segmentation")
     assert empty.refined_label == "normal" and empty.flags["inconsistent"]
+
+
+@pytest.mark.parametrize("policy", ["published", "keep-class", "segmentation"])
+def test_a_model_without_outlines_keeps_its_label_under_every_policy(policy: str) -> None:
+    result = refine_prediction(_probs(0.1, 0.2, 0.7), _mask(0), policy=policy, outlines=False, min_lesion_pixels=5)
+    assert result.refined_label == "malignant" and not result.mask.any() and result.lesion_pixels == 0
+    assert result.flags == {"inconsistent": False, "uncertain": False} and result.reasons == []
+    normal = refine_prediction(_probs(0.5, 0.3, 0.2), _mask(0), policy=policy, outlines=False)
+    assert normal.refined_label == "normal" and normal.flags["uncertain"] and not normal.flags["inconsistent"]

@@ -37,7 +37,7 @@ from buscad.evaluation.metrics import (
     summarize,
 )
 from buscad.postprocess.probability import lesion_mask
-from buscad.postprocess.refine import NORMAL, Refinement, classifier_only_mask, refine_prediction
+from buscad.postprocess.refine import NORMAL, Refinement, refine_prediction
 from buscad.postprocess.settings import EvalConfig
 
 VARIANTS = {"refined": "", "raw": "_raw"}
@@ -107,20 +107,17 @@ def case_masks(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: 
                settings: EvalConfig, segments: bool = True) -> tuple[np.ndarray, np.ndarray, Refinement]:
     """``(truth, raw, refinement)`` of one test image: truth mask, thresholded prediction, refined result.
 
-    An image classifier (``segments`` False) is refined as :class:`~buscad.inference.predictor.Predictor`
-    refines it: its label stands (no outline to reconcile it with) and its masks are empty."""
+    An image classifier (``segments`` False) has empty masks and its label stands (``outlines=False`` of
+    :func:`~buscad.postprocess.refine.refine_prediction`, as the predictor refines it)."""
     truth = load_mask(case)
-    probabilities = _probabilities(prediction)
-    if not segments:
+    if segments:
+        probability = rundir.read_probability_mask(run_dir, str(prediction["mask_file"]), truth.shape)
+        raw = lesion_mask(probability, settings.seg_threshold)
+    else:
         raw = np.zeros(truth.shape, dtype=bool)
-        refined = refine_prediction(probabilities, classifier_only_mask(probabilities, truth.shape),
-                                    uncertainty_threshold=settings.uncertainty_threshold, policy=settings.refine_policy)
-        refined.mask = raw
-        return truth, raw, refined
-    probability = rundir.read_probability_mask(run_dir, str(prediction["mask_file"]), truth.shape)
-    raw = lesion_mask(probability, settings.seg_threshold)
-    refined = refine_prediction(probabilities, raw, uncertainty_threshold=settings.uncertainty_threshold,
-                                min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy)
+    refined = refine_prediction(_probabilities(prediction), raw, uncertainty_threshold=settings.uncertainty_threshold,
+                                min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy,
+                                outlines=segments)
     return truth, raw, refined
 
 

@@ -27,7 +27,7 @@ from buscad.inference.tiling import MODES, predict_patches, predict_sliding
 from buscad.inference.tta import FLIPS, TTAResult, merge, variants
 from buscad.postprocess.descriptors import describe_lesion
 from buscad.postprocess.probability import lesion_mask
-from buscad.postprocess.refine import classifier_only_mask, refine_prediction
+from buscad.postprocess.refine import refine_prediction
 from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resize
 
 Backend = Literal["torch", "onnx"]
@@ -201,15 +201,11 @@ class Predictor:
         class_coded = share is not None and len(spec.labels) == 3
         if share is not None and class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
             mask = np.where(mask, 1 + (share > 0.5), 0).astype(np.uint8)
-        elif not segments:  # image classifier: no outline to reconcile the class with
-            mask = classifier_only_mask(probabilities, mask.shape, spec.labels)
         refined = refine_prediction(
             probabilities, mask, labels=spec.labels, uncertainty_threshold=spec.uncertainty_threshold,
-            min_lesion_pixels=spec.min_lesion_pixels if segments else 0, tta_disagreement=disagreement,
-            tta_threshold=TTA_THRESHOLD, class_coded=class_coded, policy=spec.refine_policy,
+            min_lesion_pixels=spec.min_lesion_pixels, tta_disagreement=disagreement, tta_threshold=TTA_THRESHOLD,
+            class_coded=class_coded, policy=spec.refine_policy, outlines=segments,
         )
-        if not segments:
-            refined.mask = np.zeros(mask.shape, dtype=bool)
         pixel_spacing = spacing or image.pixel_spacing_mm
         measurements = measure_lesions(refined.mask, pixel_spacing)
         descriptors = describe_lesion(refined.mask, image.gray, pixel_spacing)  # None without a lesion

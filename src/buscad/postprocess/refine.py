@@ -133,16 +133,6 @@ def _mask_label(codes: np.ndarray | None, lesion: np.ndarray, labels: Sequence[s
     return labels[int(np.argmax(counts[: len(labels)]))]
 
 
-def classifier_only_mask(probabilities: Mapping[str, float] | None, shape: tuple[int, ...],
-                         labels: Sequence[str] = LABELS) -> np.ndarray:
-    """The stand-in mask of an image classifier (a model without segmentation): the whole image when it
-    calls a lesion class, empty when it calls normal. Refining it with :func:`refine_prediction` then keeps
-    the classifier's label instead of reading "no outline" as "normal"; callers clear the mask afterwards."""
-    if not probabilities:
-        return np.zeros(shape, dtype=bool)
-    return np.full(shape, max(probabilities, key=probabilities.__getitem__) != labels[0])
-
-
 def refine_prediction(
     probabilities: Mapping[str, float] | None,
     mask: np.ndarray,
@@ -154,11 +144,14 @@ def refine_prediction(
     tta_threshold: float = 0.2,
     class_coded: bool = False,
     policy: str = "published",
+    outlines: bool = True,
 ) -> Refinement:
     """Refine one prediction and flag what a clinician should double-check.
 
     ``mask`` is a 2-D boolean (or 0/1) lesion mask, or, with ``class_coded=True``, a mask whose value
-    ``i`` means ``labels[i]`` (0 background). ``labels[0]`` must be the normal class.
+    ``i`` means ``labels[i]`` (0 background). ``labels[0]`` must be the normal class. ``outlines`` False
+    is a model that gives no outline (an image classifier): an empty mask is then no evidence against a
+    lesion call, so the classifier's label stands and only the uncertainty flags apply.
     """
     if labels[0] != NORMAL:
         raise ValueError(f"labels must start with {NORMAL!r}, got {tuple(labels)}")
@@ -169,7 +162,7 @@ def refine_prediction(
     reasons: list[str] = []
     flags = {"inconsistent": False, "uncertain": False}
 
-    if min_lesion_pixels > 0 and lesion.any():
+    if outlines and min_lesion_pixels > 0 and lesion.any():
         before = int(lesion.sum())
         lesion = remove_small_regions(lesion, min_lesion_pixels)
         removed = before - int(lesion.sum())
@@ -179,7 +172,10 @@ def refine_prediction(
             )
     pixels = int(lesion.sum())
 
-    if label is None:
+    if not outlines:
+        lesion, pixels = np.zeros_like(lesion), 0
+        refined_label = label or NORMAL
+    elif label is None:
         refined_label = _mask_label(codes, lesion, labels)
     elif label == NORMAL and pixels and policy == "segmentation":
         refined_label = _likelier_lesion_class(probabilities, labels)
