@@ -78,7 +78,7 @@ def _cleared(table: pd.DataFrame, rows: pd.Series) -> None:
     table.loc[rows, "hd95"] = np.nan
 
 
-def with_policy(test: pd.DataFrame, policy: str, written_with: str = "published") -> pd.DataFrame:
+def with_policy(test: pd.DataFrame, policy: str, written_with: str) -> pd.DataFrame:
     """The per-image table as the refining ``policy`` would have labelled (and masked) it, from a table
     that the run wrote with ``written_with``.
 
@@ -147,11 +147,10 @@ def choose_policy(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
     return max(allowed, key=lambda p: (round(total(p, "malignant_sensitivity"), 6), -total(p, "lesions_called_normal")))
 
 
-def held_out_figures(test: pd.DataFrame, temperature: float, policy: str,
-                     written_with: str) -> dict[str, dict[str, float]]:
-    """score_test_set per dataset with the chosen policy's labels and calibrated probabilities."""
+def held_out_figures(test: pd.DataFrame, policy: str, written_with: str) -> dict[str, dict[str, float]]:
+    """score_test_set per dataset with the chosen policy's labels (``test``'s probabilities are already
+    calibrated: :func:`calibrated`)."""
     table = with_policy(test, policy, written_with)
-    table[[f"prob_{label}" for label in LABELS]] = apply_temperature(probabilities(table), temperature)
     figures = {}
     for dataset, part in table.groupby("dataset"):
         metrics = score_test_set(part)
@@ -279,7 +278,7 @@ def summarise_folds(test: pd.DataFrame, policy: str, written_with: str) -> dict[
     """Per dataset: each metric's mean and std over folds, from calibrated out-of-fold rows."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for dataset, part in test.groupby("dataset"):
-        per_fold = pd.DataFrame([held_out_figures(rows, 1.0, policy, written_with)[dataset] for _, rows in part.groupby("fold")])
+        per_fold = pd.DataFrame([held_out_figures(rows, policy, written_with)[dataset] for _, rows in part.groupby("fold")])
         numeric = per_fold.select_dtypes("number")
         out[str(dataset)] = {c: {"mean": float(numeric[c].mean()), "std": float(numeric[c].std(ddof=1))
                                  if len(numeric) > 1 else 0.0} for c in numeric.columns}
@@ -360,7 +359,7 @@ def main() -> None:
     ece = {dataset: {"before": calibration_metrics(probabilities(test.loc[part.index]), truth_index(part))["ece"],
                      "after": calibration_metrics(probabilities(part), truth_index(part))["ece"]}
            for dataset, part in scaled.groupby("dataset")}
-    figures = held_out_figures(scaled, 1.0, policy, written_with)  # all held-out rows together
+    figures = held_out_figures(scaled, policy, written_with)  # all held-out rows together
     folds = summarise_folds(scaled, policy, written_with)
     classes = per_class(with_policy(scaled, policy, written_with))
 
