@@ -105,3 +105,28 @@ def test_synthetic_dicom_lesion_measures_its_known_size_in_mm(tmp_path) -> None:
     assert found[0]["longest_diameter_mm"] == pytest.approx(width_mm, rel=0.02)
     assert found[0]["perpendicular_diameter_mm"] == pytest.approx(depth_mm, rel=0.02)
     assert found[0]["area_mm2"] == pytest.approx(math.pi * width_mm * depth_mm / 4, rel=0.02)
+
+
+def test_convex_pixels_counts_the_pixels_of_scikit_images_convex_hull() -> None:
+    from skimage.morphology import convex_hull_image
+
+    from buscad.inference.measure import convex_pixels
+
+    rng = np.random.default_rng(0)
+    shapes = [np.ones((1, 1), bool), np.ones((1, 7), bool), np.eye(6, dtype=bool), ellipse_mask(60, 80, (30, 40), (20, 9), 30.0)]
+    for _ in range(300):  # scattered pixels, thin lines, sparse and dense blobs
+        height, width = rng.integers(1, 25, size=2)
+        image = rng.random((height, width)) < rng.random() ** 2
+        image[rng.integers(height), rng.integers(width)] = True
+        shapes.append(image)
+    for image in shapes:
+        assert convex_pixels(image) == int(convex_hull_image(image).sum())
+
+
+def test_lesion_far_from_the_origin_reports_whole_mask_coordinates() -> None:
+    mask = np.zeros((300, 400), dtype=bool)
+    mask[200:220, 310:350] = True
+    lesion = measure_lesions(mask)["lesions"][0]
+    assert lesion["bbox_px"] == [200, 310, 220, 350]
+    assert lesion["centroid_px"] == [209.5, 329.5]
+    assert lesion["solidity"] == 1.0

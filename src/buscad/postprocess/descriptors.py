@@ -34,6 +34,8 @@ from scipy import ndimage, signal
 from scipy.spatial import ConvexHull, QhullError
 from skimage import measure
 
+from buscad.postprocess.regions import occupied_box
+
 NOTE = ("Automated estimates computed from the lesion outline and the image: not a BI-RADS assessment and "
         "not a diagnosis. Only a radiologist assigns BI-RADS descriptors and categories.")
 """Carried by every descriptor record, so no reader mistakes the words for a radiologist's."""
@@ -142,14 +144,16 @@ def largest_lesion(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, i
     """``(box, lesion, components)``: the bounding box (slices into ``mask``) of the largest 8-connected
     component of ``mask > 0``, that component inside the box with holes filled, and the number of
     components; None when the mask is empty."""
-    labels, count = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3), dtype=bool))
-    if count == 0:
+    lesion = np.asarray(mask) > 0
+    occupied = occupied_box(lesion)
+    if occupied is None:
         return None
-    boxes = ndimage.find_objects(labels)  # sizes counted inside each box: no pass over a large image
-    sizes = [np.count_nonzero(labels[box] == k) for k, box in enumerate(boxes, start=1)]
-    largest = int(np.argmax(sizes))
-    box = boxes[largest]
-    return box, ndimage.binary_fill_holes(labels[box] == largest + 1), int(count)
+    labels, count = ndimage.label(lesion[occupied], structure=np.ones((3, 3), dtype=bool))
+    largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    inner = ndimage.find_objects(labels)[largest - 1]
+    box = (slice(occupied[0].start + inner[0].start, occupied[0].start + inner[0].stop),
+           slice(occupied[1].start + inner[1].start, occupied[1].start + inner[1].stop))
+    return box, ndimage.binary_fill_holes(labels[inner] == largest), int(count)
 
 
 def _reduce(lesion: np.ndarray, gray: np.ndarray, spacing: tuple[float, float]
@@ -200,11 +204,11 @@ def _moment_ellipse(lesion: np.ndarray, spacing: tuple[float, float]) -> tuple[n
 
     The physical covariance is ``S Σ_px S`` (S = diag(spacing)): the same ellipse regionprops fits, in mm.
     """
-    region = measure.regionprops(lesion.astype(np.uint8))[0]
-    mu = region.moments_central
-    cov_px = np.array([[mu[2, 0], mu[1, 1]], [mu[1, 1], mu[0, 2]]]) / mu[0, 0]
+    moments = cv2.moments(lesion.astype(np.uint8), binaryImage=True)  # x = column, y = row
+    cov_px = np.array([[moments["mu02"], moments["mu11"]], [moments["mu11"], moments["mu20"]]]) / moments["m00"]
+    centroid = np.array([moments["m01"], moments["m10"]]) / moments["m00"]
     scale = np.diag(spacing)
-    return np.asarray(region.centroid) * np.asarray(spacing), scale @ cov_px @ scale, cov_px
+    return centroid * np.asarray(spacing), scale @ cov_px @ scale, cov_px
 
 
 def _axes(cov: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -221,10 +225,11 @@ def _ellipse_mismatch(lesion: np.ndarray, cov_px: np.ndarray) -> float:
     half = 2 * np.sqrt(np.clip(np.diag(cov_px), 0.0, None)) + 1  # the ellipse's extent along rows, cols
     low = np.floor(np.minimum([rows.min(), cols.min()], centre - half)).astype(int)
     high = np.ceil(np.maximum([rows.max(), cols.max()], centre + half)).astype(int) + 1
-    grid = np.mgrid[low[0]:high[0], low[1]:high[1]]
-    offsets = grid.reshape(2, -1).T - centre
-    inside = (np.einsum("ni,ij,nj->n", offsets, np.linalg.pinv(cov_px), offsets) <= 4.0).reshape(grid.shape[1:])
-    box = np.zeros(grid.shape[1:], dtype=bool)
+    d_row = (np.arange(low[0], high[0]) - centre[0])[:, None]
+    d_col = (np.arange(low[1], high[1]) - centre[1])[None, :]
+    inverse = np.linalg.pinv(cov_px)  # the quadratic form row by column, without a grid of offsets
+    inside = inverse[0, 0] * d_row**2 + 2 * inverse[0, 1] * d_row * d_col + inverse[1, 1] * d_col**2 <= 4.0
+    box = np.zeros(inside.shape, dtype=bool)
     box[rows - low[0], cols - low[1]] = True
     return float(np.count_nonzero(box ^ inside) / len(rows))
 
@@ -345,11 +350,22 @@ def posterior_regions(lesion: np.ndarray) -> tuple[tuple[slice, slice], list[tup
     return (band, slice(c0, c1)), [(band, slice(left, c0)), (band, slice(c1, right))]
 
 
+def distance_to(lesion: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """Exact Euclidean distance (physical units) of every pixel to the nearest ``lesion`` pixel: OpenCV's
+    (Felzenszwalb's algorithm, several times faster) for square pixels, SciPy's for anisotropic ones."""
+    if spacing[0] == spacing[1]:
+        return cv2.distanceTransform((~lesion).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) * spacing[0]
+    return ndimage.distance_transform_edt(~lesion, sampling=spacing)
+
+
 def surrounding_ring(lesion: np.ndarray, spacing: tuple[float, float], width: float) -> np.ndarray:
     """Tissue within ``width`` (physical distance) of the lesion, restricted to the lesion's depth range
     (same depth, same gain) when that leaves enough pixels (:data:`MIN_REGION_PIXELS`)."""
-    ring = (ndimage.distance_transform_edt(~lesion, sampling=spacing) <= width) & ~lesion
-    rows = np.nonzero(lesion.any(axis=1))[0]
+    rows, cols = np.flatnonzero(lesion.any(axis=1)), np.flatnonzero(lesion.any(axis=0))
+    reach = (math.ceil(width / spacing[0]) + 1, math.ceil(width / spacing[1]) + 1)
+    near = _window((slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)), lesion.shape, reach)
+    ring = np.zeros_like(lesion)  # the distance transform only where the ring can be: a box, not the window
+    ring[near] = (distance_to(lesion[near], spacing) <= width) & ~lesion[near]
     same_depth = ring.copy()
     same_depth[: rows.min()] = False
     same_depth[rows.max() + 1:] = False

@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from buscad import LABELS
+from buscad.postprocess.regions import occupied_box
 
 LESION = "lesion"
 """``refined_label`` of a binary mask with a lesion when no classifier says benign or malignant."""
@@ -113,13 +114,15 @@ def _as_lesion_mask(mask: np.ndarray, class_coded: bool) -> tuple[np.ndarray, np
 
 def remove_small_regions(lesion: np.ndarray, min_pixels: int) -> np.ndarray:
     """``lesion`` without its 8-connected regions of fewer than ``min_pixels`` pixels."""
-    regions, count = ndimage.label(lesion, structure=np.ones((3, 3), dtype=bool))
-    if count == 0:
-        return lesion.copy()
-    sizes = np.bincount(regions.ravel())
-    keep = sizes >= min_pixels
+    kept = np.zeros(lesion.shape, dtype=bool)
+    box = occupied_box(lesion)
+    if box is None:
+        return kept
+    regions, _ = ndimage.label(lesion[box], structure=np.ones((3, 3), dtype=bool))
+    keep = np.bincount(regions.ravel()) >= min_pixels
     keep[0] = False
-    return keep[regions]
+    kept[box] = keep[regions]
+    return kept
 
 
 def _mask_label(codes: np.ndarray | None, lesion: np.ndarray, labels: Sequence[str]) -> str:
