@@ -29,17 +29,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BUSI_IMAGE = (Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "BUSI" / "Dataset_BUSI_with_GT"
               / "benign" / "benign (1).png")
 THREADS = 2
+PARTS = ("read_ms", "model_ms", "postprocess_ms")
+"""The parts of an analysis its record times: decode, model pass (with resizing), refine + measure + describe."""
 
 
-def latency_ms(predictor, image: Path, repeats: int) -> float:
+def latency_ms(predictor, image: Path, repeats: int) -> dict[str, float]:
+    """Median wall time of one analysis, and the medians of its parts as the record times them."""
     for _ in range(3):
         predictor.analyze(image)
-    times = []
+    times, parts = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        predictor.analyze(image)
+        timings = predictor.analyze(image).record["timings"]
         times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        parts.append(timings)
+    return {"latency_ms": round(statistics.median(times), 2),
+            **{key: round(statistics.median(p[key] for p in parts), 2) for key in PARTS}}
 
 
 def agreement(reference: list, candidate: list) -> dict[str, float]:
@@ -107,7 +112,7 @@ def main() -> None:
                 "onnx int8": Predictor.from_checkpoint(int8_path, threads=THREADS),
             }
             for name, predictor in paths.items():
-                rows.append({"size": size, "path": name, "latency_ms": round(latency_ms(predictor, image, args.repeats), 2)})
+                rows.append({"size": size, "path": name, **latency_ms(predictor, image, args.repeats)})
                 print(rows[-1], flush=True)
             if size == 128:
                 reference = paths["torch float32"].analyze_many(check_files, raise_errors=True)
@@ -122,11 +127,17 @@ def main() -> None:
     (RESULTS / "fast_inference.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = ["# Faster inference paths vs float32 (CPU)", "", f"`{record['command']}` — {record['date']}, "
              f"{THREADS} threads, load average {tuple(round(x, 2) for x in record['loadavg'])}.", "",
-             "Median end-to-end latency of one 562×471 BUSI image (read, map, refine, measure), ms:", "",
+             "Median end-to-end latency of one 562×471 BUSI image (read, model, refine, measure, describe), ms:", "",
              "| path | 128 px (trained) | 256 px (same net, untrained) |", "|---|---|---|"]
     for name in ("torch float32", "torch bf16", "onnx float32", "onnx int8"):
         values = {r["size"]: r["latency_ms"] for r in rows if r["path"] == name}
         lines.append(f"| {name} | {values.get(128)} | {values.get(256)} |")
+    lines += ["", "Parts of the 128 px analysis (medians of each part, ms; read = decode, model = resize + network + "
+              "maps back to full size, postprocess = threshold, refine, measure, describe):", "",
+              "| path | read | model | postprocess |", "|---|---|---|---|"]
+    for row in rows:
+        if row["size"] == 128:
+            lines.append(f"| {row['path']} | {row['read_ms']} | {row['model_ms']} | {row['postprocess_ms']} |")
     lines += ["", f"Agreement with PyTorch float32 on {len(check_files)} images (128 px, trained model):", "",
               "| path | mean mask Dice | same refined label | max Δp |", "|---|---|---|---|"]
     for name, values in agreements.items():
