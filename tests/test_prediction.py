@@ -117,6 +117,16 @@ def test_lesion_mask_is_decided_at_the_stored_precision() -> None:
         assert np.array_equal(tensor, lesion_mask(probability, threshold))
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.462, 127 / 255, 128 / 255, 0.0, 1.0, -0.1])
+def test_lesion_mask_equals_the_level_rule_at_every_rounding_boundary(threshold: float) -> None:
+    # every float32 within 40 steps of each half level (k + 1/2) / 255, where rounding p * 255 turns over
+    half_levels = np.array([(k + 0.5) / 255 for k in range(256)], dtype=np.float32).view(np.int32)
+    near = (half_levels[:, None] + np.arange(-40, 41, dtype=np.int32)).ravel().view(np.float32)
+    probability = np.concatenate([near, np.array([0.0, 1.0, 0.5, np.nan, 1.5, -0.5], dtype=np.float32)])
+    want = probability_level(probability) > threshold * 255
+    assert np.array_equal(lesion_mask(probability, threshold), want)
+
+
 def test_a_temperature_softens_class_probabilities_and_keeps_the_argmax():
     import numpy as np
 

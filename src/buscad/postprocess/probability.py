@@ -14,6 +14,7 @@ computed through torch on the CPU and returned as float32 numpy), so every path 
 
 from __future__ import annotations
 
+import math
 from typing import overload
 
 import numpy as np
@@ -88,4 +89,24 @@ def lesion_mask(probability: np.ndarray, threshold: float) -> np.ndarray: ...
 def lesion_mask(probability: torch.Tensor | np.ndarray, threshold: float) -> torch.Tensor | np.ndarray:
     """The boolean lesion mask of a probability map: its 8-bit level above ``threshold`` (``level / 255 >
     threshold``). Stored maps (``level / 255``) and live float maps give the same mask."""
-    return probability_level(probability) > threshold * PROBABILITY_LEVELS
+    if isinstance(probability, torch.Tensor):
+        return probability_level(probability) > threshold * PROBABILITY_LEVELS
+    return _above_level(np.asarray(probability), threshold)
+
+
+def _above_level(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """``probability_level(p) > threshold · 255`` without building the level map: one comparison with the
+    probability where rounding p · 255 first reaches the lowest level above the threshold, k.
+
+    p · 255 rounds to k or more exactly when p > (k − ½) / 255, or equals it and k is even (half to even).
+    Only p = ½ (k = 128) is a float32 equal to such a cut-off (255 does not divide the other odd
+    numerators), and the float64 cut-off lies nearer the true one than any float32, so the mask is
+    bit-identical (checked in the tests) at a third of the cost on a full-size map.
+    """
+    lowest = math.floor(threshold * PROBABILITY_LEVELS) + 1
+    if lowest > PROBABILITY_LEVELS:
+        return np.zeros(probability.shape, dtype=bool)
+    if lowest <= 0:
+        return ~np.isnan(probability)
+    cut = np.float64((lowest - 0.5) / PROBABILITY_LEVELS)
+    return probability >= cut if lowest % 2 == 0 else probability > cut
