@@ -42,14 +42,14 @@ def run_rows(label: str, directory: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR (split at the last '=')")
     parser.add_argument("--out", type=Path, required=True, help="results path without suffix")
     parser.add_argument("--title", default="Recipe ablations (one fold, same budget)")
     parser.add_argument("--note", default="", help="a paragraph printed under the table")
     args = parser.parse_args()
     rows = []
     for item in args.runs:
-        label, _, path = item.partition("=")
+        label, _, path = item.rpartition("=")  # a label may hold "=" (an override), a run path does not
         rows += run_rows(label, Path(path))
     record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python3 benchmarks/ablation_table.py " + " ".join(sys.argv[1:]), "rows": rows}
