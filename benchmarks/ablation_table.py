@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def main() -> None:
         label, _, path = item.rpartition("=")  # a label may hold "=" (an override), a run path does not
         rows += run_rows(label, Path(path))
     record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python3 benchmarks/ablation_table.py " + " ".join(sys.argv[1:]), "rows": rows}
+              "command": "python3 benchmarks/ablation_table.py " + shlex.join(sys.argv[1:]), "rows": rows}
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     head = "| variant | test set | n | epochs | min | img/s | precision | " + " | ".join(COLUMNS) + " |"
     lines = [f"# {args.title}", "", f"`{record['command']}` — {record['date']}", "", head,

@@ -33,6 +33,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import shlex
 import shutil
 import sys
 import tempfile
@@ -373,7 +374,7 @@ def main() -> None:
         "training": {k: v for k, v in (rundir.read_run_info(run) or {}).items() if k in ("epochs_run", "precision",
                                                                                      "timings", "git_commit")},
         "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python3 benchmarks/build_builtin_model.py " + " ".join(sys.argv[1:]),
+        "command": "python3 benchmarks/build_builtin_model.py " + shlex.join(sys.argv[1:]),
     }
     release = {"name": args.name, "version": args.version, "file": MODEL_FILE, "sha256": sha256_of(target),
                "card": "model_card.md", "summary": {"trained_on": trained_on, "held_out": held_out}}

@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def build(tag: str) -> dict:
     mean = {k: float(np.mean([f[k] for f in folds])) for k in metric_keys}
     std = {k: float(np.std([f[k] for f in folds], ddof=1)) for k in metric_keys}
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python3 benchmarks/busi_cv.py " + " ".join(sys.argv[1:]),
+            "command": "python3 benchmarks/busi_cv.py " + shlex.join(sys.argv[1:]),
             "recipe": json.loads((folder / "fold_0.json").read_text())["config"].rsplit("/", 1)[-1],
             "refine_policy": sorted({f["refine_policy"] for f in folds}),
             "protocol": "curated BUSI (444 images, duplicates dropped), grouped stratified 4-fold, seed 0; "

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -120,7 +121,7 @@ def main() -> None:
                     if name != "torch float32":
                         agreements[name] = agreement(reference, predictor.analyze_many(check_files, raise_errors=True))
     record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python3 benchmarks/fast_inference.py " + " ".join(sys.argv[1:]),
+              "command": "python3 benchmarks/fast_inference.py " + shlex.join(sys.argv[1:]),
               "threads": THREADS, "loadavg": os.getloadavg(), "image": str(image.name),
               "n_agreement_images": len(check_files), "latency": rows, "agreement_vs_torch_float32": agreements}
     RESULTS.mkdir(exist_ok=True)

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -79,7 +80,7 @@ def main() -> None:
     metrics = result.metrics
     record = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python3 benchmarks/train_busi_cpu.py " + " ".join(sys.argv[1:]),
+        "command": "python3 benchmarks/train_busi_cpu.py " + shlex.join(sys.argv[1:]),
         "config": str(args.config.relative_to(REPO)) if args.config.is_relative_to(REPO) else str(args.config),
         "overrides": args.overrides,
         "fold": args.fold,
