@@ -21,3 +21,10 @@ def test_margin_is_clipped_to_the_mask_and_empty_masks_have_no_box() -> None:
     assert occupied_box(mask) is None
     mask[0, 19] = True
     assert occupied_box(mask, margin=3) == (slice(0, 4), slice(16, 20))
+
+
+def test_grow_box_takes_row_and_column_margins_and_stays_inside() -> None:
+    from buscad.postprocess.regions import grow_box
+
+    assert grow_box((slice(5, 10), slice(2, 4)), (20, 30), (3, 1)) == (slice(2, 13), slice(1, 5))
+    assert grow_box((slice(1, 19), slice(0, 30)), (20, 30), (4, 4)) == (slice(0, 20), slice(0, 30))

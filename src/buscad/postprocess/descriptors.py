@@ -34,7 +34,7 @@ from scipy import ndimage, signal
 from scipy.spatial import ConvexHull, QhullError
 from skimage import measure
 
-from buscad.postprocess.regions import occupied_box
+from buscad.postprocess.regions import grow_box, occupied_box
 
 NOTE = ("Automated estimates computed from the lesion outline and the image: not a BI-RADS assessment and "
         "not a diagnosis. Only a radiologist assigns BI-RADS descriptors and categories.")
@@ -172,14 +172,6 @@ def _reduce(lesion: np.ndarray, gray: np.ndarray, spacing: tuple[float, float]
     small[found[0]] = found[1]
     scaled = (spacing[0] * lesion.shape[0] / size[1], spacing[1] * lesion.shape[1] / size[0])
     return small, cv2.resize(gray.astype(np.float32), size, interpolation=cv2.INTER_AREA).astype(np.float64), scaled
-
-
-def _window(box: tuple[slice, slice], shape: tuple[int, int], margin: tuple[int, int]) -> tuple[slice, slice]:
-    """``box`` grown by ``margin`` (rows, cols) and clipped to the image: all a descriptor looks at, so the
-    cost follows the lesion's size, not the image's."""
-    rows = slice(max(0, box[0].start - margin[0]), min(shape[0], box[0].stop + margin[0]))
-    cols = slice(max(0, box[1].start - margin[1]), min(shape[1], box[1].stop + margin[1]))
-    return rows, cols
 
 
 def _contour(lesion: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
@@ -361,14 +353,15 @@ def distance_to(lesion: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
 def surrounding_ring(lesion: np.ndarray, spacing: tuple[float, float], width: float) -> np.ndarray:
     """Tissue within ``width`` (physical distance) of the lesion, restricted to the lesion's depth range
     (same depth, same gain) when that leaves enough pixels (:data:`MIN_REGION_PIXELS`)."""
-    rows, cols = np.flatnonzero(lesion.any(axis=1)), np.flatnonzero(lesion.any(axis=0))
-    reach = (math.ceil(width / spacing[0]) + 1, math.ceil(width / spacing[1]) + 1)
-    near = _window((slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)), lesion.shape, reach)
+    box = occupied_box(lesion)
+    if box is None:
+        raise ValueError("surrounding_ring needs a lesion pixel")
+    near = grow_box(box, lesion.shape, (math.ceil(width / spacing[0]) + 1, math.ceil(width / spacing[1]) + 1))
     ring = np.zeros_like(lesion)  # the distance transform only where the ring can be: a box, not the window
     ring[near] = (distance_to(lesion[near], spacing) <= width) & ~lesion[near]
     same_depth = ring.copy()
-    same_depth[: rows.min()] = False
-    same_depth[rows.max() + 1:] = False
+    same_depth[: box[0].start] = False
+    same_depth[box[0].stop:] = False
     return same_depth if np.count_nonzero(same_depth) >= MIN_REGION_PIXELS else ring
 
 
@@ -394,7 +387,7 @@ def describe_lesion(mask: np.ndarray, image: np.ndarray,
     ring_width = max(RING_FRACTION * math.sqrt(area / math.pi), 2 * max(spacing))
     pad = (max(core.shape[0], math.ceil(ring_width / spacing[0])) + 2,
               max(core.shape[1], math.ceil(ring_width / spacing[1])) + 2)
-    window = _window(box, mask.shape, pad)
+    window = grow_box(box, mask.shape, pad)  # all a descriptor looks at: cost follows the lesion, not the image
     lesion = np.zeros((window[0].stop - window[0].start, window[1].stop - window[1].start), dtype=bool)
     lesion[box[0].start - window[0].start:box[0].stop - window[0].start,
            box[1].start - window[1].start:box[1].stop - window[1].start] = core
