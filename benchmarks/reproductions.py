@@ -32,7 +32,9 @@ reports a config only when all its runs of both protocols are saved (with one bu
 rest as not yet complete. The table puts the figure each paper reports beside (a) and (b), the inflation
 (a − b) of every metric, and paired tests on the test images of (a) that are also in curated BUSI (each
 of them was scored by the (b) fold model that held it out): Wilcoxon signed-rank on per-image Dice and
-exact McNemar on per-image correctness.
+exact McNemar on per-image correctness. Once both have every (b) run, a last section sets the
+segment-then-classify pipeline against buscad's multi-task recipe on the same curated folds and images
+(Dice on all and on lesion images, accuracy, balanced accuracy; the same paired tests).
 
 Cite the dataset wherever these figures are used: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020,
 104863); curated BUSI follows Aumente-Maestro et al. 2025 (CMPB 260:108540).
@@ -474,6 +476,41 @@ def leak_split(paper: pd.DataFrame, segments: bool) -> dict[str, Any]:
     return out
 
 
+HEAD_TO_HEAD = ("pipeline_unet_mobilenet", "buscad_robust_cpu")
+"""Segment-then-classify against buscad's multi-task recipe: (b)'s folds, the same images, the same budget."""
+
+
+def fold_scores(table: pd.DataFrame) -> dict[str, float | None]:
+    """One run's Dice (all images and lesion images only), accuracy and balanced accuracy from its rows."""
+    known = table[table["correct"].notna()]
+    lesion = table[table["truth_pixels"] > 0]
+    recalls = [float(known.loc[known["label"] == label, "correct"].mean()) for label in sorted(set(known["label"]))]
+    return {"dice": float(table["dice"].mean()), "dice_lesion": float(lesion["dice"].mean()) if len(lesion) else None,
+            "accuracy": float(known["correct"].mean()) if len(known) else None,
+            "balanced_accuracy": float(np.mean(recalls)) if recalls else None}
+
+
+def head_to_head(results: Path, first: str, second: str) -> dict[str, Any] | None:
+    """Two configs on (b)'s folds: each metric's mean ± std over folds and paired tests on the same images
+    (Δ = first − second); None until both have every (b) run."""
+    runs = {}
+    for name in (first, second):
+        folds = []
+        for fold in protocol_folds(name, "curated"):
+            table_path = record_paths(results, name, "curated", fold)[0]
+            if not table_path.is_file():
+                return None
+            folds.append(pd.read_csv(table_path, dtype={"case_id": str, "label": str, "pred_label": str},
+                                     keep_default_na=False, na_values={"correct": [""], "dice": [""], "iou": [""]}))
+        runs[name] = folds
+    scores = {name: [fold_scores(table) for table in folds] for name, folds in runs.items()}
+    metrics = {key: {name: _mean_std([s[key] for s in scores[name]]) for name in runs}
+               for key in ("dice", "dice_lesion", "accuracy", "balanced_accuracy")}
+    tables = [pd.concat(runs[name], ignore_index=True) for name in (first, second)]
+    return {"configs": [first, second], "metrics": metrics,
+            "paired": paired_tests(tables[0], tables[1], segments=True, classifies=True)}
+
+
 def config_row(results: Path, work: Path, name: str) -> tuple[dict[str, Any] | None, str | None]:
     """A complete config's comparison, or ``(None, why not)``."""
     loaded = {protocol: load_runs(results, name, protocol) for protocol in PROTOCOLS}
@@ -545,12 +582,13 @@ def build_table(results: Path, work: Path) -> dict[str, Any]:
     for name in REPRODUCTIONS:
         row, why = config_row(results, work, name)
         if row is None:
-            pending.append(why)
+            pending.append(why or name)
         else:
             complete.append(row)
     budgets = sorted({r["budget_minutes"] for r in complete})
+    versus = head_to_head(results, *HEAD_TO_HEAD)
     record = {**benchmark_header("reproductions.py"),
-              "measures": MEASURES, "configs": complete, "pending": pending}
+              "measures": MEASURES, "configs": complete, "head_to_head": versus, "pending": pending}
     results.mkdir(parents=True, exist_ok=True)
     (results / "reproductions.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     budget_text = ", ".join(f"{b:g}" for b in budgets) or "—"
@@ -597,6 +635,8 @@ def build_table(results: Path, work: Path) -> dict[str, Any]:
                              f"{_cell(c['images_per_second'], digits=1)} | "
                              f"{c['first_epoch_cut']} |")
         lines += ["", "Reported figures: " + "; ".join(f"{c['config']}: {c['source']}" for c in complete) + "."]
+    if versus is not None:
+        lines += head_to_head_lines(versus, budget_text)
     if pending:
         lines += ["", "Not yet complete (not reported): " + "; ".join(pending) + "."]
     lines += ["", "Measures: " + "; ".join(f"`{k}`: {v}" for k, v in MEASURES.items()) + ".", "",
@@ -605,6 +645,24 @@ def build_table(results: Path, work: Path) -> dict[str, Any]:
     (results / "reproductions.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return record
+
+
+def head_to_head_lines(versus: dict[str, Any], budget_text: str) -> list[str]:
+    first, second = versus["configs"]
+    paired = versus["paired"]
+    dice, correct = paired["dice"], paired["correct"]
+    lines = ["", f"## Segment-then-classify ({first}) vs multi-task ({second}) on curated BUSI, 4 folds", "",
+             f"Both on (b)'s folds and budget ({budget_text} minutes of training per fold, for all the networks of "
+             "the pipeline together); mean ± std over the 4 folds. Paired over every curated image, each scored "
+             f"by the fold model that held it out: Δ = {first} − {second}.", "",
+             f"| metric | {first} | {second} |", "|---|---|---|"]
+    for key, values in versus["metrics"].items():
+        lines.append(f"| {key} | {_cell(values[first]['mean'], values[first]['std'])} | "
+                     f"{_cell(values[second]['mean'], values[second]['std'])} |")
+    lines += ["", f"Paired (n {paired['n_shared']}): Dice Δ {dice['mean_difference']:+.3f}, Wilcoxon p "
+              f"{_p(dice.get('p_value'))}; accuracy Δ {correct['accuracy_difference']:+.3f}, McNemar p "
+              f"{_p(correct.get('p_value'))} ({correct['a_right_b_wrong']}:{correct['a_wrong_b_right']} discordant)."]
+    return lines
 
 
 def print_status(results: Path, budget: float) -> None:

@@ -171,3 +171,32 @@ def test_runs_of_both_protocols_make_the_table_with_inflation_and_paired_tests(r
                 *TINY["buscad_robust_cpu"]])  # a finished run is only saved again, not retrained
     again = json.loads(repro.record_paths(results, "buscad_robust_cpu", "paper", 2)[1].read_text())
     assert again["minutes"] is None and again["metrics"] == saved["metrics"]
+
+
+def test_head_to_head_pairs_the_pipeline_and_the_multitask_recipe_on_the_same_curated_images(repro, work, tmp_path):
+    results = tmp_path / "results"
+    first, second = repro.HEAD_TO_HEAD
+    for fold in range(4):  # 4 images per fold: a normal one and three lesions (benign, benign, malignant)
+        ids = [f"busi/x/{fold * 4 + i}" for i in range(4)]
+        base = pd.DataFrame({"case_id": ids, "label": ["normal", "benign", "benign", "malignant"],
+                             "truth_pixels": [0, 10, 10, 10], "in_curated": True, "copy_in_training": False})
+        # the pipeline: every label right, Dice 1 on the normal image and 0.5 on each lesion
+        fake_run(repro, results, first, "curated", fold,
+                 base.assign(pred_label=base["label"], correct=1.0, dice=[1.0, 0.5, 0.5, 0.5], iou=0.0))
+        # the recipe: calls the malignant lesion benign, Dice 0.8 on every lesion, a false lesion on the normal image
+        fake_run(repro, results, second, "curated", fold,
+                 base.assign(pred_label=["normal", "benign", "benign", "benign"], correct=[1.0, 1.0, 1.0, 0.0],
+                             dice=[0.0, 0.8, 0.8, 0.8], iou=0.0))
+    assert repro.head_to_head(results, first, "munukurthi2024_cnn") is None  # a config without its (b) runs
+    versus = repro.build_table(results, work)["head_to_head"]
+    metrics = versus["metrics"]
+    assert metrics["dice"][first]["mean"] == pytest.approx(0.625) and metrics["dice"][second]["mean"] == pytest.approx(0.6)
+    assert metrics["dice_lesion"][first]["mean"] == pytest.approx(0.5) and metrics["dice_lesion"][second]["std"] == 0
+    assert metrics["accuracy"][second]["mean"] == 0.75
+    assert metrics["balanced_accuracy"][second]["mean"] == pytest.approx(2 / 3)  # recalls 1, 1, 0
+    paired = versus["paired"]
+    assert paired["n_shared"] == 16 and (paired["correct"]["a_right_b_wrong"], paired["correct"]["a_wrong_b_right"]) == (4, 0)
+    assert paired["dice"]["mean_difference"] == pytest.approx(0.025)
+    markdown = (results / "reproductions.md").read_text()
+    assert f"## Segment-then-classify ({first}) vs multi-task ({second})" in markdown
+    assert "| balanced_accuracy | 1.000 ± 0.000 | 0.667 ± 0.000 |" in markdown
