@@ -1,0 +1,59 @@
+"""``benchmarks/roi_crop_probe.py``: the crop of a mask is the pipeline's roi box, and crops keep the truth."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from buscad.data.manifest import load_mask
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def probe() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("roi_crop_probe", PROJECT_ROOT / "benchmarks" / "roi_crop_probe.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_crop_box_grows_the_lesion_box_by_the_margin_and_stays_inside(probe):
+    mask = np.zeros((300, 200), dtype=bool)
+    mask[100:150, 60:100] = True  # 50 rows x 40 cols: side 50 x 1.4 = 70, centred on the box
+    assert probe.crop_box(mask) == (90, 45, 160, 115)
+    corner = np.zeros((300, 200), dtype=bool)
+    corner[0:10, 190:200] = True  # a small lesion in a corner: at least 1/8 of 200, moved inside
+    top, left, bottom, right = probe.crop_box(corner)
+    assert (top, right) == (0, 200) and bottom - top == right - left == 25
+    assert probe.crop_box(np.zeros((30, 20), dtype=bool)) == (0, 0, 30, 20)
+
+
+def test_write_crops_cuts_test_images_around_the_given_masks_and_the_rest_around_the_truth(probe, tmp_path):
+    rows = []
+    for k in range(2):
+        image = np.tile(np.arange(80, dtype=np.uint8), (60, 1))
+        truth = np.zeros((60, 80), dtype=np.uint8)
+        truth[20:30, 30:40] = 255
+        Image.fromarray(image).save(tmp_path / f"i{k}.png")
+        Image.fromarray(truth).save(tmp_path / f"m{k}.png")
+        rows.append({"case_id": f"set/c{k}", "dataset": "set", "label": "benign", "image_path": f"i{k}.png",
+                     "mask_paths": f"m{k}.png", "width": 80, "height": 60, "lesion_pixels": 100, "n_masks": 1,
+                     "patient_id": str(k), "pixel_spacing_mm": np.nan, "root": str(tmp_path), "fold": k})
+    predicted = np.zeros((60, 80), dtype=bool)
+    predicted[20:30, 35:45] = True  # the test image's predicted lesion: shifted 5 px right of the truth
+    crops = probe.write_crops(pd.DataFrame(rows), 1, {"set/c1": predicted}, tmp_path / "crops")
+    saved = probe.read_crops(tmp_path / "crops" / "manifest.csv").set_index("case_id")
+    train, test = saved.loc["set/c0"], saved.loc["set/c1"]
+    assert (train["width"], train["height"]) == (14, 14) and train["lesion_pixels"] == train["full_lesion_pixels"] == 100
+    assert test["full_lesion_pixels"] == 100 and test["lesion_pixels"] == 10 * 7  # crop columns 33-46: truth 33-39 kept
+    cut = np.asarray(Image.open(tmp_path / "crops" / test["image_path"]))
+    assert cut[0, 0] == probe.crop_box(predicted)[1]  # the image's columns count 0..79: the crop starts there
+    assert load_mask(test).sum() == 70 and len(crops) == 2
