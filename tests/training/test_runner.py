@@ -1,4 +1,4 @@
-"""End-to-end training runs on tiny synthetic data: layout, resume after a kill, DDP with gloo."""
+"""End-to-end training runs on tiny synthetic data: layout, resume after a kill, DDP with gloo, weight averaging."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
+from buscad.checkpoint import load_bundle
 from buscad.training.config import load_config
-from buscad.workflows import cross_validate
+from buscad.workflows import cross_validate, train
 
 HISTORY_KEYS = ["epoch", "train_loss", "val_loss", "val_dice", "val_accuracy", "val_score", "lr"]
 
@@ -159,3 +161,20 @@ def test_balance_by_an_unknown_column_is_a_config_error(tmp_path, synthetic_mani
     config = load_config(write_tiny_config(synthetic_manifest, epochs=1), ["data.balance_by=[hospital]"])
     with pytest.raises(ConfigError, match=r"data\.balance_by: the manifest has no column 'hospital'"):
         train(config, tmp_path / "run", fold=0)
+
+
+@pytest.mark.parametrize("decay", [1e-6, 1 - 1e-6])
+def test_ema_weights_are_what_the_checkpoint_holds(tmp_path, synthetic_manifest, write_tiny_config, decay):
+    """A decay near 0 averages nothing away (the average is the current model); one near 1 keeps the weights
+    of the first update: the checkpoint's model is the average, the raw weights ride along for resuming."""
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=2), [f"train.ema_decay={decay}"])
+    train(config, tmp_path / "run", fold=0)
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    payload = torch.load(best, map_location="cpu", weights_only=False)
+    average, current = payload["state_dict"], payload["current_model_state"]
+    assert average.keys() == current.keys()
+    gaps = [float((average[k].float() - current[k].float()).abs().max()) for k in average if average[k].is_floating_point()]
+    assert (max(gaps) < 1e-4) if decay < 0.5 else (max(gaps) > 1e-3)
+    loaded = load_bundle(best).model.state_dict()  # prediction, evaluation and export load the average
+    key = next(k for k in loaded if loaded[k].is_floating_point() and loaded[k].numel() > 1)
+    torch.testing.assert_close(loaded[key], average[f"model.{key}"])

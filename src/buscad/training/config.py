@@ -121,6 +121,11 @@ class TrainConfig(_Strict):
         None, gt=0, description="shorten the schedule (at most `epochs`) to fit this many minutes, timed on this machine"
     )
     progress_bar: bool = True
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="keep an exponential moving average of the weights, updated every optimizer "
+        "step with this decay (0.99: a horizon of about 100 steps); validation, checkpoints and the tested and "
+        "released model use the average; None = off"
+    )
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -148,6 +148,8 @@ def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
                         save_last=True, save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
+    if train.ema_decay is not None:
+        callbacks.append(_weight_average(train.ema_decay))
     if train.early_stopping:
         callbacks.append(EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping,
                                        check_on_train_epoch_end=True))
@@ -171,6 +173,18 @@ def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
         log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
+
+
+def _weight_average(decay: float) -> Any:
+    """Lightning's EMA callback: it swaps the average in for validation and saves it as the checkpoint's weights
+    (the raw weights ride along for resuming)."""
+    try:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+    except ImportError:
+        import lightning
+
+        raise ConfigError(f"train.ema_decay needs lightning >= 2.6 (installed: {lightning.__version__})") from None
+    return EMAWeightAveraging(decay=decay)
 
 
 def _configure_threads(config: ExperimentConfig) -> None:
