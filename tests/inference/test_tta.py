@@ -38,8 +38,15 @@ def test_disagreement_is_one_minus_mean_dice_against_the_average() -> None:
     assert disagreement([b, b], b, 0.5) == 0.0
 
 
-def test_variants_are_the_four_flips() -> None:
+def test_variants_are_the_image_and_its_mirror_never_upside_down() -> None:
     image = np.arange(6).reshape(2, 3)
     flipped = variants(image)
-    assert len(flipped) == 4 and np.array_equal(flipped[0], image)
-    assert np.array_equal(flipped[1], image[:, ::-1]) and np.array_equal(flipped[3], image[::-1, ::-1])
+    assert len(flipped) == 2 and np.array_equal(flipped[0], image) and np.array_equal(flipped[1], image[:, ::-1])
+    assert not any(np.array_equal(variant, image[::-1]) for variant in flipped)  # the depth axis stays down
+
+
+def test_merge_undoes_vertical_flips_when_a_caller_asks_for_them() -> None:
+    prob = np.random.default_rng(1).random((5, 6)).astype(np.float32)
+    flips = ((), (0,), (0, 1))
+    results = [MapResult(flip(prob, axes), None) for axes in flips]
+    assert np.allclose(merge(results, 0.5, flips).result.probability_map, prob)

@@ -129,8 +129,8 @@ class Gate:
 def test_cost_cap_answers_503_with_retry_after(predictor: Predictor) -> None:
     """Finding 3: work beyond the megapixel cap (TTA counted) is refused with Retry-After, not queued."""
     gate = Gate(predictor)
-    image = encode(gray(1000, 1000))  # 1 Mpx; with TTA, 4 Mpx of work
-    app = create_app(predictor=gate, warmup=False, max_inflight_mpx=5.0)  # type: ignore[arg-type]
+    image = encode(gray(1000, 1000))  # 1 Mpx; with TTA (the image and its mirror), 2 Mpx of work
+    app = create_app(predictor=gate, warmup=False, max_inflight_mpx=3.0)  # type: ignore[arg-type]
 
     async def scenario() -> tuple[httpx.Response, httpx.Response, float, httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -147,10 +147,10 @@ def test_cost_cap_answers_503_with_retry_after(predictor: Predictor) -> None:
             return await first, second, in_flight, await plain
 
     first, second, in_flight, plain = asyncio.run(scenario())
-    assert in_flight == pytest.approx(4.0)
+    assert in_flight == pytest.approx(2.0)
     assert second.status_code == 503 and second.headers["retry-after"] == "1"
     assert "Mpx" in second.json()["detail"]
-    assert first.status_code == 200 and plain.status_code == 200  # 4 + 1 Mpx fits: queued, then done
+    assert first.status_code == 200 and plain.status_code == 200  # 2 + 1 Mpx fits: queued, then done
     assert app.state.load.inflight_mpx == 0 and app.state.load.pending == 0
 
 

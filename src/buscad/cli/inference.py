@@ -52,7 +52,7 @@ def predict(
         InferenceMode, typer.Option("--mode", help="resize, sliding window, or the published 256 px patches.")
     ] = InferenceMode.resize,
     tta: Annotated[
-        bool, typer.Option("--tta", help="Average flip variants; their disagreement flags 'uncertain'.")
+        bool, typer.Option("--tta", help="Average the image and its mirror image; their disagreement flags 'uncertain'.")
     ] = False,
     backend: Annotated[
         BackendName | None, typer.Option("--backend", help="torch or onnx (default: from the file suffix).")

@@ -180,7 +180,7 @@ ANALYZE_BODY: dict[str, Any] = {
                         "tta": {
                             "type": "boolean",
                             "default": False,
-                            "description": "Test-time augmentation.",
+                            "description": "Test-time augmentation: average the image and its mirror image.",
                         },
                         "include_image": {
                             "type": "boolean",
