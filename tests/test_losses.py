@@ -67,6 +67,35 @@ def test_dice_uses_squared_denominator_per_sample() -> None:
     assert dice_loss(logits, truth).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_batch_dice_pools_the_batch_before_the_ratio(masks: dict[str, torch.Tensor]) -> None:
+    # sample 0: truth `top`, predicted `top` (perfect); sample 1: a normal image (empty truth) with 4
+    # false-positive pixels. Per sample the normal costs 1 − 1/5 = 0.8 on its own; over the batch its 4
+    # pixels only enlarge the one shared denominator: 1 − (2·32 + 1) / (32 + 4 + 32 + 1).
+    truth = torch.stack([masks["top"][0], masks["empty"][0]])
+    predicted = truth.clone()
+    predicted[1, :, :2, :2] = 1
+    logits = hard_logits(predicted)
+    assert dice_loss(logits, truth).item() == pytest.approx((0 + (1 - 1 / 5)) / 2, abs=1e-6)
+    assert dice_loss(logits, truth, batch=True).item() == pytest.approx(1 - 65 / 69, abs=1e-6)
+    # IoU likewise: (I + 1) / (U + 1) over the batch = 33 / 37
+    assert iou_loss(logits, truth, batch=True).item() == pytest.approx(1 - 33 / 37, abs=1e-6)
+
+
+@pytest.mark.parametrize("seg_loss", ["dice", "dice+bce", "iou"])
+def test_multitask_overlap_batch_uses_batch_overlap(seg_loss: str, masks: dict[str, torch.Tensor]) -> None:
+    from buscad.losses import SEG_LOSS_FUNCTIONS
+
+    torch.manual_seed(1)
+    logits = torch.randn(2, 1, 8, 8)
+    truth = torch.stack([masks["top"][0], masks["empty"][0]])
+    per_sample, _ = MultiTaskLoss(seg_loss=seg_loss)(ModelOutput(logits, None), truth)
+    pooled, _ = MultiTaskLoss(seg_loss=seg_loss, overlap="batch")(ModelOutput(logits, None), truth)
+    assert per_sample.item() == pytest.approx(SEG_LOSS_FUNCTIONS[seg_loss](logits, truth).item(), rel=1e-6)
+    assert pooled.item() == pytest.approx(SEG_LOSS_FUNCTIONS[seg_loss](logits, truth, batch=True).item(),
+                                          rel=1e-6)
+    assert pooled.item() != pytest.approx(per_sample.item(), rel=1e-3)
+
+
 def test_dice_and_iou_agree_with_monai_metrics_on_hard_masks() -> None:
     """On 0/1 predictions the losses are 1 − MONAI's Dice / IoU metric, up to the ε = 1 smoothing."""
     from monai.metrics import compute_dice, compute_iou
@@ -182,6 +211,8 @@ def test_bad_names_raise() -> None:
         MultiTaskLoss(seg_loss="hinge")
     with pytest.raises(ValueError, match="weighting"):
         MultiTaskLoss(ds_weighting="linear")
+    with pytest.raises(ValueError, match="overlap"):
+        MultiTaskLoss(overlap="image")  # type: ignore[arg-type]
 
 
 def test_partial_labels_give_excluded_classes_no_gradient():

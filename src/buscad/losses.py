@@ -4,7 +4,9 @@ Conventions (as MONAI states them, per sample): logits in, probabilities by sigm
 softmax (C > 1 channels). Pixel targets are a binary lesion mask ``[B, 1, H, W]`` float in {0, 1} or a
 class-coded mask ``[B, H, W]`` integer (0 background, 1 benign, 2 malignant). Dice and IoU are computed
 per sample and per channel with ε = 1, so an empty mask predicted empty costs 0 (a normal image is a
-correct, free prediction) and an empty mask predicted full costs almost 1.
+correct, free prediction) and an empty mask predicted full costs almost 1. With ``overlap="batch"`` they
+are computed over the whole batch as one image (nnU-Net's batch Dice): a normal image's false positives
+then only add to the batch's denominator, instead of costing that image a loss near 1 for a few pixels.
 
 Multi-task loss: ``λ · Σ_i w_i · seg_loss(output_i) + (1 − λ) · cls_loss`` with deep-supervision weights
 ``w_i = 1/i`` normalised to sum 1 (i = 1 is the main output).
@@ -13,6 +15,7 @@ Multi-task loss: ``λ · Σ_i w_i · seg_loss(output_i) + (1 − λ) · cls_loss
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import torch
@@ -34,20 +37,22 @@ def _onehot_or_binary(logits: Tensor, target: Tensor) -> Tensor:
     return (target > 0.5).to(logits.dtype) if logits.shape[1] == 1 else target.long()
 
 
-def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """1 − (2·Σpg + 1) / (Σp² + Σg² + 1), per sample and channel, averaged (MONAI ``DiceLoss``)."""
+def dice_loss(logits: Tensor, target: Tensor, batch: bool = False) -> Tensor:
+    """1 − (2·Σpg + 1) / (Σp² + Σg² + 1), per sample (or over the batch) and channel, averaged (MONAI
+    ``DiceLoss``)."""
     multi = logits.shape[1] > 1
     loss = DiceLoss(sigmoid=not multi, softmax=multi, to_onehot_y=multi, squared_pred=True,
-                    smooth_nr=1.0, smooth_dr=1.0)
+                    smooth_nr=1.0, smooth_dr=1.0, batch=batch)
     return loss(logits, _onehot_or_binary(logits, target))
 
 
-def iou_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Soft Jaccard: 1 − (Σpg + 1) / (Σp + Σg − Σpg + 1), per sample and channel (MONAI, jaccard=True)."""
+def iou_loss(logits: Tensor, target: Tensor, batch: bool = False) -> Tensor:
+    """Soft Jaccard: 1 − (Σpg + 1) / (Σp + Σg − Σpg + 1), per sample (or over the batch) and channel
+    (MONAI, jaccard=True)."""
     multi = logits.shape[1] > 1
     # MONAI's jaccard form is 1 − (2I + s_nr) / (2U + s_dr); s = 2 makes it exactly (I + 1) / (U + 1).
     loss = DiceLoss(sigmoid=not multi, softmax=multi, to_onehot_y=multi, jaccard=True,
-                    smooth_nr=2.0, smooth_dr=2.0)
+                    smooth_nr=2.0, smooth_dr=2.0, batch=batch)
     return loss(logits, _onehot_or_binary(logits, target))
 
 
@@ -75,9 +80,9 @@ def pixel_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tens
     return loss(logits, _onehot_or_binary(logits, target))
 
 
-def dice_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
+def dice_bce_loss(logits: Tensor, target: Tensor, batch: bool = False) -> Tensor:
     """Dice + (binary) cross-entropy."""
-    return dice_loss(logits, target) + bce_loss(logits, target)
+    return dice_loss(logits, target, batch) + bce_loss(logits, target)
 
 
 SEG_LOSS_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
@@ -88,6 +93,8 @@ SEG_LOSS_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": mse_loss,
     "focal": pixel_focal_loss,
 }
+OVERLAP_LOSSES = ("dice", "dice+bce", "iou")  # the ones whose overlap can be taken per sample or per batch
+OverlapName = Literal["sample", "batch"]
 
 
 def focal_cross_entropy(logits: Tensor, labels: Tensor, gamma: float = 2.0) -> Tensor:
@@ -137,7 +144,7 @@ class MultiTaskLoss(nn.Module):
     """
 
     def __init__(self, seg_loss: str = "dice", cls_loss: str = "focal", seg_weight: float = 0.85,
-                 ds_weighting: str = "harmonic", gamma: float = 2.0) -> None:
+                 ds_weighting: str = "harmonic", gamma: float = 2.0, overlap: OverlapName = "sample") -> None:
         super().__init__()
         if seg_loss not in SEG_LOSS_FUNCTIONS:
             raise ValueError(f"unknown segmentation loss {seg_loss!r} ({', '.join(SEG_LOSSES)})")
@@ -146,11 +153,16 @@ class MultiTaskLoss(nn.Module):
         if not 0.0 <= seg_weight <= 1.0:
             raise ValueError(f"seg_weight must be in [0, 1], got {seg_weight}")
         deep_supervision_weights(1, ds_weighting)
+        if overlap not in ("sample", "batch"):
+            raise ValueError(f"unknown overlap {overlap!r} (sample, batch)")
+        self.overlap = overlap
         self.seg_loss, self.cls_loss = seg_loss, cls_loss
         self.seg_weight, self.ds_weighting, self.gamma = seg_weight, ds_weighting, gamma
 
     def segmentation(self, logits: list[Tensor], masks: Tensor) -> Tensor:
         fn = SEG_LOSS_FUNCTIONS[self.seg_loss]
+        if self.overlap == "batch" and self.seg_loss in OVERLAP_LOSSES:
+            fn = partial(fn, batch=True)
         weights = deep_supervision_weights(len(logits), self.ds_weighting)
         terms = [w * fn(out, resize_target(masks, (out.shape[-2], out.shape[-1])))
                  for w, out in zip(weights, logits, strict=True)]

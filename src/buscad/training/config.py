@@ -92,6 +92,10 @@ class LossConfig(_Strict):
         "dataset lacks a class, e.g. BUS-BRA has no normal images)"
     )
     ds_weighting: Literal["harmonic", "none"] = "harmonic"
+    overlap: Literal["sample", "batch"] = Field(
+        "sample", description="Dice/IoU per image (sample) or over the whole batch as one image (batch, "
+        "nnU-Net's batch Dice: normal images' false positives cost in proportion to their area)"
+    )
 
 
 class TrainConfig(_Strict):

@@ -42,6 +42,7 @@ class SegClsModule(pl.LightningModule):
             cls_loss=config.loss.cls,
             seg_weight=config.loss.seg_weight,
             ds_weighting=config.loss.ds_weighting,
+            overlap=config.loss.overlap,
         )
         self.channels_last = config.train.channels_last
         self.has_classifier = bool(spec.create_kwargs.get("cls_classes", 0))
