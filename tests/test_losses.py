@@ -83,7 +83,7 @@ def test_batch_dice_pools_the_batch_before_the_ratio(masks: dict[str, torch.Tens
 
 @pytest.mark.parametrize("seg_loss", ["dice", "dice+bce", "iou"])
 def test_multitask_overlap_batch_uses_batch_overlap(seg_loss: str, masks: dict[str, torch.Tensor]) -> None:
-    from buscad.losses import SEG_LOSS_FUNCTIONS
+    from buscad.losses import OVERLAP_LOSS_FUNCTIONS, SEG_LOSS_FUNCTIONS
 
     torch.manual_seed(1)
     logits = torch.randn(2, 1, 8, 8)
@@ -91,7 +91,7 @@ def test_multitask_overlap_batch_uses_batch_overlap(seg_loss: str, masks: dict[s
     per_sample, _ = MultiTaskLoss(seg_loss=seg_loss)(ModelOutput(logits, None), truth)
     pooled, _ = MultiTaskLoss(seg_loss=seg_loss, overlap="batch")(ModelOutput(logits, None), truth)
     assert per_sample.item() == pytest.approx(SEG_LOSS_FUNCTIONS[seg_loss](logits, truth).item(), rel=1e-6)
-    assert pooled.item() == pytest.approx(SEG_LOSS_FUNCTIONS[seg_loss](logits, truth, batch=True).item(),
+    assert pooled.item() == pytest.approx(OVERLAP_LOSS_FUNCTIONS[seg_loss](logits, truth, True).item(),
                                           rel=1e-6)
     assert pooled.item() != pytest.approx(per_sample.item(), rel=1e-3)
 

@@ -15,7 +15,6 @@ Multi-task loss: ``λ · Σ_i w_i · seg_loss(output_i) + (1 − λ) · cls_loss
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Literal
 
 import torch
@@ -93,7 +92,12 @@ SEG_LOSS_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": mse_loss,
     "focal": pixel_focal_loss,
 }
-OVERLAP_LOSSES = ("dice", "dice+bce", "iou")  # the ones whose overlap can be taken per sample or per batch
+OVERLAP_LOSS_FUNCTIONS: dict[str, Callable[[Tensor, Tensor, bool], Tensor]] = {
+    "dice": dice_loss,
+    "dice+bce": dice_bce_loss,
+    "iou": iou_loss,
+}
+"""The segmentation losses whose overlap can be taken per sample or over the batch (third argument)."""
 OverlapName = Literal["sample", "batch"]
 
 
@@ -159,10 +163,14 @@ class MultiTaskLoss(nn.Module):
         self.seg_loss, self.cls_loss = seg_loss, cls_loss
         self.seg_weight, self.ds_weighting, self.gamma = seg_weight, ds_weighting, gamma
 
+    def _seg_loss_function(self) -> Callable[[Tensor, Tensor], Tensor]:
+        if self.overlap == "batch" and self.seg_loss in OVERLAP_LOSS_FUNCTIONS:
+            pooled = OVERLAP_LOSS_FUNCTIONS[self.seg_loss]
+            return lambda logits, target: pooled(logits, target, True)
+        return SEG_LOSS_FUNCTIONS[self.seg_loss]
+
     def segmentation(self, logits: list[Tensor], masks: Tensor) -> Tensor:
-        fn = SEG_LOSS_FUNCTIONS[self.seg_loss]
-        if self.overlap == "batch" and self.seg_loss in OVERLAP_LOSSES:
-            fn = partial(fn, batch=True)
+        fn = self._seg_loss_function()
         weights = deep_supervision_weights(len(logits), self.ds_weighting)
         terms = [w * fn(out, resize_target(masks, (out.shape[-2], out.shape[-1])))
                  for w, out in zip(weights, logits, strict=True)]

@@ -105,3 +105,16 @@ def test_unet_dropout_layers_are_fast_with_their_probabilities() -> None:
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert drops and all(type(m) is FastDropout for m in drops)
     assert {m.p for m in drops} == {0.2, 0.1}
+
+
+def test_unet_norm_option_instance_has_no_batch_statistics() -> None:
+    from buscad.errors import ModelError
+
+    batch = create("unet", seg_classes=1, features=(4, 8, 16, 32, 64))
+    instance = create("unet", seg_classes=1, features=(4, 8, 16, 32, 64), norm="instance")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in batch.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in instance.modules())
+    norms = [m for m in instance.modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert norms and all(type(m) is FastInstanceNorm2d and m.affine for m in norms)
+    with pytest.raises(ModelError, match="norm"):
+        create("unet", seg_classes=1, features=(4, 8, 16, 32, 64), norm="layer")

@@ -178,3 +178,38 @@ def test_ema_weights_are_what_the_checkpoint_holds(tmp_path, synthetic_manifest,
     loaded = load_bundle(best).model.state_dict()  # prediction, evaluation and export load the average
     key = next(k for k in loaded if loaded[k].is_floating_point() and loaded[k].numel() > 1)
     torch.testing.assert_close(loaded[key], average[f"model.{key}"])
+
+
+def test_recalibrate_bn_writes_precise_statistics_into_the_best_checkpoint(tmp_path, synthetic_manifest,
+                                                                            write_tiny_config):
+    """train.recalibrate_bn: the best checkpoint's BatchNorm statistics are those of the clean training images
+    (recomputing them from the saved checkpoint changes nothing), not the running averages of training, and
+    no weight changes."""
+    import pandas as pd
+
+    from buscad import rundir
+    from buscad.training.batchnorm import batch_norms, recalibrate_batch_norm
+    from buscad.training.data import load_case_arrays
+
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=2), ["train.recalibrate_bn=true"])
+    train(config, tmp_path / "run", fold=0)
+    paths = rundir.layout(tmp_path / "run")
+    info = rundir.read_run_info(tmp_path / "run")
+    cases = rundir.read_cases(tmp_path / "run")
+    assert info["bn_recalibration"]["layers"] > 0
+    assert info["bn_recalibration"]["images"] == int((cases["split"] == "train").sum())
+
+    saved = torch.load(paths.best_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    running = torch.load(paths.last_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    key = next(k for k in saved if k.endswith("running_var"))
+    assert not torch.allclose(saved[key], running[key], rtol=1e-3)  # not training's running averages
+
+    bundle = load_bundle(paths.best_checkpoint)
+    train_rows = cases[cases["split"] == "train"].reset_index(drop=True)
+    prep = bundle.spec.preprocessing
+    arrays = load_case_arrays(pd.DataFrame(train_rows), prep, "binary", config.data.cache_dir)
+    weights = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    assert recalibrate_batch_norm(bundle.model, arrays.images, train_rows, prep) == len(batch_norms(bundle.model))
+    for name, value in bundle.model.state_dict().items():
+        if "num_batches_tracked" not in name:
+            torch.testing.assert_close(value, weights[name], rtol=1e-4, atol=1e-5)

@@ -115,6 +115,10 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "32-true", "bf16-mixed"] = Field(
         "auto", description="auto = bf16-mixed on a CPU with AMX/AVX-512 BF16, else 32-true (float32)"
     )
+    recalibrate_bn: bool = Field(
+        False, description="after training, re-estimate the best checkpoint's BatchNorm statistics on the "
+        "training images without augmentation or dropout (precise BN; buscad.training.batchnorm)"
+    )
     channels_last: bool = True
     accelerator: str = "auto"
     devices: int | str = 1

@@ -239,6 +239,23 @@ def _fit_budget(config: ExperimentConfig, module: Any, train_loader: Any, val_lo
     return config.model_copy(update={"train": train}), chosen
 
 
+def _recalibrate_best(module: Any, arrays: CaseArrays, frame: pd.DataFrame, parts: pd.Series,
+                      prep: Preprocessing, best: Path) -> dict[str, Any]:
+    """Precise BatchNorm statistics of the best checkpoint from the clean training images, written back into
+    it (atomically; a resumed or repeated run finds them there) and kept in ``module``."""
+    from buscad.training.batchnorm import recalibrate_batch_norm
+
+    positions = np.flatnonzero((parts == "train").to_numpy())
+    start = time.perf_counter()
+    layers = recalibrate_batch_norm(module.model, arrays.images[positions], frame.iloc[positions], prep)
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    checkpoint["state_dict"] = {key: value.detach().cpu() for key, value in module.state_dict().items()}
+    partial = best.with_name(best.name + ".partial")
+    torch.save(checkpoint, partial)
+    partial.replace(best)
+    return {"layers": layers, "images": len(positions), "seconds": round(time.perf_counter() - start, 2)}
+
+
 def _write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     rundir.write_run_info(run_dir, info)
 
@@ -325,6 +342,8 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     if best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
+        if config.train.recalibrate_bn:
+            info["bn_recalibration"] = _recalibrate_best(module, arrays, frame, parts, prep, best)
     test_positions = np.flatnonzero((parts == "test").to_numpy())
     predictions = None
     if len(test_positions) and predict_test:
