@@ -3,6 +3,7 @@
     python3 benchmarks/generalization.py prepare                       # manifests and folds in --work
     python3 benchmarks/generalization.py run --train busi --fold 0     # one fold (resumable), then its tests
     python3 benchmarks/generalization.py rescore --train busi --fold 0 # stored predictions, current eval settings
+                                                     # (or eval.* overrides, e.g. eval.refine_policy=keep-class)
     python3 benchmarks/generalization.py table                         # results/generalization.{md,json}
 
 Each finished fold is also saved as ``results/generalization_folds/TAG/TRAIN/fold_K.{csv,json}`` (per-image
@@ -124,11 +125,12 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
     print(json.dumps(record, default=str))
 
 
-def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str) -> None:
+def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
+                 overrides: list[str] | None = None) -> None:
     """Score a finished fold's stored predictions again with the recipe's current ``eval`` settings (refining
-    policy, thresholds) on every test set, then save it: no model is run, the masks and probabilities are
-    the ones the fold wrote."""
-    settings = load_config(config_path, [f"data.manifest={work / MANIFEST[train_set]}"]).eval
+    policy, thresholds; ``eval.*`` overrides apply) on every test set, then save it: no model is run, the
+    masks and probabilities are the ones the fold wrote."""
+    settings = load_config(config_path, [f"data.manifest={work / MANIFEST[train_set]}", *(overrides or [])]).eval
     directory = run_dir(work, train_set, tag, fold)
     for evaluation in [directory, *rundir.external_dirs(directory)]:
         evaluate_run(evaluation, settings)
@@ -229,7 +231,7 @@ def main() -> None:
             prepare_manifests(args.work, args.busi, args.bus_bra)
         run_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
     elif args.step == "rescore":
-        rescore_fold(args.work, args.train, args.fold, args.config, args.tag)
+        rescore_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
     elif args.step == "save":
         save_fold(args.train, args.fold, args.tag, run_dir(args.work, args.train, args.tag, args.fold))
     else:
