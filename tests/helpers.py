@@ -6,13 +6,29 @@ builder of tiny real checkpoints, used through the root ``tiny_checkpoint`` fixt
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from buscad.prediction import RawOutput
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/NAME.py`` (a script, not a package module) so its functions can be tested."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module while the class is built
+    spec.loader.exec_module(module)
+    return module
+
 
 TINY_FEATURES = (4, 8, 16, 32, 64)
 """Channel widths of the tiny U-Net the checkpoints hold (fast on a CPU, still a real U-Net)."""

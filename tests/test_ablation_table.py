@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from types import ModuleType
 
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ablation_table", PROJECT_ROOT / "benchmarks" / "ablation_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ablation_table")
 
 
 def test_fold_record_rows_per_dataset_with_its_cost(table, tmp_path):

@@ -3,10 +3,8 @@ inflation column and paired tests (from saved records, and end to end on tiny sy
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,21 +14,15 @@ import pytest
 from buscad.data.manifest import read_manifest
 from buscad.data.splits import check_no_leakage
 from buscad.training.config import load_config
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import load_benchmark
 
-SCRIPT = PROJECT_ROOT / "benchmarks" / "reproductions.py"
 COPIES = (("benign", 1), ("benign", 2), ("benign", 3), ("malignant", 1))
 """Images copied under new names into the synthetic dataset: BUSI-like duplicates for dedup to find."""
 
 
 @pytest.fixture(scope="module")
 def repro() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reproductions", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reproductions")
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import ModuleType
 
 import numpy as np
@@ -12,17 +10,12 @@ import pytest
 from PIL import Image
 
 from buscad.data.manifest import load_mask
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def probe() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("roi_crop_probe", PROJECT_ROOT / "benchmarks" / "roi_crop_probe.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("roi_crop_probe")
 
 
 def test_crop_box_grows_the_lesion_box_by_the_margin_and_stays_inside(probe):
