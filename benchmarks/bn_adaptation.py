@@ -36,15 +36,13 @@ import pandas as pd
 import torch
 
 from buscad import rundir
-from buscad.checkpoint import load_bundle
+from buscad.checkpoint import ModelBundle, load_bundle
 from buscad.data.manifest import read_manifest
 from buscad.evaluation.cross_dataset import score_test_set
-from buscad.evaluation.run_eval import evaluate_run
 from buscad.training.batchnorm import batch_norms, recalibrate_batch_norm
 from buscad.training.data import CaseArrays, load_case_arrays
-from buscad.training.provenance import benchmark_header
-from buscad.training.runner import write_test_predictions
-from buscad.workflows import config_from_spec
+from buscad.training.provenance import benchmark_header, write_benchmark_results
+from buscad.workflows import evaluate_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -52,21 +50,13 @@ ADAPT_FOLD = 0  # BUS-BRA's official fold used, unlabeled, for the new statistic
 METRICS = ("dice_lesion", "missed", "accuracy", "auc_malignant_vs_benign", "sensitivity_malignant")
 
 
-def score(model: torch.nn.Module, bundle: Any, arrays: CaseArrays, frame: pd.DataFrame, positions: np.ndarray,
+def score(bundle: ModelBundle, arrays: CaseArrays, frame: pd.DataFrame, positions: np.ndarray,
           manifest: Path) -> dict[str, float]:
-    """The cross-dataset metrics of ``model`` on the rows ``positions`` of ``frame``, plus the share of lesions
-    left with no predicted pixel (``missed``)."""
-    prep = bundle.spec.preprocessing
-    subset = frame.iloc[positions]
+    """The cross-dataset metrics of ``bundle``'s model (as it is in memory) on the rows ``positions`` of
+    ``frame``, plus the share of lesions left with no predicted pixel (``missed``)."""
     with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch)
-        rundir.write_config(out, config_from_spec(bundle.spec, manifest).to_yaml())
-        rundir.write_run_info(out, {"spec": bundle.spec.to_dict(), "model_id": bundle.model_id})
-        rundir.write_cases(out, subset.assign(split="test"))
-        with torch.inference_mode():
-            write_test_predictions(model, arrays, subset, positions, prep, out, temperature=bundle.spec.temperature)
-        evaluate_run(out)
-        table = rundir.read_per_image(out)
+        evaluate_model(bundle, frame, manifest, arrays, positions, Path(scratch), {"probe": "bn_adaptation.py"})
+        table = rundir.read_per_image(Path(scratch))
     metrics = score_test_set(table)
     lesion = table["truth_pixels"] > 0
     metrics["missed"] = float((table.loc[lesion, "pred_pixels"] == 0).mean())
@@ -85,19 +75,20 @@ def probe_run(label: str, run: Path, work: Path) -> list[dict[str, Any]]:
     own = rundir.read_cases(run)
     own = own[own["split"] == "train"].reset_index(drop=True)
     own_arrays = load_case_arrays(own, prep, "binary", work / "cache")
+    variants: list[tuple[str, np.ndarray | None, pd.DataFrame | None]] = [
+        ("as trained", None, None),
+        ("BN statistics from BUS-BRA fold 0 (unlabeled)", arrays.images[adapt], frame.iloc[adapt]),
+        ("control: BN statistics from its own BUSI training images", own_arrays.images, own),
+    ]
     rows = []
-    for variant in ("as trained", "BN statistics from BUS-BRA fold 0 (unlabeled)",
-                    "control: BN statistics from its own BUSI training images"):
+    for variant, images, rows_of_images in variants:
         bundle = load_bundle(checkpoint)  # fresh weights and statistics for every variant
         layers = len(batch_norms(bundle.model))
-        if variant.startswith("BN statistics"):
-            recalibrate_batch_norm(bundle.model, arrays.images[adapt], frame.iloc[adapt], prep)
-        elif variant.startswith("control"):
-            recalibrate_batch_norm(bundle.model, own_arrays.images, own, prep)
-        metrics = score(bundle.model, bundle, arrays, frame, test, manifest)
+        if images is not None and rows_of_images is not None:
+            recalibrate_batch_norm(bundle.model, images, rows_of_images, prep)
+        metrics = score(bundle, arrays, frame, test, manifest)
         rows.append({"model": label, "run": str(run), "variant": variant, "batch_norm_layers": layers,
-                     "n_test": len(test), "n_adapt": len(adapt) if "BUS-BRA" in variant else
-                     (len(own) if variant.startswith("control") else 0)}
+                     "n_test": len(test), "n_adapt": 0 if images is None else len(images)}
                     | {k: metrics[k] for k in METRICS})
         print(json.dumps(rows[-1], default=str), flush=True)
     return rows
@@ -105,8 +96,6 @@ def probe_run(label: str, run: Path, work: Path) -> list[dict[str, Any]]:
 
 def write_results(rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
     record = {**header, "adapt_fold": ADAPT_FOLD, "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bn_adaptation.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     lines = ["# BatchNorm statistics and BUSI → BUS-BRA transfer (AdaBN diagnosis)", "",
              f"`{record['command']}` — {record['date']}, {record['machine']['cores']} CPU cores.", "",
              "Each BUSI-trained fold model scored on BUS-BRA's official folds 1–4 (1499 images); weights never "
@@ -118,8 +107,7 @@ def write_results(rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
         lines.append(f"| {row['model']} | {row['variant']} | {row['batch_norm_layers']} | {row['n_adapt']} | {values} |")
     lines += ["", "Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et "
               "al., Medical Physics 51, 2024, 3110–3123). AdaBN: Li et al., Pattern Recognition 80, 2018, 109–117.", ""]
-    (RESULTS / "bn_adaptation.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_benchmark_results(RESULTS, "bn_adaptation", record, "\n".join(lines))
 
 
 def main() -> None:

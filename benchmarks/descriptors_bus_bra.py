@@ -33,7 +33,6 @@ Cite the datasets wherever these figures are used: BUS-BRA (Gómez-Flores et al.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -57,9 +56,8 @@ from buscad import rundir
 from buscad.data.images import read_grayscale
 from buscad.data.manifest import image_file, load_mask, read_manifest
 from buscad.evaluation.run_eval import case_masks, eval_settings
-from buscad.io import json_safe, write_text_atomic
 from buscad.postprocess import descriptors as desc
-from buscad.training.provenance import benchmark_header
+from buscad.training.provenance import benchmark_header, write_benchmark_results
 
 RESULTS = REPO / "benchmarks" / "results"
 N_FOLDS = 5
@@ -376,11 +374,7 @@ def main() -> None:
         "ground_truth": ground_truth, "predicted": predicted, "agreement": agree, "birads": birads,
         "network": network, "development": dev, "pending": pending,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(RESULTS / "descriptors_bus_bra.json", json.dumps(json_safe(record), indent=2) + "\n")
-    text = markdown(record)
-    write_text_atomic(RESULTS / "descriptors_bus_bra.md", text)
-    print(text)
+    write_benchmark_results(RESULTS, "descriptors_bus_bra", record, markdown(record))
 
 
 if __name__ == "__main__":

@@ -35,11 +35,10 @@ from buscad.checkpoint import load_bundle
 from buscad.data.manifest import load_mask, read_manifest
 from buscad.data.preprocess import letterbox_geometry
 from buscad.inference.tta import merge
-from buscad.io import json_safe, write_text_atomic
 from buscad.postprocess.probability import lesion_mask
 from buscad.prediction import MapResult, RawOutput, Runner, TorchRunner, calibrated, predict_resized
 from buscad.training.data import load_case_arrays
-from buscad.training.provenance import benchmark_header
+from buscad.training.provenance import benchmark_header, write_benchmark_results
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -151,10 +150,7 @@ def main() -> None:
                              "per_fold": per_fold, "summary": summary(per_fold)}
     record = {**benchmark_header("tta_flips.py"), "seconds": time.perf_counter() - start, "tag": args.tag,
               "flip_sets": {k: [list(a) for a in v] for k, v in FLIP_SETS.items()}, "datasets": datasets}
-    write_text_atomic(RESULTS / "tta_flips.json", json.dumps(json_safe(record), indent=2) + "\n")
-    text = markdown(record)
-    write_text_atomic(RESULTS / "tta_flips.md", text)
-    print(text)
+    write_benchmark_results(RESULTS, "tta_flips", record, markdown(record))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,11 @@ from buscad.training.config import DataConfig, EvalConfig, ExperimentConfig, Mod
 from buscad.training.runner import RunResult
 
 if TYPE_CHECKING:
-    from buscad.checkpoint import ModelSpec
+    from buscad.checkpoint import ModelBundle, ModelSpec
+    from buscad.training.data import CaseArrays
 
-__all__ = ["RunResult", "config_from_spec", "cross_validate", "default_output", "evaluate_checkpoint", "train"]
+__all__ = ["RunResult", "config_from_spec", "cross_validate", "default_output", "evaluate_checkpoint", "evaluate_model",
+           "train"]
 
 
 def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int | None = None,
@@ -135,13 +137,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], manifest: str | os.P
     Datasets without a normal class (e.g. BUS-BRA) work: metrics undefined for absent classes are missing.
     Returns ``(out_dir, metrics)``.
     """
-    import torch
-
     from buscad.checkpoint import load_bundle
     from buscad.data.manifest import read_manifest
-    from buscad.evaluation.run_eval import evaluate_run
     from buscad.training.data import load_case_arrays
-    from buscad.training.runner import write_test_predictions
 
     checkpoint, manifest = Path(checkpoint), Path(manifest)
     bundle = load_bundle(checkpoint)
@@ -149,16 +147,30 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], manifest: str | os.P
     if frame.empty:
         raise DataError(f"{manifest}: manifest has no cases")
     out = Path(out_dir) if out_dir is not None else default_output(checkpoint, manifest)
+    arrays = load_case_arrays(frame, bundle.spec.preprocessing, "binary",
+                              Path(cache_dir) if cache_dir is not None else None)
+    metrics = evaluate_model(bundle, frame, manifest, arrays, np.arange(len(frame)), out,
+                             {"checkpoint": str(checkpoint.resolve())})
+    return out, metrics
+
+
+def evaluate_model(bundle: ModelBundle, frame: pd.DataFrame, manifest: Path, arrays: CaseArrays,
+                   positions: np.ndarray, out: Path, source: Mapping[str, Any]) -> dict[str, Any]:
+    """Predict the rows ``positions`` of ``frame`` (cached in ``arrays``) with ``bundle``'s model as it is in
+    memory — a loaded checkpoint, or one changed since (e.g. BatchNorm statistics recalibrated) — into the
+    evaluation run directory ``out``, and evaluate it. ``source`` opens run_info.json (where the model came from)."""
+    import torch
+
+    from buscad.evaluation.run_eval import evaluate_run
+    from buscad.training.runner import write_test_predictions
+
+    subset = frame.iloc[positions]
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_config(out, config_from_spec(bundle.spec, manifest).to_yaml())
-    rundir.write_run_info(out, {
-        "checkpoint": str(checkpoint.resolve()), "model_id": bundle.model_id, "manifest": str(manifest.resolve()),
-        "spec": bundle.spec.to_dict(),
-    })
-    rundir.write_cases(out, frame.assign(split="test"))
-    prep = bundle.spec.preprocessing
-    arrays = load_case_arrays(frame, prep, "binary", Path(cache_dir) if cache_dir is not None else None)
+    rundir.write_run_info(out, {**source, "model_id": bundle.model_id, "manifest": str(manifest.resolve()),
+                                "spec": bundle.spec.to_dict()})
+    rundir.write_cases(out, subset.assign(split="test"))
     with torch.inference_mode():
-        write_test_predictions(bundle.model, arrays, frame, np.arange(len(frame)), prep, out,
+        write_test_predictions(bundle.model, arrays, subset, positions, bundle.spec.preprocessing, out,
                                temperature=bundle.spec.temperature)
-    return out, evaluate_run(out)
+    return evaluate_run(out)

@@ -4,12 +4,17 @@ machine, date and command."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from buscad.io import json_safe, write_text_atomic
 
 TRACKED_PACKAGES = (
     "buscad", "torch", "torchvision", "lightning", "monai", "segmentation-models-pytorch", "timm",
@@ -49,3 +54,12 @@ def benchmark_header(script: str) -> dict[str, object]:
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": f"python3 benchmarks/{script} " + " ".join(sys.argv[1:]),
             "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
+
+
+def write_benchmark_results(results: Path, stem: str, record: Mapping[str, Any], markdown: str) -> None:
+    """``results/STEM.json`` (the record, JSON-safe) and ``results/STEM.md`` (its table), each written
+    atomically, then the markdown printed: how a benchmark script ends."""
+    results.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(results / f"{stem}.json", json.dumps(json_safe(dict(record)), indent=2) + "\n")
+    write_text_atomic(results / f"{stem}.md", markdown)
+    print(markdown)
