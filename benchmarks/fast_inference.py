@@ -4,7 +4,8 @@
 
 For one trained checkpoint (128 px) and, for latency only, the same network untrained at 256 px:
 PyTorch float32, PyTorch bf16 autocast (``precision=auto`` on a CPU with bf16 units), ONNX Runtime
-float32 and ONNX Runtime int8 (static QDQ, calibrated on other images of the manifest). Latency: median
+float32 and int8 (static QDQ, calibrated on other images of the manifest), and OpenVINO on the same two
+ONNX files (``--backend openvino``; float layers in bf16 on a CPU with bf16 units, its default). Latency: median
 of ``--repeats`` analyses of one 562×471 BUSI image (read, map, refine, measure: :class:`Predictor`),
 2 threads, after a warm-up. Agreement with PyTorch float32 on ``--n`` manifest images: mean Dice of the
 refined masks, share of equal refined labels, max |Δ p(class)|. Writes results/fast_inference.{json,md}.
@@ -31,6 +32,7 @@ BUSI_IMAGE = (Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
               / "benign" / "benign (1).png")
 THREADS = 2
 PARTS = ("read_ms", "model_ms", "postprocess_ms")
+PATHS = ("torch float32", "torch bf16", "onnx float32", "onnx int8", "openvino float", "openvino int8")
 """The parts of an analysis its record times: decode, model pass (with resizing), refine + measure + describe."""
 
 
@@ -111,6 +113,8 @@ def main() -> None:
                 "torch bf16": Predictor.from_checkpoint(checkpoint, threads=THREADS, precision="bf16-mixed"),
                 "onnx float32": Predictor.from_checkpoint(onnx_path, threads=THREADS),
                 "onnx int8": Predictor.from_checkpoint(int8_path, threads=THREADS),
+                "openvino float": Predictor.from_checkpoint(onnx_path, backend="openvino", threads=THREADS),
+                "openvino int8": Predictor.from_checkpoint(int8_path, backend="openvino", threads=THREADS),
             }
             for name, predictor in paths.items():
                 rows.append({"size": size, "path": name, **latency_ms(predictor, image, args.repeats)})
@@ -130,7 +134,7 @@ def main() -> None:
              f"{THREADS} threads, load average {tuple(round(x, 2) for x in record['loadavg'])}.", "",
              "Median end-to-end latency of one 562×471 BUSI image (read, model, refine, measure, describe), ms:", "",
              "| path | 128 px (trained) | 256 px (same net, untrained) |", "|---|---|---|"]
-    for name in ("torch float32", "torch bf16", "onnx float32", "onnx int8"):
+    for name in PATHS:
         values = {r["size"]: r["latency_ms"] for r in rows if r["path"] == name}
         lines.append(f"| {name} | {values.get(128)} | {values.get(256)} |")
     lines += ["", "Parts of the 128 px analysis (medians of each part, ms; read = decode, model = resize + network + "

@@ -104,3 +104,10 @@ def test_export_then_predict_with_onnx_runtime(ckpt: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.jsonl").read_text())
     assert Image.open(record["mask_path"]).size == (77, 33)
+    pytest.importorskip("openvino")
+    result = runner.invoke(app, ["predict", str(model), str(tmp_path / "x.png"), "-o", str(tmp_path / "ov"),
+                                 "--backend", "openvino"])
+    assert result.exit_code == 0, result.output
+    on_openvino = json.loads((tmp_path / "ov" / "results.jsonl").read_text())
+    assert on_openvino["model_id"] == record["model_id"]
+    assert Image.open(on_openvino["mask_path"]).size == (77, 33)

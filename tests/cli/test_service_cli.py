@@ -41,6 +41,13 @@ def test_not_a_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_the_backend_option_reaches_the_model_loader(serve_checkpoint: Path) -> None:
+    result = runner.invoke(app, ["serve", str(serve_checkpoint), "--backend", "openvino"])
+    assert result.exit_code == 1
+    assert "the openvino backend runs an exported .onnx file" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_bad_options_are_one_line(serve_checkpoint: Path) -> None:
     for option in (["--workers", "0"], ["--max-upload-mb", "0"]):
         result = runner.invoke(app, ["serve", str(serve_checkpoint), *option])

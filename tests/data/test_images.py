@@ -43,3 +43,53 @@ def test_truncated_png_is_caught_by_the_full_decode(tmp_path):
     (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"t\.png"):
         image_size(tmp_path / "t.png")
+
+
+def _pillow_arrays(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """What Pillow decodes: the pixels (alpha dropped) and the gray conversion training uses."""
+    import io
+
+    from buscad.data.images import to_grayscale_array
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    shown = np.asarray(image) if image.mode == "L" else np.asarray(image.convert("RGB"))
+    return shown, to_grayscale_array(image)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_opencv_decodes_eight_bit_pngs_bit_for_bit_as_pillow(tmp_path, mode):
+    import io
+
+    from buscad.data.images import png_pixels
+
+    rng = np.random.default_rng(1)
+    shape = {"L": (37, 51), "RGB": (37, 51, 3), "RGBA": (37, 51, 4)}[mode]
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buffer, "PNG")
+    data = buffer.getvalue()
+    decoded = png_pixels(data, Image.open(io.BytesIO(data)))
+    assert decoded is not None
+    want_shown, want_gray = _pillow_arrays(data)
+    np.testing.assert_array_equal(decoded[0], want_shown)
+    np.testing.assert_array_equal(decoded[1], want_gray)
+
+
+@pytest.mark.parametrize("kind", ["palette", "sixteen_bit", "one_bit", "transparency", "jpeg"])
+def test_pillow_keeps_what_opencv_would_decode_differently(kind):
+    import io
+
+    from buscad.data.images import png_pixels
+
+    gray = np.random.default_rng(2).integers(0, 256, (20, 30), dtype=np.uint8)
+    image = {"palette": Image.fromarray(gray).convert("P"), "sixteen_bit": Image.fromarray(gray.astype(np.uint16) * 257),
+             "one_bit": Image.fromarray(gray > 127), "transparency": Image.fromarray(gray),
+             "jpeg": Image.fromarray(gray)}[kind]
+    buffer = io.BytesIO()
+    if kind == "transparency":
+        image.save(buffer, "PNG", transparency=0)
+    else:
+        image.save(buffer, "JPEG" if kind == "jpeg" else "PNG")
+    data = buffer.getvalue()
+    assert png_pixels(data, Image.open(io.BytesIO(data))) is None
+

@@ -145,3 +145,10 @@ def test_truncated_dicom_pixel_data(tmp_path: Path) -> None:
     (tmp_path / "cut.dcm").write_bytes(data[: len(data) - 800])
     with pytest.raises(DataError, match=r"cut\.dcm"):
         read_image(tmp_path / "cut.dcm")
+
+
+def test_a_truncated_png_is_still_a_one_line_error() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (200, 300), dtype=np.uint8)).save(buffer, "PNG")
+    with pytest.raises(DataError, match=r"^cut\.png: cannot decode image"):
+        read_image(buffer.getvalue()[: len(buffer.getvalue()) // 2], "cut.png")

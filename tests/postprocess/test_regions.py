@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from buscad.postprocess.regions import occupied_box
 
@@ -28,3 +29,19 @@ def test_grow_box_takes_row_and_column_margins_and_stays_inside() -> None:
 
     assert grow_box((slice(5, 10), slice(2, 4)), (20, 30), (3, 1)) == (slice(2, 13), slice(1, 5))
     assert grow_box((slice(1, 19), slice(0, 30)), (20, 30), (4, 4)) == (slice(0, 20), slice(0, 30))
+
+
+def test_convex_hull_has_qhulls_area_and_takes_degenerate_point_sets() -> None:
+    from scipy.spatial import ConvexHull
+
+    from buscad.postprocess.regions import convex_hull, polygon_area
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        points = rng.normal(size=(rng.integers(3, 400), 2)) * rng.uniform(0.1, 300, size=2)
+        hull = convex_hull(points)
+        assert polygon_area(hull) == pytest.approx(ConvexHull(points).volume, rel=1e-6)
+        assert all((points == vertex).all(axis=1).any() for vertex in hull)  # vertices are input points
+    assert convex_hull(np.array([[2.0, 3.0]])).tolist() == [[2.0, 3.0]]
+    line = convex_hull(np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]))
+    assert {tuple(v) for v in line} == {(0.0, 0.0), (3.0, 3.0)} and polygon_area(line) == 0.0

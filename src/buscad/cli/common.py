@@ -1,15 +1,25 @@
-"""Shared CLI plumbing: the console, one-line errors, and ``key=value`` parsing."""
+"""Shared CLI plumbing: the console, one-line errors, ``key=value`` parsing and the backend names."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from enum import Enum
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from buscad.errors import BuscadError
+
+
+class BackendName(str, Enum):
+    """Inference backends of ``buscad predict`` and ``buscad serve`` (:data:`buscad.inference.predictor.BACKENDS`)."""
+
+    torch = "torch"
+    onnx = "onnx"
+    openvino = "openvino"
+
 
 console = Console()
 err_console = Console(stderr=True)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from buscad.cli.common import console, err_console, fail, user_errors
+from buscad.cli.common import BackendName, console, err_console, fail, user_errors
 from buscad.data.limits import DEFAULT_MAX_PIXELS
 
 FAILED_EXIT = 2
@@ -22,11 +22,6 @@ class InferenceMode(str, Enum):
     resize = "resize"
     sliding = "sliding"
     patches = "patches"
-
-
-class BackendName(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +50,9 @@ def predict(
         bool, typer.Option("--tta", help="Average the image and its mirror image; their disagreement flags 'uncertain'.")
     ] = False,
     backend: Annotated[
-        BackendName | None, typer.Option("--backend", help="torch or onnx (default: from the file suffix).")
+        BackendName | None,
+        typer.Option("--backend", help="torch, onnx or openvino (an .onnx file, 2x faster on Intel CPUs; "
+                                       "default: from the file suffix)."),
     ] = None,
     pixel_spacing: Annotated[
         str | None,

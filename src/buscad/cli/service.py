@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from buscad.cli.common import err_console, fail, user_errors
+from buscad.cli.common import BackendName, err_console, fail, user_errors
 from buscad.data.limits import DEFAULT_MAX_PIXELS
 from buscad.service.security import ENV_KEYS, ApiKeys, default_allowed_hosts, is_loopback, key_digest, new_key
 from buscad.service.server import DEFAULT_MAX_CONNECTIONS
@@ -29,6 +29,7 @@ def serve(
     max_upload_mb: float = 20.0,
     threads: int | None = None,
     mode: str = "resize",
+    backend: str | None = None,
     api_keys_file: Path | None = None,
     insecure_no_auth: bool = False,
     allowed_hosts: list[str] | None = None,
@@ -68,7 +69,7 @@ def serve(
         )
     hosts = list(allowed_hosts) if allowed_hosts else list(default_allowed_hosts(host))
     options: dict[str, Any] = {
-        "max_upload_mb": max_upload_mb, "mode": mode, "threads": threads,
+        "max_upload_mb": max_upload_mb, "mode": mode, "threads": threads, "backend": backend,
         "max_image_pixels": int(max_image_mpx * 1e6), "max_inflight_mpx": max_inflight_mpx,
         "api_keys": ["sha256:" + d.hex() for d in keys.digests],  # digests only, never the keys
         "allowed_hosts": hosts, "allowed_origins": list(allowed_origins or []),
@@ -110,6 +111,11 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="CPU threads per inference (default: the library's).")
         ] = None,
         mode: Annotated[str, typer.Option(help="Inference mode: resize, sliding or patches.")] = "resize",
+        backend: Annotated[
+            BackendName | None,
+            typer.Option(help="torch, onnx or openvino (an .onnx file, 2x faster on Intel CPUs; default: from "
+                              "the file suffix)."),
+        ] = None,
         api_keys_file: Annotated[
             Path | None,
             typer.Option(help=f"File of API keys (one per line, or sha256:<hex>); also read from ${ENV_KEYS}."),
@@ -146,6 +152,7 @@ def register(app: typer.Typer) -> None:
             max_upload_mb=max_upload_mb,
             threads=threads,
             mode=mode,
+            backend=backend.value if backend else None,
             api_keys_file=api_keys_file,
             insecure_no_auth=insecure_no_auth,
             allowed_hosts=allowed_host,

@@ -11,13 +11,16 @@ unusable pixel value (NaN/inf in a float TIFF) is a one-line :class:`~buscad.err
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -27,18 +30,33 @@ from buscad.errors import DataError
 RASTER_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
-def decode_raster(source: IO[bytes], label: str, max_pixels: int | None = None) -> Image.Image:
-    """Open a PNG/JPEG/BMP/TIFF, check its format and declared size, then decode its first frame."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own budget decides
-            image = Image.open(source)
-            if image.format not in RASTER_FORMATS:
-                raise DataError(f"{label}: {image.format} images are not supported (PNG, JPEG, BMP, TIFF or DICOM)")
-            width, height = image.size
-            check_pixels(label, width, height, max_pixels=max_pixels)
+def decode_raster(source: IO[bytes], label: str, max_pixels: int | None = None, *, load: bool = True) -> Image.Image:
+    """Open a PNG/JPEG/BMP/TIFF, check its format and declared size, then decode its first frame (with
+    ``load=False`` only the header is read: :func:`load_raster` decodes later, with the same errors)."""
+    with decode_errors(label, max_pixels), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own budget decides
+        image = Image.open(source)
+        if image.format not in RASTER_FORMATS:
+            raise DataError(f"{label}: {image.format} images are not supported (PNG, JPEG, BMP, TIFF or DICOM)")
+        width, height = image.size
+        check_pixels(label, width, height, max_pixels=max_pixels)
+        if load:
             image.load()
-        return image
+    return image
+
+
+def load_raster(image: Image.Image, label: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode the pixels of an image opened with ``decode_raster(..., load=False)``."""
+    with decode_errors(label, max_pixels):
+        image.load()
+    return image
+
+
+@contextlib.contextmanager
+def decode_errors(label: str, max_pixels: int | None) -> Iterator[None]:
+    """Every failure of opening or decoding an image, as a one-line DataError naming ``label``."""
+    try:
+        yield
     except DataError:
         raise
     except Image.DecompressionBombError as exc:
@@ -49,6 +67,39 @@ def decode_raster(source: IO[bytes], label: str, max_pixels: int | None = None) 
         raise ImageTooLarge(f"{label}: not enough memory to decode the image") from exc
     except Exception as exc:
         raise DataError(f"{label}: cannot decode image ({one_line(exc)})") from exc
+
+
+PNG_COLOUR_TYPES = {0: "L", 2: "RGB", 6: "RGBA"}
+"""IHDR colour types OpenCV decodes exactly as Pillow does at bit depth 8: gray, RGB, RGB + alpha."""
+
+
+def png_pixels(data: bytes, image: Image.Image) -> tuple[np.ndarray, np.ndarray] | None:
+    """(pixels as decoded, gray) of an 8-bit gray or RGB(A) PNG, decoded by OpenCV's libpng, a fifth faster
+    than Pillow's decoder (a 562×471 BUSI image: 2.25 ms against 2.77 ms; a tenth of a prediction's time), and
+    converted to gray exactly as :func:`to_grayscale_array` does (alpha dropped, ITU-R 601 luma, Pillow's rounding).
+
+    None where Pillow must decode: another format, bit depth or colour type (palette, 16 bit), a
+    transparency chunk, or anything OpenCV cannot decode to the shape the header declares.
+    """
+    if image.format != "PNG" or len(data) < 26 or data[24] != 8 or PNG_COLOUR_TYPES.get(data[25]) != image.mode:
+        return None
+    if "transparency" in image.info:
+        return None
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    channels = {"L": 0, "RGB": 3, "RGBA": 4}[image.mode]
+    if (pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (image.height, image.width)
+            or (pixels.shape[2] if pixels.ndim == 3 else 0) != channels):
+        return None
+    if channels == 0:
+        return pixels, pixels
+    rgb = np.ascontiguousarray(pixels[..., 2::-1])  # OpenCV's BGR(A) → RGB, alpha dropped as Pillow does
+    return rgb, rgb_to_gray(rgb)
+
+
+def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
+    """Pillow's RGB → L conversion of a uint8 HxWx3 array, bit for bit: (19595 R + 38470 G + 7471 B + 2^15) >> 16."""
+    weights = np.array([19595, 38470, 7471], dtype=np.uint32)
+    return ((rgb.astype(np.uint32) @ weights + 0x8000) >> 16).astype(np.uint8)
 
 
 def bomb_error(label: str, max_pixels: int | None) -> ImageTooLarge:

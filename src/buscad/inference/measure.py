@@ -14,7 +14,6 @@ Conventions (stated once, used everywhere):
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections.abc import Sequence
@@ -22,11 +21,10 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 from skimage import measure
 
 from buscad.errors import DataError
-from buscad.postprocess.regions import occupied_box
+from buscad.postprocess.regions import convex_hull, occupied_box
 
 OUTLINE_SIGMA = 1.0
 OUTLINE_PAD = 4
@@ -141,20 +139,8 @@ def convex_pixels(image: np.ndarray) -> int:
     first_col, last_col = image[rows].argmax(axis=1), image.shape[1] - 1 - image[rows, ::-1].argmax(axis=1)
     first_row, last_row = image[:, cols].argmax(axis=0), image.shape[0] - 1 - image[::-1, cols].argmax(axis=0)
     ends = np.concatenate([rows, rows, first_row, last_row]), np.concatenate([first_col, last_col, cols, cols])
-    points = _unique_points(np.column_stack(ends).astype(np.float64))
-    with contextlib.suppress(QhullError):  # one or two pixels, or a straight line of them: keep them all
-        points = points[ConvexHull(points).vertices]  # the hull of the sum is the sum of the hulls
-    corners = _unique_points((points[:, None, :] + DIAMOND).reshape(-1, 2))
-    return _grid_points_in_convex(corners[ConvexHull(corners).vertices])
-
-
-def _unique_points(points: np.ndarray) -> np.ndarray:
-    """Rows of a (N, 2) array of half-integer coordinates without repeats (qhull dislikes repeated points)."""
-    doubled = np.rint(2 * points).astype(np.int64)
-    low = doubled.min(axis=0)
-    width = int(doubled[:, 1].max() - low[1]) + 1
-    keys = np.unique((doubled[:, 0] - low[0]) * width + (doubled[:, 1] - low[1]))
-    return np.column_stack([keys // width + low[0], keys % width + low[1]]) / 2.0
+    points = convex_hull(np.column_stack(ends))  # the hull of the sum is the sum of the hulls
+    return _grid_points_in_convex(convex_hull((points[:, None, :] + DIAMOND).reshape(-1, 2)))
 
 
 def _grid_points_in_convex(vertices: np.ndarray, eps: float = 1e-9) -> int:
@@ -208,10 +194,7 @@ def _geometry(outline: list[np.ndarray], spacing: tuple[float, float], area: flo
 
 def _feret(points: np.ndarray) -> tuple[float, float]:
     """Maximum Feret diameter and the caliper extent perpendicular to it."""
-    try:
-        hull = points[ConvexHull(points).vertices]
-    except (QhullError, ValueError):  # collinear or too few points (a line of pixels)
-        hull = points
+    hull = convex_hull(points)
     diffs = hull[:, None, :] - hull[None, :, :]
     dist = np.hypot(diffs[..., 0], diffs[..., 1])
     i, j = np.unravel_index(int(np.argmax(dist)), dist.shape)

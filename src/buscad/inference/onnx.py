@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,7 @@ class OnnxRunner:
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
         self.session = _session(path, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.outputs = tuple(name for name in meta.get("outputs", "").split(",") if name)
+        self.outputs = output_names(self.session.get_modelmeta().custom_metadata_map)
         self.has_segmentation = "segmentation" in self.outputs
         self.has_classification = "classification" in self.outputs
         self.input_name = self.session.get_inputs()[0].name
@@ -229,11 +229,21 @@ def load_onnx(path: str | os.PathLike[str], threads: int | None = None) -> tuple
     if not path.is_file():
         raise ModelError(f"{path}: ONNX model not found")
     runner = OnnxRunner(path, threads)
-    meta = runner.session.get_modelmeta().custom_metadata_map
-    if SPEC_KEY not in meta or not runner.outputs:
+    spec, model_id = spec_from_metadata(path, runner.session.get_modelmeta().custom_metadata_map)
+    return runner, spec, model_id, file_checksum(path)
+
+
+def spec_from_metadata(path: Path, meta: Mapping[str, str]) -> tuple[ModelSpec, str]:
+    """(spec, model id) from the ``metadata_props`` :func:`export_onnx` wrote; ModelError when absent."""
+    if SPEC_KEY not in meta or not output_names(meta):
         raise ModelError(f"{path}: not a buscad ONNX model (no {SPEC_KEY!r} metadata; export with buscad export)")
     try:
         spec = ModelSpec.from_dict(json.loads(meta[SPEC_KEY]))
     except (ValueError, TypeError) as exc:
         raise ModelError(f"{path}: unreadable {SPEC_KEY!r} metadata ({exc})") from exc
-    return runner, spec, meta.get("model_id", spec.name), file_checksum(path)
+    return spec, meta.get("model_id", spec.name)
+
+
+def output_names(meta: Mapping[str, str]) -> tuple[str, ...]:
+    """The model outputs a buscad ONNX file declares (``segmentation``, ``classification``), in order."""
+    return tuple(name for name in meta.get("outputs", "").split(",") if name)

@@ -30,7 +30,8 @@ from buscad.postprocess.probability import lesion_mask
 from buscad.postprocess.refine import refine_prediction
 from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resize
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["torch", "onnx", "openvino"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "openvino")
 GROUP_PIXELS = 16_000_000
 """Images analysed together are capped at this many pixels (with ``batch_size``) to bound memory."""
 TTA_THRESHOLD = 0.2
@@ -70,29 +71,36 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike[str], *, backend: Backend | None = None,
                         mode: str = "resize", threads: int | None = None, batch_size: int = 8,
                         precision: str = "auto", max_pixels: int | None = None) -> Predictor:
-        """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime; backend chosen from the suffix by default).
+        """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime, or OpenVINO with ``backend="openvino"``;
+        the backend is chosen from the suffix by default).
 
-        ``precision`` (PyTorch only): ``auto`` (bf16 autocast where the CPU has bf16 units), ``32-true``
+        ``precision`` (PyTorch and OpenVINO): ``auto`` (bf16 where the CPU has bf16 units), ``32-true``
         or ``bf16-mixed``. A spec's fitted ``temperature`` calibrates the class probabilities. ``max_pixels`` is
         the decoded-pixel budget of every image read (:mod:`buscad.data.limits`).
         """
         path = Path(path)
         backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
         runner: Runner
+        if backend in ("onnx", "openvino") and path.suffix.lower() != ".onnx":
+            raise ModelError(f"{path}: the {backend} backend runs an exported .onnx file (buscad export)")
         if backend == "onnx":
             from buscad.inference.onnx import load_onnx
 
             runner, spec, model_id, checksum = load_onnx(path, threads=threads)
+        elif backend == "openvino":
+            from buscad.inference.openvino_runner import load_openvino
+
+            runner, spec, model_id, checksum = load_openvino(path, threads=threads, precision=precision)
         elif backend == "torch":
             if threads:
                 torch.set_num_threads(int(threads))
             if path.suffix.lower() == ".onnx":
-                raise ModelError(f"{path}: an ONNX file needs --backend onnx")
+                raise ModelError(f"{path}: an ONNX file needs --backend onnx or openvino")
             bundle = load_bundle(path)
             runner = TorchRunner(bundle.model, bundle.spec.preprocessing.image_size, precision=precision)
             spec, model_id, checksum = bundle.spec, bundle.model_id, bundle.checksum
         else:
-            raise ModelError(f"unknown backend {backend!r} (torch or onnx)")
+            raise ModelError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
         return cls(calibrated(runner, spec.temperature), spec, model_id=model_id, checksum=checksum, backend=backend,
                    path=path, mode=mode, batch_size=batch_size, max_pixels=max_pixels)
 

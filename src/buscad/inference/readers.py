@@ -23,6 +23,8 @@ from PIL import Image
 from buscad.data.images import (
     bomb_error,
     decode_raster,
+    load_raster,
+    png_pixels,
     read_regular_file,
     scale_to_uint8,
     to_grayscale_array,
@@ -88,8 +90,12 @@ def _read_bytes(source: str | os.PathLike[str] | bytes, label: str) -> bytes:
 
 
 def _read_raster(data: bytes, label: str, max_pixels: int | None) -> LoadedImage:
-    image = decode_raster(io.BytesIO(data), label, max_pixels)
+    image = decode_raster(io.BytesIO(data), label, max_pixels, load=False)
     assert image.format in RASTER_FORMATS
+    decoded = png_pixels(data, image)  # the common case, faster; None: Pillow decodes
+    if decoded is not None:
+        return LoadedImage(decoded[0], decoded[1], None, label, "raster")
+    load_raster(image, label, max_pixels)
     try:
         gray = to_grayscale_array(image, label)
         display = _display_array(image)

@@ -31,10 +31,9 @@ from typing import Any
 import cv2
 import numpy as np
 from scipy import ndimage, signal
-from scipy.spatial import ConvexHull, QhullError
 from skimage import measure
 
-from buscad.postprocess.regions import grow_box, occupied_box
+from buscad.postprocess.regions import convex_hull, grow_box, occupied_box, polygon_area
 
 NOTE = ("Automated estimates computed from the lesion outline and the image: not a BI-RADS assessment and "
         "not a diagnosis. Only a radiologist assigns BI-RADS descriptors and categories.")
@@ -261,13 +260,8 @@ def _normalised_radial_length(contour: np.ndarray, centroid: np.ndarray) -> tupl
 
 def _solidity(contour: np.ndarray) -> float:
     """Polygon area / convex-hull area of the physical contour (1 for a convex lesion)."""
-    rows, cols = contour[:, 0], contour[:, 1]
-    area = 0.5 * abs(float(np.dot(rows, np.roll(cols, -1)) - np.dot(cols, np.roll(rows, -1))))
-    try:
-        hull = float(ConvexHull(contour).volume)
-    except QhullError:  # degenerate (a line of pixels)
-        return 1.0
-    return min(1.0, area / hull) if hull > 0 else 1.0
+    hull = polygon_area(convex_hull(contour))
+    return min(1.0, polygon_area(contour) / hull) if hull > 0 else 1.0  # 0: degenerate (a line of pixels)
 
 
 def _mean(values: np.ndarray) -> float | None:

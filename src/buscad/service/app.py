@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -38,6 +38,9 @@ from buscad.inference.tta import FLIPS
 from buscad.io import json_safe
 from buscad.service.encoding import png_base64, rle_encode
 from buscad.service.schemas import AnalyzeResponse, ErrorBody, Health, ModelCard, Readiness
+
+if TYPE_CHECKING:
+    from buscad.inference.predictor import Backend
 from buscad.service.security import ApiKeys, Guard, Policy
 from buscad.service.uploads import (
     BODY_IDLE_TIMEOUT_S,
@@ -228,7 +231,7 @@ ERRORS = {
 
 
 def load_predictor(
-    model_path: str | os.PathLike[str], *, backend: Literal["torch", "onnx"] | None, mode: str, threads: int | None,
+    model_path: str | os.PathLike[str], *, backend: Backend | None, mode: str, threads: int | None,
     max_pixels: int | None = None,
 ) -> PredictorLike:
     from buscad.inference.predictor import Predictor
@@ -293,7 +296,7 @@ def create_app(
     *,
     max_upload_mb: float = 20.0,
     predictor: PredictorLike | None = None,
-    backend: Literal["torch", "onnx"] | None = None,
+    backend: Backend | None = None,
     mode: str = "resize",
     threads: int | None = None,
     inference_workers: int = 1,
