@@ -57,7 +57,7 @@ class OpenVinoRunner:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         if PRECISION_HINTS[precision]:
             self.config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]
-        self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # input shape → infer request
         self._lock = threading.Lock()  # an infer request serves one call at a time (the service has threads)
 
     def __call__(self, batch: np.ndarray) -> RawOutput:
@@ -70,38 +70,25 @@ class OpenVinoRunner:
 
     @property
     def inference_precision(self) -> str:
-        """What OpenVINO computes float layers in on this CPU (``f32`` or ``bf16``)."""
-        value = (self.core.get_property("CPU", "INFERENCE_PRECISION_HINT") if not self._compiled
-                 else next(iter(self._compiled.values())).get_property("INFERENCE_PRECISION_HINT"))
-        return str(value.get_type_name()) if hasattr(value, "get_type_name") else str(value)
+        """What OpenVINO computes float layers in with this runner's settings (``f32`` or ``bf16``)."""
+        hint = self.config.get("INFERENCE_PRECISION_HINT") or self.core.get_property("CPU", "INFERENCE_PRECISION_HINT")
+        return str(hint.get_type_name()) if hasattr(hint, "get_type_name") else str(hint)
 
     def _request(self, shape: tuple[int, ...]) -> Any:
         """The infer request of the network compiled for ``shape`` (compiled on first use)."""
         if shape in self._compiled:
             self._compiled.move_to_end(shape)
-            return self._compiled[shape].request
+            return self._compiled[shape]
         model = self.model.clone()
         model.reshape({model.inputs[0].any_name: list(shape)})
         try:
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as exc:
             raise ModelError(f"OpenVINO cannot compile the model for input {shape} ({type(exc).__name__})") from exc
-        entry = _Compiled(compiled, compiled.create_infer_request())
-        self._compiled[shape] = entry
+        self._compiled[shape] = compiled.create_infer_request()  # keeps its compiled network alive
         if len(self._compiled) > MAX_SHAPES:
             self._compiled.popitem(last=False)
-        return entry.request
-
-
-class _Compiled:
-    """A network compiled for one input shape and its infer request."""
-
-    def __init__(self, compiled: Any, request: Any) -> None:
-        self.compiled = compiled
-        self.request = request
-
-    def get_property(self, name: str) -> Any:
-        return self.compiled.get_property(name)
+        return self._compiled[shape]
 
 
 def _metadata(model: Any) -> dict[str, str]:
