@@ -38,9 +38,6 @@ from buscad.inference.tta import FLIPS
 from buscad.io import json_safe
 from buscad.service.encoding import png_base64, rle_encode
 from buscad.service.schemas import AnalyzeResponse, ErrorBody, Health, ModelCard, Readiness
-
-if TYPE_CHECKING:
-    from buscad.inference.predictor import Backend
 from buscad.service.security import ApiKeys, Guard, Policy
 from buscad.service.uploads import (
     BODY_IDLE_TIMEOUT_S,
@@ -54,6 +51,9 @@ from buscad.service.uploads import (
     too_large,
     validate_form,
 )
+
+if TYPE_CHECKING:
+    from buscad.inference.predictor import Backend
 
 log = logging.getLogger(__name__)
 
