@@ -61,10 +61,9 @@ def fold_scores(work: Path, tag: str, fold: int, bus_bra: pd.DataFrame) -> dict[
     settings = eval_settings(external)
     predictions = rundir.read_predictions(external).set_index("case_id", drop=False)
     cases = bus_bra.set_index("case_id", drop=False).loc[predictions.index].reset_index(drop=True)
-    outlines = {cid: case_masks(cases.iloc[i], predictions.loc[cid], external, settings)[1]
-                for i, cid in enumerate(cases["case_id"])}
     train_rows = describe_all(training, load_mask)
-    test_rows = describe_all(cases, lambda case: outlines[case["case_id"]])
+    test_rows = describe_all(cases, lambda case: case_masks(case, predictions.loc[case["case_id"]], external,
+                                                            settings)[1])
     classifier = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=5000))
     classifier.fit(train_rows[list(NUMERIC_DESCRIPTORS)].to_numpy(float),
                    (training["label"].to_numpy() == "malignant").astype(int))

@@ -32,7 +32,6 @@ BUSI_IMAGE = (Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
               / "benign" / "benign (1).png")
 THREADS = 2
 PARTS = ("read_ms", "model_ms", "postprocess_ms")
-PATHS = ("torch float32", "torch bf16", "onnx float32", "onnx int8", "openvino float", "openvino int8")
 """The parts of an analysis its record times: decode, model pass (with resizing), refine + measure + describe."""
 
 
@@ -134,7 +133,7 @@ def main() -> None:
              f"{THREADS} threads, load average {tuple(round(x, 2) for x in record['loadavg'])}.", "",
              "Median end-to-end latency of one 562×471 BUSI image (read, model, refine, measure, describe), ms:", "",
              "| path | 128 px (trained) | 256 px (same net, untrained) |", "|---|---|---|"]
-    for name in PATHS:
+    for name in dict.fromkeys(row["path"] for row in rows):  # in the order measured
         values = {r["size"]: r["latency_ms"] for r in rows if r["path"] == name}
         lines.append(f"| {name} | {values.get(128)} | {values.get(256)} |")
     lines += ["", "Parts of the 128 px analysis (medians of each part, ms; read = decode, model = resize + network + "

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from buscad.cli.common import BackendName, console, err_console, fail, user_errors
+from buscad.cli.common import BACKEND_HELP, BackendName, console, err_console, fail, user_errors
 from buscad.data.limits import DEFAULT_MAX_PIXELS
 
 FAILED_EXIT = 2
@@ -51,8 +51,7 @@ def predict(
     ] = False,
     backend: Annotated[
         BackendName | None,
-        typer.Option("--backend", help="torch, onnx or openvino (an .onnx file, 2x faster on Intel CPUs; "
-                                       "default: from the file suffix)."),
+        typer.Option("--backend", help=BACKEND_HELP),
     ] = None,
     pixel_spacing: Annotated[
         str | None,

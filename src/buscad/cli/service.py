@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from buscad.cli.common import BackendName, err_console, fail, user_errors
+from buscad.cli.common import BACKEND_HELP, BackendName, err_console, fail, user_errors
 from buscad.data.limits import DEFAULT_MAX_PIXELS
 from buscad.service.security import ENV_KEYS, ApiKeys, default_allowed_hosts, is_loopback, key_digest, new_key
 from buscad.service.server import DEFAULT_MAX_CONNECTIONS
@@ -113,8 +113,7 @@ def register(app: typer.Typer) -> None:
         mode: Annotated[str, typer.Option(help="Inference mode: resize, sliding or patches.")] = "resize",
         backend: Annotated[
             BackendName | None,
-            typer.Option(help="torch, onnx or openvino (an .onnx file, 2x faster on Intel CPUs; default: from "
-                              "the file suffix)."),
+            typer.Option(help=BACKEND_HELP),
         ] = None,
         api_keys_file: Annotated[
             Path | None,
