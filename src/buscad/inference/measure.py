@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from skimage import measure
 
 from buscad.errors import DataError
-from buscad.postprocess.regions import convex_hull, occupied_box
+from buscad.postprocess.regions import convex_hull, foreground, occupied_box, smooth
 
 OUTLINE_SIGMA = 1.0
 OUTLINE_PAD = 4
@@ -87,12 +86,12 @@ def measure_lesions(
             pixel_spacing_mm = parse_spacing(pixel_spacing_mm)
         except ValueError as exc:
             raise DataError(str(exc)) from None
-    foreground = np.asarray(mask) > 0
-    box = occupied_box(foreground)
+    pixels = foreground(mask)
+    box = occupied_box(pixels)
     lesions = []
     if box is not None:
         offset = (box[0].start, box[1].start)
-        for region in measure.regionprops(measure.label(foreground[box], connectivity=2)):
+        for region in measure.regionprops(measure.label(pixels[box], connectivity=2)):
             if region.area >= min_pixels:
                 lesions.append(_measure_region(region, offset, pixel_spacing_mm))
     lesions.sort(key=lambda item: item["area_px"], reverse=True)
@@ -166,7 +165,7 @@ def _outline(image: np.ndarray) -> list[np.ndarray]:
     """
     pad = OUTLINE_PAD
     padded = np.pad(image.astype(np.float32), pad)
-    contours = measure.find_contours(ndimage.gaussian_filter(padded, OUTLINE_SIGMA), 0.5)
+    contours = measure.find_contours(smooth(padded, OUTLINE_SIGMA), 0.5)
     if not contours:
         contours = measure.find_contours(padded, 0.5)
     return [contour - float(pad) for contour in contours]
@@ -195,10 +194,10 @@ def _geometry(outline: list[np.ndarray], spacing: tuple[float, float], area: flo
 def _feret(points: np.ndarray) -> tuple[float, float]:
     """Maximum Feret diameter and the caliper extent perpendicular to it."""
     hull = convex_hull(points)
-    diffs = hull[:, None, :] - hull[None, :, :]
-    dist = np.hypot(diffs[..., 0], diffs[..., 1])
-    i, j = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    longest = float(dist[i, j])
+    rows, cols = hull[:, 0], hull[:, 1]
+    squared = (rows[:, None] - rows[None, :]) ** 2 + (cols[:, None] - cols[None, :]) ** 2
+    i, j = np.unravel_index(int(np.argmax(squared)), squared.shape)
+    longest = math.hypot(*(hull[j] - hull[i]))
     if longest == 0.0:
         return 0.0, 0.0
     axis = (hull[j] - hull[i]) / longest

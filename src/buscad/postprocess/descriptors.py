@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage, signal
 from skimage import measure
 
-from buscad.postprocess.regions import convex_hull, grow_box, occupied_box, polygon_area
+from buscad.postprocess.regions import convex_hull, fill_holes, foreground, grow_box, occupied_box, polygon_area, smooth
 
 NOTE = ("Automated estimates computed from the lesion outline and the image: not a BI-RADS assessment and "
         "not a diagnosis. Only a radiologist assigns BI-RADS descriptors and categories.")
@@ -143,7 +143,7 @@ def largest_lesion(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, i
     """``(box, lesion, components)``: the bounding box (slices into ``mask``) of the largest 8-connected
     component of ``mask > 0``, that component inside the box with holes filled, and the number of
     components; None when the mask is empty."""
-    lesion = np.asarray(mask) > 0
+    lesion = foreground(mask)
     occupied = occupied_box(lesion)
     if occupied is None:
         return None
@@ -152,7 +152,7 @@ def largest_lesion(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, i
     inner = ndimage.find_objects(labels)[largest - 1]
     box = (slice(occupied[0].start + inner[0].start, occupied[0].start + inner[0].stop),
            slice(occupied[1].start + inner[1].start, occupied[1].start + inner[1].stop))
-    return box, ndimage.binary_fill_holes(labels[inner] == largest), int(count)
+    return box, fill_holes(labels[inner] == largest), int(count)
 
 
 def _reduce(lesion: np.ndarray, gray: np.ndarray, spacing: tuple[float, float]
@@ -178,7 +178,7 @@ def _contour(lesion: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
     rows, cols = np.nonzero(lesion)
     r0, c0 = rows.min() - 3, cols.min() - 3
     crop = np.pad(lesion[rows.min():rows.max() + 1, cols.min():cols.max() + 1], 3).astype(float)
-    contours = measure.find_contours(ndimage.gaussian_filter(crop, 1.0), 0.5)
+    contours = measure.find_contours(smooth(crop, 1.0), 0.5)
     if not contours:  # a lesion of a pixel or two: its smoothed peak stays below 0.5
         contours = measure.find_contours(crop, 0.5)
     points = (max(contours, key=len) + np.array([r0, c0])) * np.asarray(spacing)

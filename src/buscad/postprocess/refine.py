@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from buscad import LABELS
-from buscad.postprocess.regions import occupied_box
+from buscad.postprocess.regions import foreground, occupied_box
 
 LESION = "lesion"
 """``refined_label`` of a binary mask with a lesion when no classifier says benign or malignant."""
@@ -109,7 +109,7 @@ def _as_lesion_mask(mask: np.ndarray, class_coded: bool) -> tuple[np.ndarray, np
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
     if np.issubdtype(mask.dtype, np.floating):
         raise TypeError("mask must be boolean or integer; threshold probability maps before refining")
-    return mask != 0, (mask if class_coded else None)
+    return foreground(mask), (mask if class_coded else None)  # a bool mask is used as it is, never changed
 
 
 def remove_small_regions(lesion: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -166,14 +166,14 @@ def refine_prediction(
     flags = {"inconsistent": False, "uncertain": False}
 
     if outlines and min_lesion_pixels > 0 and lesion.any():
-        before = int(lesion.sum())
+        before = int(np.count_nonzero(lesion))
         lesion = remove_small_regions(lesion, min_lesion_pixels)
-        removed = before - int(lesion.sum())
+        removed = before - int(np.count_nonzero(lesion))
         if removed:
             reasons.append(
                 f"{removed} segmented pixels in regions smaller than {min_lesion_pixels} pixels were removed"
             )
-    pixels = int(lesion.sum())
+    pixels = int(np.count_nonzero(lesion))
 
     if not outlines:
         lesion, pixels = np.zeros_like(lesion), 0
