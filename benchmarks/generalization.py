@@ -4,6 +4,8 @@
     python3 benchmarks/generalization.py run --train busi --fold 0     # one fold (resumable), then its tests
     python3 benchmarks/generalization.py rescore --train busi --fold 0 # stored predictions, current eval settings
                                                      # (or eval.* overrides, e.g. eval.refine_policy=keep-class)
+    python3 benchmarks/generalization.py repredict --train busi --fold 0 --from-tag robust --tag robust-tta eval.tta=true
+                                                     # a finished fold's model, predicted again (no training)
     python3 benchmarks/generalization.py table                         # results/generalization.{md,json}
 
 Each finished fold is also saved as ``results/generalization_folds/TAG/TRAIN/fold_K.{csv,json}`` (per-image
@@ -34,9 +36,11 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -47,7 +51,7 @@ from buscad.data.pool import apply_official_partition, merge_manifests, read_bus
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, fold_test_table, markdown_table
-from buscad.evaluation.run_eval import evaluate_run
+from buscad.evaluation.run_eval import eval_settings, evaluate_run
 from buscad.training.config import load_config
 from buscad.training.provenance import benchmark_header
 from buscad.workflows import evaluate_checkpoint, train
@@ -110,7 +114,7 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
     external = EXTERNAL[train_set]
     if external and not rundir.has_evaluation(paths.external / Path(external).stem):
         evaluate_checkpoint(paths.best_checkpoint, work / external, paths.external / Path(external).stem,
-                            cache_dir=work / "cache")
+                            cache_dir=work / "cache", tta=config.eval.tta)
     info = rundir.read_run_info(directory) or {}
     record = {"minutes": round(minutes, 2) if not done else None, "overrides": overrides,
               "config": str(config_path), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -132,6 +136,8 @@ def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: 
     masks and probabilities are the ones the fold wrote."""
     settings = load_config(config_path, [f"data.manifest={work / MANIFEST[train_set]}", *(overrides or [])]).eval
     directory = run_dir(work, train_set, tag, fold)
+    if settings.tta != eval_settings(directory).tta:
+        raise SystemExit("eval.tta changes how predictions are made, not how they are scored: use repredict")
     for evaluation in [directory, *rundir.external_dirs(directory)]:
         evaluate_run(evaluation, settings)
     path = directory / "benchmark.json"
@@ -139,6 +145,49 @@ def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: 
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     save_fold(train_set, fold, tag, directory)
     print(f"{directory}: rescored with {settings.model_dump()}")
+
+
+def repredict_fold(work: Path, train_set: str, fold: int, source_tag: str, tag: str, overrides: list[str]) -> None:
+    """A finished fold of ``source_tag`` predicted again as ``tag`` with ``eval.*`` overrides (e.g.
+    ``eval.tta=true``): the same trained model (its files hard-linked, not copied), its held-out part and
+    the external set predicted anew and evaluated, the fold saved. Nothing is trained: the fold's training
+    cost is the source's, and with no overrides the source's figures come back exactly."""
+    from buscad.checkpoint import load_bundle
+    from buscad.training.data import load_case_arrays
+    from buscad.training.runner import write_test_predictions
+
+    source, target = run_dir(work, train_set, source_tag, fold), run_dir(work, train_set, tag, fold)
+    if not rundir.has_metrics(source):
+        raise SystemExit(f"{source}: not a finished fold (no test metrics)")
+    config = load_config(source / "config.yaml", overrides)
+    for name in ("checkpoints", "history.csv", "cases.csv", "run_info.json"):  # the trained run, as it was
+        if not (target / name).exists():
+            if (source / name).is_dir():
+                shutil.copytree(source / name, target / name, copy_function=os.link)
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                os.link(source / name, target / name)
+    rundir.write_config(target, config.to_yaml())
+    paths, prep = rundir.layout(target), config.data.preprocessing()
+    bundle = load_bundle(paths.best_checkpoint)
+    frame = read_manifest(work / MANIFEST[train_set])
+    cases = rundir.read_cases(target)
+    positions = np.flatnonzero(frame["case_id"].isin(cases.loc[cases["split"] == "test", "case_id"]).to_numpy())
+    arrays = load_case_arrays(frame, prep, config.data.target, work / "cache")
+    with torch.inference_mode():
+        write_test_predictions(bundle.model, arrays, frame.iloc[positions], positions, prep, target,
+                               tta=config.eval.tta)
+    evaluate_run(target)
+    external = EXTERNAL[train_set]
+    if external:
+        evaluate_checkpoint(paths.best_checkpoint, work / external, paths.external / Path(external).stem,
+                            cache_dir=work / "cache", tta=config.eval.tta)
+    record = json.loads((source / "benchmark.json").read_text())
+    record |= {"repredicted_from": source_tag, "repredict_overrides": overrides, "eval": config.eval.model_dump(),
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    (target / "benchmark.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    save_fold(train_set, fold, tag, target)
+    print(f"{target}: {source_tag} fold {fold} predicted again with {overrides}")
 
 
 def fold_record_paths(train_set: str, fold: int, tag: str) -> tuple[Path, Path]:
@@ -213,7 +262,7 @@ def build_table(work: Path, tag: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("prepare", "run", "rescore", "save", "table"))
+    parser.add_argument("step", choices=("prepare", "run", "rescore", "repredict", "save", "table"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"))
     parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
     parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
@@ -222,6 +271,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "buscad_robust_cpu.yaml")
     parser.add_argument("--tag", default=DEFAULT_TAG, help="run-name prefix (one per recipe); the table of a tag other "
                         f"than {DEFAULT_TAG!r} goes to results/generalization_TAG.{{md,json}}")
+    parser.add_argument("--from-tag", help="repredict: the finished runs to predict again (saved as --tag)")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
     args = parser.parse_intermixed_args()
     if args.step == "prepare":
@@ -232,6 +282,10 @@ def main() -> None:
         run_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
     elif args.step == "rescore":
         rescore_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
+    elif args.step == "repredict":
+        if not args.from_tag or args.from_tag == args.tag:
+            parser.error("repredict needs --from-tag, the tag of the finished runs, and a new --tag")
+        repredict_fold(args.work, args.train, args.fold, args.from_tag, args.tag, args.overrides)
     elif args.step == "save":
         save_fold(args.train, args.fold, args.tag, run_dir(args.work, args.train, args.tag, args.fold))
     else:

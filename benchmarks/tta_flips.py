@@ -36,7 +36,7 @@ from buscad.data.manifest import load_mask, read_manifest
 from buscad.data.preprocess import letterbox_geometry
 from buscad.inference.tta import merge
 from buscad.postprocess.probability import lesion_mask
-from buscad.prediction import MapResult, RawOutput, Runner, TorchRunner, calibrated, predict_resized
+from buscad.prediction import FlippedRunner, MapResult, TorchRunner, calibrated, predict_resized
 from buscad.training.data import load_case_arrays
 from buscad.training.provenance import benchmark_header, write_benchmark_results
 
@@ -47,22 +47,6 @@ FLIP_SETS: dict[str, tuple[tuple[int, ...], ...]] = {
     "none": ((),), "horizontal": ((), (1,)), "vertical": ((), (0,)), "all four": ((), (1,), (0,), (0, 1)),
 }
 """Flip sets compared (image axes: 0 rows / depth, 1 columns)."""
-
-
-class FlippedRunner:
-    """``runner`` on the batch flipped along image ``axes``, its segmentation logits flipped back."""
-
-    def __init__(self, runner: Runner, axes: tuple[int, ...]) -> None:
-        self.runner, self.axes = runner, tuple(axis + 2 for axis in axes)  # batch, channel, rows, cols
-        self.has_segmentation = runner.has_segmentation
-        self.has_classification = getattr(runner, "has_classification", True)
-
-    def __call__(self, batch: np.ndarray) -> RawOutput:
-        if not self.axes:
-            return self.runner(batch)
-        out = self.runner(np.ascontiguousarray(np.flip(batch, self.axes)))
-        seg = None if out.segmentation is None else np.ascontiguousarray(np.flip(out.segmentation, self.axes))
-        return RawOutput(seg, out.classification)
 
 
 def fold_scores(results: Sequence[MapResult], truths: Sequence[np.ndarray], labels: pd.Series) -> dict[str, float]:

@@ -19,6 +19,7 @@ from buscad.cli.main import app
 from buscad.data.manifest import image_file, read_manifest, write_manifest
 from buscad.evaluation.run_eval import case_masks, eval_settings
 from buscad.postprocess.probability import lesion_mask, probability_level
+from buscad.prediction import RawOutput
 from buscad.service.app import create_app
 from buscad.service.encoding import rle_decode
 from buscad.training.data import load_case_arrays
@@ -170,3 +171,81 @@ def test_bf16_inference_agrees_with_float32(tiny_checkpoint):
     assert got.segmentation.dtype == np.float32
     np.testing.assert_allclose(got.segmentation, want.segmentation, atol=0.1)
     assert (got.classification.argmax(1) == want.classification.argmax(1)).all()
+
+
+class RampRunner:
+    """A position-dependent 'model': lesion logit = pixel + a left-to-right ramp, class logits from the left
+    half's mean; mirroring the image changes both, so test-time augmentation is visible in its outputs."""
+
+    has_segmentation = True
+
+    def __call__(self, batch: np.ndarray) -> RawOutput:
+        ramp = np.linspace(-2.0, 2.0, batch.shape[-1], dtype=np.float32)
+        left = batch[..., : batch.shape[-1] // 2].mean(axis=(1, 2, 3))
+        return RawOutput(batch + ramp, np.stack([left, -left, 2 * left], axis=1).astype(np.float32))
+
+
+def test_tta_averages_the_prediction_of_the_image_and_of_its_mirror() -> None:
+    from buscad.data.preprocess import Preprocessing, from_square, normalize, resize_image
+    from buscad.postprocess.probability import class_probabilities
+    from buscad.prediction import predict_resized
+
+    prep = Preprocessing(image_size=32)
+    image = (np.random.default_rng(3).random((24, 40)) * 255).astype(np.uint8)
+    square, box = resize_image(image, prep)
+    x = normalize(square, prep.normalization)[None, None]
+    ramp = np.linspace(-2.0, 2.0, 32, dtype=np.float32)
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    want_map = (sigmoid(x[0, 0] + ramp) + sigmoid(x[0, 0] + ramp[::-1])) / 2  # mirrored, run, mirrored back
+    runner = RampRunner()
+    want_probs = (class_probabilities(runner(x).classification) + class_probabilities(
+        runner(np.ascontiguousarray(x[..., ::-1])).classification)) / 2
+
+    plain = predict_resized([square], [box], prep, runner)[0]
+    tta = predict_resized([square], [box], prep, runner, tta=True)[0]
+    assert np.allclose(tta.probability_map, from_square(want_map.astype(np.float32), box), atol=1e-6)
+    assert np.allclose(tta.class_probabilities, want_probs[0], atol=1e-6)
+    assert not np.allclose(tta.probability_map, plain.probability_map, atol=1e-3)  # the mirror counted
+
+
+def _steep_lesion(model: torch.nn.Module) -> None:
+    """Amplify the untrained model's lesion logit 50-fold (then 30 % above the threshold): maps spread over 0–1, so the
+    mirrored image's (random, not mirror-symmetric) filters give a visibly different map."""
+    final = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        final.weight *= 50.0
+    _partial_lesion(model)
+
+
+def test_evaluate_with_tta_gives_the_map_of_predict_with_tta(tmp_path: Path, tiny_checkpoint,
+                                                            one_case: Path) -> None:
+    """``buscad evaluate --tta`` (the mirror of the cached model-size image) and ``buscad predict --tta`` (the
+    mirror of the image) give one map, and the evaluation's config records how it was made."""
+    checkpoint = tiny_checkpoint("checkpoints/steep.ckpt", cls_classes=0, adjust=_steep_lesion,
+                                 seg_threshold=THRESHOLD)
+    image_path = image_file(read_manifest(one_case).iloc[0])
+    runner = CliRunner()
+    out = tmp_path / "evaluate"
+    result = runner.invoke(app, ["evaluate", str(checkpoint), str(one_case), "-o", str(out),
+                                 "--cache-dir", str(tmp_path / "cache"), "--tta"])
+    assert result.exit_code == 0, result.output
+    assert eval_settings(out).tta is True and rundir.read_metrics(out)["tta"] is True
+    from buscad.evaluation.run_eval import evaluate_run
+    from buscad.postprocess.settings import EvalConfig
+    rescored = evaluate_run(out, EvalConfig(seg_threshold=0.3, tta=False))  # new thresholds, the same predictions
+    assert rescored["tta"] is True and rescored["thresholds"]["seg_threshold"] == 0.3
+    prediction = rundir.read_predictions(out).iloc[0]
+    with Image.open(out / "predictions" / prediction["mask_file"]) as png:
+        stored = np.asarray(png).astype(int)
+
+    from buscad.inference.predictor import Predictor
+    predictor = Predictor.from_checkpoint(checkpoint, precision="32-true")
+    tta_map = predictor.analyze(image_path, tta=True).probability_map
+    plain_map = predictor.analyze(image_path).probability_map
+    # The two paths mirror at different sizes (the cached model-size image, the original image), which steep
+    # logits amplify to a level or two; the plain map, without the mirror, is several times further off.
+    to_tta, to_plain = np.abs(stored - probability_level(tta_map)), np.abs(stored - probability_level(plain_map))
+    assert to_tta.max() <= 2 and to_tta.mean() < to_plain.mean() / 3
+    stored_mask = stored > THRESHOLD * 255
+    tta_mask, plain_mask = lesion_mask(tta_map, THRESHOLD), lesion_mask(plain_map, THRESHOLD)
+    assert (stored_mask != tta_mask).sum() < (stored_mask != plain_mask).sum() / 4

@@ -87,6 +87,29 @@ class TorchRunner:
         return RawOutput(None if seg is None else seg.float().numpy(), None if cls is None else cls.float().numpy())
 
 
+class FlippedRunner:
+    """``runner`` on each batch flipped along image ``axes`` (0 rows, 1 columns), its segmentation logits
+    flipped back, so its maps line up with the unflipped images pixel for pixel (test-time augmentation
+    on images already at the model size)."""
+
+    def __init__(self, runner: Runner, axes: tuple[int, ...]) -> None:
+        self.runner, self.axes = runner, tuple(axis + 2 for axis in axes)  # batch, channel, rows, cols
+        self.has_segmentation = runner.has_segmentation
+        self.has_classification = getattr(runner, "has_classification", True)
+
+    def __call__(self, batch: np.ndarray) -> RawOutput:
+        if not self.axes:
+            return self.runner(batch)
+        out = self.runner(np.ascontiguousarray(np.flip(batch, self.axes)))
+        seg = None if out.segmentation is None else np.ascontiguousarray(np.flip(out.segmentation, self.axes))
+        return RawOutput(seg, out.classification)
+
+
+MIRROR = (1,)
+"""The test-time flip of ``tta``: left-right (columns). Depth stays down, as in every real scan
+(:mod:`buscad.inference.tta` says why vertical flips are not used)."""
+
+
 class TemperatureRunner:
     """A runner whose class logits are divided by the model's fitted temperature (calibration).
 
@@ -117,17 +140,34 @@ def map_result(maps: np.ndarray, probs: np.ndarray | None) -> MapResult:
     return MapResult(maps[0], probs, maps[1] if len(maps) > 1 else None)
 
 
+def _outputs(runner: Runner, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(pixel maps [B, M, h, w], class probabilities [B, K]) of one batch, either None without its head."""
+    out = runner(batch)
+    probs = class_probabilities(out.classification) if out.classification is not None else None
+    return (pixel_maps(out.segmentation) if out.segmentation is not None else None), probs
+
+
+def _mean(arrays: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    present = [array for array in arrays if array is not None]
+    if len(present) < len(arrays) or len(present) == 1:
+        return present[0] if present else None
+    return np.asarray(np.mean(np.stack(present), axis=0, dtype=np.float32))
+
+
 def predict_resized(resized: Sequence[np.ndarray], boxes: Sequence[Letterbox], prep: Preprocessing,
-                    runner: Runner, batch_size: int = 8) -> list[MapResult]:
+                    runner: Runner, batch_size: int = 8, tta: bool = False) -> list[MapResult]:
     """Predict images already resized to the model size (uint8, :func:`resize_image`); maps go back to
-    each image's original size through its letterbox ``boxes``."""
+    each image's original size through its letterbox ``boxes``. ``tta``: each image is also predicted
+    mirrored (:data:`MIRROR`) and the two averaged, maps and class probabilities, as ``buscad predict
+    --tta`` averages them (:func:`buscad.inference.tta.merge`)."""
+    runners = [runner, FlippedRunner(runner, MIRROR)] if tta else [runner]
     results: list[MapResult] = []
     step = max(1, batch_size)
     for start in range(0, len(resized), step):
         chunk = [normalize(image, prep.normalization) for image in resized[start : start + step]]
-        out = runner(np.stack(chunk)[:, None].astype(np.float32))
-        probs = class_probabilities(out.classification) if out.classification is not None else None
-        maps = pixel_maps(out.segmentation) if out.segmentation is not None else None
+        batch = np.stack(chunk)[:, None].astype(np.float32)
+        outputs = [_outputs(each, batch) for each in runners]
+        maps, probs = _mean([m for m, _ in outputs]), _mean([p for _, p in outputs])
         for i, box in enumerate(boxes[start : start + step]):
             if maps is not None:
                 image_maps = np.stack([from_square(m, box) for m in maps[i]])

@@ -86,7 +86,8 @@ def cross_validate(config: ExperimentConfig, run_dir: str | os.PathLike[str], re
         for name, manifest in (externals or {}).items():
             target = fold_paths.external / name
             if not (resume and rundir.has_evaluation(target)):
-                evaluate_checkpoint(fold_paths.best_checkpoint, manifest, target, cache_dir=config.data.cache_dir)
+                evaluate_checkpoint(fold_paths.best_checkpoint, manifest, target, cache_dir=config.data.cache_dir,
+                                    tta=config.eval.tta)
     summary = evaluate_cv(run_dir)
     write_cv_tables(run_dir, summary)
     if externals or frame["dataset"].nunique() > 1:
@@ -126,8 +127,10 @@ def default_output(checkpoint: Path, manifest: Path) -> Path:
 def evaluate_checkpoint(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[str],
                         out_dir: str | os.PathLike[str] | None = None, *,
                         data_root: str | os.PathLike[str] | None = None,
-                        cache_dir: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
-    """``buscad evaluate``: a trained model on any prepared dataset (external validation).
+                        cache_dir: str | os.PathLike[str] | None = None,
+                        tta: bool = False) -> tuple[Path, dict[str, Any]]:
+    """``buscad evaluate``: a trained model on any prepared dataset (external validation); ``tta``: each
+    image averaged with its mirror image (``eval.tta``, recorded in the evaluation's config.yaml).
 
     Every manifest case is predicted through the one prediction path (the array cache with the
     checkpoint's preprocessing, then :func:`buscad.training.runner.write_test_predictions`), so an
@@ -150,12 +153,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], manifest: str | os.P
     arrays = load_case_arrays(frame, bundle.spec.preprocessing, "binary",
                               Path(cache_dir) if cache_dir is not None else None)
     metrics = evaluate_model(bundle, frame, manifest, arrays, np.arange(len(frame)), out,
-                             {"checkpoint": str(checkpoint.resolve())})
+                             {"checkpoint": str(checkpoint.resolve())}, tta=tta)
     return out, metrics
 
 
 def evaluate_model(bundle: ModelBundle, frame: pd.DataFrame, manifest: Path, arrays: CaseArrays,
-                   positions: np.ndarray, out: Path, source: Mapping[str, Any]) -> dict[str, Any]:
+                   positions: np.ndarray, out: Path, source: Mapping[str, Any], tta: bool = False) -> dict[str, Any]:
     """Predict the rows ``positions`` of ``frame`` (cached in ``arrays``) with ``bundle``'s model as it is in
     memory — a loaded checkpoint, or one changed since (e.g. BatchNorm statistics recalibrated) — into the
     evaluation run directory ``out``, and evaluate it. ``source`` opens run_info.json (where the model came from)."""
@@ -166,11 +169,13 @@ def evaluate_model(bundle: ModelBundle, frame: pd.DataFrame, manifest: Path, arr
 
     subset = frame.iloc[positions]
     out.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(out, config_from_spec(bundle.spec, manifest).to_yaml())
+    config = config_from_spec(bundle.spec, manifest)
+    config.eval.tta = tta
+    rundir.write_config(out, config.to_yaml())
     rundir.write_run_info(out, {**source, "model_id": bundle.model_id, "manifest": str(manifest.resolve()),
                                 "spec": bundle.spec.to_dict()})
     rundir.write_cases(out, subset.assign(split="test"))
     with torch.inference_mode():
         write_test_predictions(bundle.model, arrays, subset, positions, bundle.spec.preprocessing, out,
-                               temperature=bundle.spec.temperature)
+                               temperature=bundle.spec.temperature, tta=tta)
     return evaluate_run(out)

@@ -37,12 +37,15 @@ def register(app: typer.Typer) -> None:
             "--data-root", help="Dataset root, if it moved since prepare.")] = None,
         cache_dir: Annotated[Path | None, typer.Option(
             "--cache-dir", help="Preprocessed-array cache folder.")] = None,
+        tta: Annotated[bool, typer.Option(
+            "--tta", help="Average each image's prediction with its mirror image's (as buscad predict --tta).")] = False,
     ) -> None:
         """Evaluate a trained model on any prepared dataset (external validation)."""
         from buscad import rundir
         from buscad.workflows import evaluate_checkpoint
 
-        out, metrics = evaluate_checkpoint(checkpoint, manifest, output, data_root=data_root, cache_dir=cache_dir)
+        out, metrics = evaluate_checkpoint(checkpoint, manifest, output, data_root=data_root, cache_dir=cache_dir,
+                                           tta=tta)
         _print_headline(f"{manifest} → {rundir.layout(out).metrics}", metrics)
 
     @app.command("evaluate-predictions")

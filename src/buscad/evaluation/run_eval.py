@@ -239,7 +239,8 @@ def summarize_per_image(frame: pd.DataFrame) -> dict[str, Any]:
 def evaluate_run(run_dir: str | Path, settings: EvalConfig | None = None) -> dict[str, Any]:
     """Evaluate one run's test predictions; write evaluation/per_image.csv and metrics.json; return metrics.
 
-    ``settings`` overrides the thresholds of ``RUN/config.yaml``'s ``eval`` section.
+    ``settings`` overrides the thresholds of ``RUN/config.yaml``'s ``eval`` section (not its ``tta``: the
+    predictions are already made).
     """
     run_dir = Path(run_dir)
     settings = settings or eval_settings(run_dir)
@@ -247,7 +248,8 @@ def evaluate_run(run_dir: str | Path, settings: EvalConfig | None = None) -> dic
     if frame.empty:
         raise DataError(f"{rundir.layout(run_dir).predictions_csv}: no predictions to evaluate")
     metrics = summarize_per_image(frame)
-    metrics["thresholds"] = settings.model_dump()
+    metrics["thresholds"] = settings.model_dump(exclude={"tta"})
+    metrics["tta"] = eval_settings(run_dir).tta  # how the stored predictions were made (the run's config)
     metrics["conventions"] = CONVENTIONS
     rundir.write_per_image(run_dir, frame)
     rundir.write_metrics(run_dir, metrics)

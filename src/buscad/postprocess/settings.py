@@ -1,4 +1,5 @@
-"""The thresholds that turn probabilities into a refined result (the ``eval`` section of a config)."""
+"""How test predictions are made and refined: the thresholds that turn probabilities into a refined result,
+and test-time augmentation (the ``eval`` section of a config)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class EvalConfig(BaseModel):
-    """How test predictions are refined and flagged."""
+    """How test predictions are made, refined and flagged."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -20,3 +21,5 @@ class EvalConfig(BaseModel):
         "'keep-class': an empty mask keeps the classifier's lesion class; 'segmentation': the mask decides "
         "lesion or normal, the classifier names the lesion (all flag disagreements as inconsistent)"
     )
+    tta: bool = Field(False, description="predict each test image also mirrored left-right and average the two "
+                      "(maps and class probabilities), as 'buscad predict --tta'")

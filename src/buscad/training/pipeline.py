@@ -211,7 +211,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     predictions = None
     if len(test_positions):
         predictions = single.write_test_predictions(pipeline, arrays, frame.iloc[test_positions], test_positions,
-                                                    prep, run_dir)
+                                                    prep, run_dir, tta=config.eval.tta)
     stage2_info = rundir.read_run_info(paths.classifier.root) or {}
     info.update({
         "best_epoch": stage2_info.get("best_epoch"), "epochs_run": stage2_info.get("epochs_run"),

@@ -210,13 +210,14 @@ def _resolve_precision(config: ExperimentConfig) -> tuple[ExperimentConfig, str]
 
 def write_test_predictions(model: torch.nn.Module, arrays: CaseArrays, test: pd.DataFrame,
                            positions: np.ndarray, prep: Preprocessing, run_dir: Path, *,
-                           temperature: float = 1.0) -> Path:
+                           temperature: float = 1.0, tta: bool = False) -> Path:
     """Predict the cached ``positions`` of ``arrays`` (the rows of ``test``) through the one prediction
-    path (:func:`buscad.prediction.predict_resized`) and write ``RUN/predictions``; returns the CSV path."""
+    path (:func:`buscad.prediction.predict_resized`; ``tta``: averaged with the mirrored image) and write
+    ``RUN/predictions``; returns the CSV path."""
     runner = calibrated(TorchRunner(model, prep.image_size), temperature)
     boxes = [letterbox_geometry(int(case["height"]), int(case["width"]), prep.image_size, prep.keep_aspect)
              for _, case in test.iterrows()]
-    results = predict_resized(list(arrays.images[positions]), boxes, prep, runner, batch_size=32)
+    results = predict_resized(list(arrays.images[positions]), boxes, prep, runner, batch_size=32, tta=tta)
     return rundir.write_predictions(run_dir, list(test["case_id"]), list(test["label"]),
                                     [r.probability_map for r in results],
                                     [r.class_probabilities for r in results])
@@ -348,7 +349,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     predictions = None
     if len(test_positions) and predict_test:
         predictions = write_test_predictions(module.model, arrays, frame.iloc[test_positions], test_positions,
-                                             prep, run_dir)
+                                             prep, run_dir, tta=config.eval.tta)
     history = rundir.read_history(run_dir)
     best_epoch = None
     if not history.empty and config.train.monitor in history:
