@@ -213,3 +213,34 @@ def test_recalibrate_bn_writes_precise_statistics_into_the_best_checkpoint(tmp_p
     for name, value in bundle.model.state_dict().items():
         if "num_batches_tracked" not in name:
             torch.testing.assert_close(value, weights[name], rtol=1e-4, atol=1e-5)
+
+
+def test_eval_tta_makes_the_test_predictions_mirror_averaged(tmp_path, synthetic_manifest, write_tiny_config):
+    """``eval.tta: true``: the run's stored test maps are those of ``write_test_predictions(..., tta=True)`` with
+    its best checkpoint, and differ from the plain ones; metrics.json says how they were made."""
+    from buscad import rundir
+    from buscad.data.manifest import read_manifest
+    from buscad.training.data import load_case_arrays
+    from buscad.training.runner import write_test_predictions
+
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=1), ["eval.tta=true"])
+    run = tmp_path / "run"
+    train(config, run, fold=0)
+    assert rundir.read_metrics(run)["tta"] is True
+    frame = read_manifest(synthetic_manifest)
+    cases = rundir.read_cases(run)
+    positions = np.flatnonzero(frame["case_id"].isin(cases.loc[cases["split"] == "test", "case_id"]).to_numpy())
+    prep = config.data.preprocessing()
+    arrays = load_case_arrays(frame, prep, config.data.target, config.data.cache_dir)
+    model = load_bundle(run / "checkpoints" / "best.ckpt").model
+    stored = rundir.read_predictions(run)
+    for tta, name in ((True, "again"), (False, "plain")):
+        with torch.inference_mode():
+            write_test_predictions(model, arrays, frame.iloc[positions], positions, prep, tmp_path / name, tta=tta)
+    again, plain = rundir.read_predictions(tmp_path / "again"), rundir.read_predictions(tmp_path / "plain")
+    columns = ["prob_normal", "prob_benign", "prob_malignant"]
+    np.testing.assert_allclose(stored[columns].to_numpy(), again[columns].to_numpy(), atol=1e-6)
+    assert not np.allclose(stored[columns].to_numpy(), plain[columns].to_numpy(), atol=1e-6)
+    for mask_file in stored["mask_file"]:
+        with Image.open(run / "predictions" / mask_file) as a, Image.open(tmp_path / "again" / "predictions" / mask_file) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
