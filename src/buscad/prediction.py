@@ -148,10 +148,11 @@ def _outputs(runner: Runner, batch: np.ndarray) -> tuple[np.ndarray | None, np.n
 
 
 def _mean(arrays: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """One head's output averaged over the variants; None when the model has no such head."""
     present = [array for array in arrays if array is not None]
-    if len(present) < len(arrays) or len(present) == 1:
-        return present[0] if present else None
-    return np.asarray(np.mean(np.stack(present), axis=0, dtype=np.float32))
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else np.asarray(np.mean(np.stack(present), axis=0, dtype=np.float32))
 
 
 def predict_resized(resized: Sequence[np.ndarray], boxes: Sequence[Letterbox], prep: Preprocessing,
