@@ -111,10 +111,7 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
     if not done:
         train(config, directory, fold=fold, resume=paths.last_checkpoint.is_file())
     minutes = (time.perf_counter() - start) / 60
-    external = EXTERNAL[train_set]
-    if external and not rundir.has_evaluation(paths.external / Path(external).stem):
-        evaluate_checkpoint(paths.best_checkpoint, work / external, paths.external / Path(external).stem,
-                            cache_dir=work / "cache", tta=config.eval.tta)
+    evaluate_external(work, train_set, paths, config.eval.tta, again=False)
     info = rundir.read_run_info(directory) or {}
     record = {"minutes": round(minutes, 2) if not done else None, "overrides": overrides,
               "config": str(config_path), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -127,6 +124,15 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     save_fold(train_set, fold, tag, directory)
     print(json.dumps(record, default=str))
+
+
+def evaluate_external(work: Path, train_set: str, paths: rundir.RunLayout, tta: bool, again: bool) -> None:
+    """The fold's best model on the other dataset (none for the pool), into ``RUN/external/NAME``; an existing
+    evaluation is kept unless ``again``."""
+    external = EXTERNAL[train_set]
+    if external and (again or not rundir.has_evaluation(paths.external / Path(external).stem)):
+        evaluate_checkpoint(paths.best_checkpoint, work / external, paths.external / Path(external).stem,
+                            cache_dir=work / "cache", tta=tta)
 
 
 def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
@@ -178,10 +184,7 @@ def repredict_fold(work: Path, train_set: str, fold: int, source_tag: str, tag: 
         write_test_predictions(bundle.model, arrays, frame.iloc[positions], positions, prep, target,
                                tta=config.eval.tta)
     evaluate_run(target)
-    external = EXTERNAL[train_set]
-    if external:
-        evaluate_checkpoint(paths.best_checkpoint, work / external, paths.external / Path(external).stem,
-                            cache_dir=work / "cache", tta=config.eval.tta)
+    evaluate_external(work, train_set, paths, config.eval.tta, again=True)
     record = json.loads((source / "benchmark.json").read_text())
     record |= {"repredicted_from": source_tag, "repredict_overrides": overrides, "eval": config.eval.model_dump(),
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from buscad.postprocess.probability import lesion_mask
-from buscad.prediction import MapResult
+from buscad.prediction import MIRROR, MapResult
 
-FLIPS: tuple[tuple[int, ...], ...] = ((), (1,))
+FLIPS: tuple[tuple[int, ...], ...] = ((), MIRROR)
 """Identity and horizontal flip (axes of a 2-D image: 1 = columns)."""
 
 
