@@ -87,6 +87,7 @@ def main() -> None:
     import torch
 
     from buscad.data.manifest import image_file, read_manifest
+    from buscad.hardware import cpu_name
     from buscad.inference.onnx import export_onnx, load_onnx
     from buscad.inference.predictor import Predictor
     from buscad.inference.quantize import preprocessed_batch, quantize_onnx
@@ -125,12 +126,12 @@ def main() -> None:
                         agreements[name] = agreement(reference, predictor.analyze_many(check_files, raise_errors=True))
     record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python3 benchmarks/fast_inference.py " + shlex.join(sys.argv[1:]),
-              "threads": THREADS, "loadavg": os.getloadavg(), "image": str(image.name),
+              "cpu": cpu_name(), "threads": THREADS, "loadavg": os.getloadavg(), "image": str(image.name),
               "n_agreement_images": len(check_files), "latency": rows, "agreement_vs_torch_float32": agreements}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "fast_inference.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = ["# Faster inference paths vs float32 (CPU)", "", f"`{record['command']}` — {record['date']}, "
-             f"{THREADS} threads, load average {tuple(round(x, 2) for x in record['loadavg'])}.", "",
+             f"{record['cpu']}, {THREADS} threads, load average {tuple(round(x, 2) for x in record['loadavg'])}.", "",
              "Median end-to-end latency of one 562×471 BUSI image (read, model, refine, measure, describe), ms:", "",
              "| path | 128 px (trained) | 256 px (same net, untrained) |", "|---|---|---|"]
     for name in dict.fromkeys(row["path"] for row in rows):  # in the order measured

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import platform
 from collections.abc import Iterator
 from typing import Literal
 
@@ -22,15 +23,29 @@ Precision = Literal["32-true", "bf16-mixed"]
 PRECISION_CHOICES: tuple[str, ...] = ("auto", "32-true", "bf16-mixed")
 
 
-def _cpu_flags() -> set[str]:
+CPUINFO = "/proc/cpuinfo"
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` of /proc/cpuinfo (Linux); None where there is none."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+        with open(CPUINFO, encoding="ascii", errors="replace") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def _cpu_flags() -> set[str]:
+    return set((_cpuinfo_field("flags") or "").split())
+
+
+def cpu_name() -> str:
+    """The CPU's model name (e.g. ``AMD EPYC``), for benchmark records: figures differ between CPUs."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown CPU"
 
 
 @functools.lru_cache(maxsize=1)

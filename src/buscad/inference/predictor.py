@@ -28,6 +28,7 @@ from buscad.inference.tta import FLIPS, TTAResult, merge, variants
 from buscad.postprocess.descriptors import describe_lesion
 from buscad.postprocess.probability import lesion_mask
 from buscad.postprocess.refine import refine_prediction
+from buscad.postprocess.regions import shared_outlines
 from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resize
 
 Backend = Literal["torch", "onnx", "openvino"]
@@ -215,8 +216,9 @@ class Predictor:
             class_coded=class_coded, policy=spec.refine_policy, outlines=segments,
         )
         pixel_spacing = spacing or image.pixel_spacing_mm
-        measurements = measure_lesions(refined.mask, pixel_spacing)
-        descriptors = describe_lesion(refined.mask, image.gray, pixel_spacing)  # None without a lesion
+        with shared_outlines():  # the largest lesion's outline, traced for measuring, serves describing
+            measurements = measure_lesions(refined.mask, pixel_spacing)
+            descriptors = describe_lesion(refined.mask, image.gray, pixel_spacing)  # None without a lesion
         timings["postprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
         timings["total_ms"] = round(sum(timings.values()), 2)
         record: dict[str, Any] = {

@@ -31,9 +31,16 @@ from typing import Any
 import cv2
 import numpy as np
 from scipy import ndimage, signal
-from skimage import measure
 
-from buscad.postprocess.regions import convex_hull, fill_holes, foreground, grow_box, occupied_box, polygon_area, smooth
+from buscad.postprocess.regions import (
+    convex_hull,
+    fill_holes,
+    foreground,
+    grow_box,
+    occupied_box,
+    polygon_area,
+    subpixel_outlines,
+)
 
 NOTE = ("Automated estimates computed from the lesion outline and the image: not a BI-RADS assessment and "
         "not a diagnosis. Only a radiologist assigns BI-RADS descriptors and categories.")
@@ -175,13 +182,10 @@ def _reduce(lesion: np.ndarray, gray: np.ndarray, spacing: tuple[float, float]
 
 def _contour(lesion: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
     """Sub-pixel outer contour (N, 2) as (row, col) in physical units, resampled to equal arc length."""
-    rows, cols = np.nonzero(lesion)
-    r0, c0 = rows.min() - 3, cols.min() - 3
-    crop = np.pad(lesion[rows.min():rows.max() + 1, cols.min():cols.max() + 1], 3).astype(float)
-    contours = measure.find_contours(smooth(crop, 1.0), 0.5)
-    if not contours:  # a lesion of a pixel or two: its smoothed peak stays below 0.5
-        contours = measure.find_contours(crop, 0.5)
-    points = (max(contours, key=len) + np.array([r0, c0])) * np.asarray(spacing)
+    box = occupied_box(lesion)
+    assert box is not None  # describe_lesion passes a non-empty lesion
+    outer = max(subpixel_outlines(lesion[box]), key=len)
+    points = (outer + np.array([box[0].start, box[1].start])) * np.asarray(spacing)
     closed = np.vstack([points, points[:1]])
     arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(closed, axis=0).T))])
     if arc[-1] <= 0:

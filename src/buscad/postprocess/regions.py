@@ -2,13 +2,19 @@
 that holds them all, so labelling, outlining and measuring cost what the lesions cover, not what the image
 does: a 562×471 mask is mostly background), holes filled, the mask smoothed for sub-pixel outlines, and the
 convex hull of an outline's points. Each equals the SciPy/scikit-image operation it replaces (tested),
-faster on the small boxes a lesion occupies."""
+faster on the small boxes a lesion occupies.
+The sub-pixel outline of a lesion is traced once per analysis: measuring and describing share it."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import cv2
 import numpy as np
 from scipy import ndimage
+from skimage import measure
 
 Box = tuple[slice, slice]
 """(rows, cols) slices of a 2-D array."""
@@ -69,3 +75,52 @@ def smooth(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     float64 in, same out."""
     size = 2 * int(4.0 * sigma + 0.5) + 1
     return cv2.GaussianBlur(image, (size, size), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+OUTLINE_SIGMA = 1.0
+"""Gaussian (px) the mask is smoothed with before its 0.5 level is traced."""
+OUTLINE_PAD = 4
+"""Background pixels around a box before smoothing, so an outline touching the box closes."""
+
+
+_SHARED_OUTLINES: ContextVar[dict[tuple[tuple[int, ...], bytes], tuple[np.ndarray, ...]] | None] = ContextVar(
+    "shared_outlines", default=None)
+
+
+@contextmanager
+def shared_outlines() -> Iterator[None]:
+    """Within this block, :func:`subpixel_outlines` traces each distinct lesion box once: one analysis
+    measures and describes the same lesion, and tracing is a third of that work. Per thread, per block."""
+    token = _SHARED_OUTLINES.set({})
+    try:
+        yield
+    finally:
+        _SHARED_OUTLINES.reset(token)
+
+
+def subpixel_outlines(image: np.ndarray) -> list[np.ndarray]:
+    """Closed outlines (row, col) of the nonzero pixels of a 2-D ``image`` (a lesion's box), outer and
+    holes: the 0.5 level of the mask smoothed with a 1-pixel Gaussian (:func:`skimage.measure.find_contours`).
+
+    The staircase of a binary mask overstates perimeters by 5-10 %; this level keeps straight edges in
+    place and brings a digital disk's perimeter within 0.5 % of 2·π·r. Shapes too thin to survive smoothing
+    get the raw staircase. Inside :func:`shared_outlines` a box already traced is not traced again; the
+    arrays returned are read-only.
+    """
+    pixels = foreground(image)
+    memo = _SHARED_OUTLINES.get()
+    if memo is None:
+        return list(_trace(pixels))
+    key = (pixels.shape, np.packbits(pixels).tobytes())
+    if key not in memo:
+        memo[key] = _trace(pixels)
+    return list(memo[key])
+
+
+def _trace(pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+    padded = np.pad(pixels.astype(np.float32), OUTLINE_PAD)
+    contours = measure.find_contours(smooth(padded, OUTLINE_SIGMA), 0.5) or measure.find_contours(padded, 0.5)
+    for contour in contours:
+        contour -= float(OUTLINE_PAD)
+        contour.setflags(write=False)
+    return tuple(contours)
