@@ -6,9 +6,11 @@ For one trained checkpoint (128 px) and, for latency only, the same network untr
 PyTorch float32, PyTorch bf16 autocast (``precision=auto`` on a CPU with bf16 units), ONNX Runtime
 float32 and int8 (static QDQ, calibrated on other images of the manifest), and OpenVINO on the same two
 ONNX files (``--backend openvino``; float layers in bf16 on a CPU with bf16 units, its default). Latency: median
-of ``--repeats`` analyses of one 562×471 BUSI image (read, map, refine, measure: :class:`Predictor`),
-2 threads, after a warm-up. Agreement with PyTorch float32 on ``--n`` manifest images: mean Dice of the
-refined masks, share of equal refined labels, max |Δ p(class)|. Writes results/fast_inference.{json,md}.
+of ``--repeats`` analyses of one 562×471 BUSI image (read, map, refine, measure, describe: :class:`Predictor`),
+2 threads, after a warm-up, each path in a process of its own as a deployment runs one model (the thread
+pools of the other runtimes, idle or spinning, and their memory would otherwise slow it). Agreement with
+PyTorch float32 on ``--n`` manifest images: mean Dice of the refined masks, share of equal refined labels,
+max |Δ p(class)|. Writes results/fast_inference.{json,md}.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +50,32 @@ def latency_ms(predictor, image: Path, repeats: int) -> dict[str, float]:
         parts.append(timings)
     return {"latency_ms": round(statistics.median(times), 2),
             **{key: round(statistics.median(p[key] for p in parts), 2) for key in PARTS}}
+
+
+PATHS = {
+    "torch float32": ("checkpoint", None, "32-true"),
+    "torch bf16": ("checkpoint", None, "bf16-mixed"),
+    "onnx float32": ("onnx", None, "auto"),
+    "onnx int8": ("int8", None, "auto"),
+    "openvino float": ("onnx", "openvino", "auto"),
+    "openvino int8": ("int8", "openvino", "auto"),
+}
+"""Each path measured: (model file, backend, precision) for :meth:`Predictor.from_checkpoint`."""
+
+
+def predictor(name: str, files: dict[str, Path]):
+    from buscad.inference.predictor import Predictor
+
+    model, backend, precision = PATHS[name]
+    return Predictor.from_checkpoint(files[model], backend=backend, threads=THREADS, precision=precision)
+
+
+def latency_in_own_process(name: str, files: dict[str, Path], image: Path, repeats: int) -> dict[str, float]:
+    """:func:`latency_ms` of one path, run by this script in a fresh Python process (``--latency-of``)."""
+    command = [sys.executable, __file__, "--latency-of", name, "--image", str(image), "--repeats", str(repeats),
+               *(f"--{key}-file={path}" for key, path in files.items())]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def agreement(reference: list, candidate: list) -> dict[str, float]:
@@ -78,21 +107,31 @@ def untrained_256(folder: Path, checkpoint: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--manifest", type=Path, required=True, help="images for calibration and agreement")
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--manifest", type=Path, help="images for calibration and agreement")
     parser.add_argument("--n", type=int, default=100, help="agreement images")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--latency-of", choices=list(PATHS), help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
+    for key in ("checkpoint", "onnx", "int8"):
+        parser.add_argument(f"--{key}-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     import torch
 
+    torch.set_num_threads(THREADS)
+    if args.latency_of:
+        files = {"checkpoint": args.checkpoint_file, "onnx": args.onnx_file, "int8": args.int8_file}
+        print(json.dumps(latency_ms(predictor(args.latency_of, files), args.image, args.repeats)))
+        return
+    if args.checkpoint is None or args.manifest is None:
+        parser.error("--checkpoint and --manifest are required")
+
     from buscad.data.manifest import image_file, read_manifest
     from buscad.hardware import cpu_name
     from buscad.inference.onnx import export_onnx, load_onnx
-    from buscad.inference.predictor import Predictor
     from buscad.inference.quantize import preprocessed_batch, quantize_onnx
 
-    torch.set_num_threads(THREADS)
     logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer advice on pre-processing
     frame = read_manifest(args.manifest)
     order = np.random.default_rng(0).permutation(len(frame))
@@ -108,22 +147,17 @@ def main() -> None:
             int8_path = folder / f"m{size}.int8.onnx"
             quantize_onnx(onnx_path, int8_path, preprocessed_batch(calibration_files[:50], spec),
                           preprocessed_batch(check_files[:20], spec), min_dice=0.0, min_class_agreement=0.0)
-            paths = {
-                "torch float32": Predictor.from_checkpoint(checkpoint, threads=THREADS, precision="32-true"),
-                "torch bf16": Predictor.from_checkpoint(checkpoint, threads=THREADS, precision="bf16-mixed"),
-                "onnx float32": Predictor.from_checkpoint(onnx_path, threads=THREADS),
-                "onnx int8": Predictor.from_checkpoint(int8_path, threads=THREADS),
-                "openvino float": Predictor.from_checkpoint(onnx_path, backend="openvino", threads=THREADS),
-                "openvino int8": Predictor.from_checkpoint(int8_path, backend="openvino", threads=THREADS),
-            }
-            for name, predictor in paths.items():
-                rows.append({"size": size, "path": name, **latency_ms(predictor, image, args.repeats)})
+            files = {"checkpoint": checkpoint, "onnx": onnx_path, "int8": int8_path}
+            for name in PATHS:
+                rows.append({"size": size, "path": name,
+                             **latency_in_own_process(name, files, image, args.repeats)})
                 print(rows[-1], flush=True)
             if size == 128:
-                reference = paths["torch float32"].analyze_many(check_files, raise_errors=True)
-                for name, predictor in paths.items():
+                reference = predictor("torch float32", files).analyze_many(check_files, raise_errors=True)
+                for name in PATHS:
                     if name != "torch float32":
-                        agreements[name] = agreement(reference, predictor.analyze_many(check_files, raise_errors=True))
+                        candidate = predictor(name, files).analyze_many(check_files, raise_errors=True)
+                        agreements[name] = agreement(reference, candidate)
     record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "python3 benchmarks/fast_inference.py " + shlex.join(sys.argv[1:]),
               "cpu": cpu_name(), "threads": THREADS, "loadavg": os.getloadavg(), "image": str(image.name),
@@ -132,7 +166,8 @@ def main() -> None:
     (RESULTS / "fast_inference.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = ["# Faster inference paths vs float32 (CPU)", "", f"`{record['command']}` — {record['date']}, "
              f"{record['cpu']}, {THREADS} threads, load average {tuple(round(x, 2) for x in record['loadavg'])}.", "",
-             "Median end-to-end latency of one 562×471 BUSI image (read, model, refine, measure, describe), ms:", "",
+             "Median end-to-end latency of one 562×471 BUSI image (read, model, refine, measure, describe; each path "
+             "in a process of its own), ms:", "",
              "| path | 128 px (trained) | 256 px (same net, untrained) |", "|---|---|---|"]
     for name in dict.fromkeys(row["path"] for row in rows):  # in the order measured
         values = {r["size"]: r["latency_ms"] for r in rows if r["path"] == name}
