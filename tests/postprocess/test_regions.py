@@ -10,7 +10,15 @@ from skimage import measure
 from buscad.inference.measure import measure_lesions
 from buscad.postprocess import regions
 from buscad.postprocess.descriptors import describe_lesion
-from buscad.postprocess.regions import fill_holes, foreground, occupied_box, shared_outlines, smooth, subpixel_outlines
+from buscad.postprocess.regions import (
+    components,
+    fill_holes,
+    foreground,
+    occupied_box,
+    shared_outlines,
+    smooth,
+    subpixel_outlines,
+)
 
 
 def test_box_holds_every_lesion_pixel_and_nothing_more() -> None:
@@ -130,3 +138,18 @@ def test_measuring_and_describing_share_one_tracing_and_give_the_same_numbers(mo
         shared = measure_lesions(mask, (0.1, 0.08)), describe_lesion(mask, image, (0.1, 0.08))
     assert shared == alone
     assert len(traced) == 2  # each lesion once: describing the larger one re-used its outline
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_components_are_scikit_images_labels_in_the_same_order(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    image = ndimage.gaussian_filter(rng.random((60, 80)), rng.uniform(0.5, 3.0)) > rng.uniform(0.5, 0.62)
+    labels, found = components(image)
+    want = measure.regionprops(measure.label(image, connectivity=2))
+    assert len(found) == len(want)
+    for mine, theirs in zip(found, want):  # numbered alike: the raster order of each component's first pixel
+        np.testing.assert_array_equal(labels[mine.box] == mine.label, theirs.image)
+        assert mine.area == theirs.area
+        assert (mine.box[0].start, mine.box[1].start, mine.box[0].stop, mine.box[1].stop) == theirs.bbox
+        np.testing.assert_allclose(mine.centroid, theirs.centroid, atol=1e-9)
+    assert components(np.zeros((5, 5), dtype=bool))[1] == []

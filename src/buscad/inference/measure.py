@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from skimage import measure
 
 from buscad.errors import DataError
-from buscad.postprocess.regions import convex_hull, foreground, occupied_box, subpixel_outlines
+from buscad.postprocess.regions import Component, components, convex_hull, foreground, occupied_box, subpixel_outlines
 
 SIZE_KEYS = ("perimeter", "longest_diameter", "perpendicular_diameter", "width", "height")
 
@@ -89,9 +88,11 @@ def measure_lesions(
     lesions = []
     if box is not None:
         offset = (box[0].start, box[1].start)
-        for region in measure.regionprops(measure.label(pixels[box], connectivity=2)):
-            if region.area >= min_pixels:
-                lesions.append(_measure_region(region, offset, pixel_spacing_mm))
+        labels, found = components(pixels[box])
+        for component in found:
+            if component.area >= min_pixels:
+                image = labels[component.box] == component.label
+                lesions.append(_measure_region(component, image, offset, pixel_spacing_mm))
     lesions.sort(key=lambda item: item["area_px"], reverse=True)
     for index, lesion in enumerate(lesions, start=1):
         lesion["id"] = index
@@ -99,16 +100,19 @@ def measure_lesions(
     return {"lesions": lesions, "total": _total(lesions, pixel_spacing_mm), "spacing_mm": spacing}
 
 
-def _measure_region(region: Any, offset: tuple[int, int], spacing: tuple[float, float] | None) -> dict[str, Any]:
-    """One component's record; ``offset`` (row, col) places the labelled box in the whole mask."""
-    min_row, min_col, max_row, max_col = region.bbox
-    outline = subpixel_outlines(region.image)
+def _measure_region(region: Component, image: np.ndarray, offset: tuple[int, int],
+                    spacing: tuple[float, float] | None) -> dict[str, Any]:
+    """One component's record (``image``: its pixels in its box); ``offset`` (row, col) places the
+    labelled box in the whole mask."""
+    rows, cols = region.box
+    min_row, min_col, max_row, max_col = rows.start, cols.start, rows.stop, cols.stop
+    outline = subpixel_outlines(image)
     out: dict[str, Any] = {
         "id": 0,
         "centroid_px": [round(float(region.centroid[0]) + offset[0], 2), round(float(region.centroid[1]) + offset[1], 2)],
         "bbox_px": [int(min_row) + offset[0], int(min_col) + offset[1], int(max_row) + offset[0], int(max_col) + offset[1]],
         "area_px": int(region.area),
-        "solidity": round(float(region.area) / convex_pixels(region.image), 4),
+        "solidity": round(float(region.area) / convex_pixels(image), 4),
     }
     physical = pixels = _geometry(outline, (1.0, 1.0), float(region.area))
     out.update(_suffixed(pixels, "px"))

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from buscad.postprocess.regions import (
+    components,
     convex_hull,
     fill_holes,
     foreground,
@@ -154,12 +155,12 @@ def largest_lesion(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, i
     occupied = occupied_box(lesion)
     if occupied is None:
         return None
-    labels, count = ndimage.label(lesion[occupied], structure=np.ones((3, 3), dtype=bool))
-    largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    inner = ndimage.find_objects(labels)[largest - 1]
+    labels, found = components(lesion[occupied])
+    largest = max(found, key=lambda component: component.area)  # the first of equals, in raster order
+    inner = largest.box
     box = (slice(occupied[0].start + inner[0].start, occupied[0].start + inner[0].stop),
            slice(occupied[1].start + inner[1].start, occupied[1].start + inner[1].stop))
-    return box, fill_holes(labels[inner] == largest), int(count)
+    return box, fill_holes(labels[inner] == largest.label), len(found)
 
 
 def _reduce(lesion: np.ndarray, gray: np.ndarray, spacing: tuple[float, float]

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from buscad import LABELS
-from buscad.postprocess.regions import foreground, occupied_box
+from buscad.postprocess.regions import components, foreground, occupied_box
 
 LESION = "lesion"
 """``refined_label`` of a binary mask with a lesion when no classifier says benign or malignant."""
@@ -118,9 +117,10 @@ def remove_small_regions(lesion: np.ndarray, min_pixels: int) -> np.ndarray:
     box = occupied_box(lesion)
     if box is None:
         return kept
-    regions, _ = ndimage.label(lesion[box], structure=np.ones((3, 3), dtype=bool))
-    keep = np.bincount(regions.ravel()) >= min_pixels
-    keep[0] = False
+    regions, found = components(lesion[box])
+    keep = np.zeros(len(found) + 1, dtype=bool)
+    for component in found:
+        keep[component.label] = component.area >= min_pixels
     kept[box] = keep[regions]
     return kept
 
