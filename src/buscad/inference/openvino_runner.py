@@ -1,5 +1,5 @@
 """OpenVINO inference of an exported buscad ONNX file: the same file, metadata and prediction record as
-ONNX Runtime, about twice as fast on Intel CPUs (benchmarks/results/fast_inference.md).
+ONNX Runtime, 1.4–1.7× as fast end to end on the x86 CPUs measured (benchmarks/results/fast_inference.md).
 
 OpenVINO reads the ONNX graph itself, int8 QDQ graphs included (``buscad export --quantize int8``), and
 compiles it for the CPU it runs on: int8 convolutions on VNNI/AMX units, float layers in bf16 where the
