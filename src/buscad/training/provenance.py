@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from buscad.hardware import cpu_name
 from buscad.io import json_safe, write_text_atomic
 
 TRACKED_PACKAGES = (
@@ -53,7 +54,7 @@ def benchmark_header(script: str) -> dict[str, object]:
     """The first keys of a benchmark's results record: when, the command that reproduces it, on what CPU."""
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": f"python3 benchmarks/{script} " + " ".join(sys.argv[1:]),
-            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count()}}
 
 
 def write_benchmark_results(results: Path, stem: str, record: Mapping[str, Any], markdown: str) -> None:

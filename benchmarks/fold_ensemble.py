@@ -1,0 +1,115 @@
+"""Do the fold models of one BUSI-trained variant, averaged, transfer to BUS-BRA better than each alone?
+
+    python3 benchmarks/fold_ensemble.py --work /work/gen --tag bdpbn-tta [--tag bdpbnclahe-tta ...]
+
+Why: BUSI → BUS-BRA lesion Dice moves by ±0.03 from one fold's model to the next (283 training images
+each), so part of what is lost on another scanner may be the variance of a single small-data model rather
+than its bias. An ensemble of the fold models averages that variance away; if it transfers clearly better
+than its members, averaging checkpoints is a lever for a shipped model (at k times the inference cost).
+
+From the stored external predictions of ``generalization.py run --train busi --tag TAG`` (every fold's
+model on all 1875 BUS-BRA images: 8-bit probability maps and class probabilities), per image: the mean of the
+fold models' lesion probability maps, thresholded as the evaluation thresholds (``lesion_mask`` at 0.5), and
+the mean of their p(malignant | lesion). Scores over all BUS-BRA images (all have a lesion): lesion Dice
+(``segmentation_metrics``) and the malignant-vs-benign AUC, for each fold model alone (computed the same way,
+to check against the cross-dataset table) and for the ensemble. Several ``--tag`` values are also pooled
+into one ensemble of all their fold models. This is an analysis beside the protocol, not a criterion figure:
+the ensemble has seen all of curated BUSI, each fold model three quarters of it.
+Cite: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from buscad.data.manifest import load_mask, read_manifest
+from buscad.evaluation.metrics import segmentation_metrics
+from buscad.postprocess.probability import PROBABILITY_LEVELS, lesion_mask
+from buscad.training.provenance import benchmark_header, write_benchmark_results
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FOLDS = range(4)
+THRESHOLD = 0.5
+
+
+def fold_predictions(work: Path, tag: str, fold: int) -> tuple[Path, pd.DataFrame]:
+    """(folder, predictions.csv) of one fold model's BUS-BRA predictions."""
+    folder = work / "runs" / f"{tag}_busi" / f"fold_{fold}" / "external" / "bus_bra" / "predictions"
+    return folder, pd.read_csv(folder / "predictions.csv").set_index("case_id")
+
+
+def p_malignant(frame: pd.DataFrame) -> pd.Series:
+    return frame["prob_malignant"] / (frame["prob_benign"] + frame["prob_malignant"])
+
+
+def score(members: list[tuple[Path, pd.DataFrame]], cases: pd.DataFrame) -> dict[str, float]:
+    """Lesion Dice and malignancy AUC of the mean of ``members`` (one member: that model alone)."""
+    dices = []
+    for case_id, case in cases.iterrows():
+        levels = np.mean([np.asarray(Image.open(folder / frame.loc[case_id, "mask_file"]), dtype=np.float64)
+                          for folder, frame in members], axis=0)
+        predicted = lesion_mask(levels / PROBABILITY_LEVELS, THRESHOLD)
+        dices.append(segmentation_metrics(predicted, load_mask(case) > 0)["dice"])
+    p = np.mean([p_malignant(frame.loc[cases.index]).to_numpy() for _, frame in members], axis=0)
+    return {"dice_lesion": float(np.mean(dices)),
+            "auc_malignant_vs_benign": float(roc_auc_score(cases["label"] == "malignant", p))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/work/gen"), help="generalization.py's work folder")
+    parser.add_argument("--tag", action="append", required=True, help="a BUSI-trained variant (repeatable)")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    cases = read_manifest(args.work / "bus_bra.csv").set_index("case_id", drop=False)
+    rows, everyone = [], []
+    for tag in args.tag:
+        members = [fold_predictions(args.work, tag, fold) for fold in FOLDS]
+        everyone += members
+        singles = [score([member], cases) for member in members]
+        ensemble = score(members, cases)
+        rows.append({"tag": tag, "folds": [{"fold": k, **s} for k, s in zip(FOLDS, singles)],
+                     "fold_mean": {key: float(np.mean([s[key] for s in singles])) for key in ensemble},
+                     "fold_std": {key: float(np.std([s[key] for s in singles], ddof=1)) for key in ensemble},
+                     "ensemble": ensemble})
+        print(json.dumps(rows[-1]), flush=True)
+    if len(args.tag) > 1:
+        rows.append({"tag": " + ".join(args.tag), "folds": [], "fold_mean": None, "fold_std": None,
+                     "ensemble": score(everyone, cases)})
+    record = {**benchmark_header("fold_ensemble.py"), "n_images": len(cases), "threshold": THRESHOLD,
+              "seconds": round(time.perf_counter() - start, 1), "rows": rows}
+    lines = ["# BUSI fold models alone vs averaged, on BUS-BRA", "",
+             f"`python3 benchmarks/fold_ensemble.py {' '.join('--tag ' + t for t in args.tag)}` — "
+             f"{record.get('date', '')}, {record['seconds']} s on 2 CPU cores.", "",
+             "Each BUSI-trained fold model (4 folds of curated BUSI) and the mean of their probability maps and "
+             "p(malignant | lesion), on all 1875 BUS-BRA images (benchmarks/fold_ensemble.py says how; an analysis "
+             "beside the cross-validation protocol: the ensemble has seen all of curated BUSI).", "",
+             "| variant | fold models: lesion Dice | mean ± std | ensemble | fold models: AUC | mean ± std | ensemble |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        ens = row["ensemble"]
+        if row["folds"]:
+            dice = ", ".join(f"{f['dice_lesion']:.3f}" for f in row["folds"])
+            auc = ", ".join(f"{f['auc_malignant_vs_benign']:.3f}" for f in row["folds"])
+            mean_dice = f"{row['fold_mean']['dice_lesion']:.3f} ± {row['fold_std']['dice_lesion']:.3f}"
+            mean_auc = (f"{row['fold_mean']['auc_malignant_vs_benign']:.3f} ± "
+                        f"{row['fold_std']['auc_malignant_vs_benign']:.3f}")
+        else:
+            dice = auc = mean_dice = mean_auc = "—"
+        lines.append(f"| {row['tag']} | {dice} | {mean_dice} | **{ens['dice_lesion']:.3f}** | {auc} | {mean_auc} | "
+                     f"**{ens['auc_malignant_vs_benign']:.3f}** |")
+    lines += ["", "Data: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123); BUSI (Al-Dhabyani et al., "
+              "Data in Brief 28, 2020, 104863).", ""]
+    write_benchmark_results(RESULTS, "fold_ensemble", record, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
