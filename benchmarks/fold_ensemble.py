@@ -1,21 +1,24 @@
-"""Do the fold models of one BUSI-trained variant, averaged, transfer to BUS-BRA better than each alone?
+"""Do the fold models of one variant, averaged, transfer to the other dataset better than each alone?
 
-    python3 benchmarks/fold_ensemble.py --work /work/gen --tag bdpbn-tta [--tag bdpbnclahe-tta ...]
+    python3 benchmarks/fold_ensemble.py --work /work/gen --train busi --tag bdpbn-tta [--tag bdpbnclahe-tta ...]
+    python3 benchmarks/fold_ensemble.py --work /work/gen --train bus-bra --tag bdpbn-tta
 
 Why: BUSI → BUS-BRA lesion Dice moves by ±0.03 from one fold's model to the next (283 training images
 each), so part of what is lost on another scanner may be the variance of a single small-data model rather
 than its bias. An ensemble of the fold models averages that variance away; if it transfers clearly better
 than its members, averaging checkpoints is a lever for a shipped model (at k times the inference cost).
 
-From the stored external predictions of ``generalization.py run --train busi --tag TAG`` (every fold's
-model on all 1875 BUS-BRA images: 8-bit probability maps and class probabilities), per image: the mean of the
-fold models' lesion probability maps, thresholded as the evaluation thresholds (``lesion_mask`` at 0.5), and
-the mean of their p(malignant | lesion). Scores over all BUS-BRA images (all have a lesion): lesion Dice
-(``segmentation_metrics``) and the malignant-vs-benign AUC, for each fold model alone (computed the same way,
-to check against the cross-dataset table) and for the ensemble. Several ``--tag`` values are also pooled
-into one ensemble of all their fold models. This is an analysis beside the protocol, not a criterion figure:
-the ensemble has seen all of curated BUSI, each fold model three quarters of it.
-Cite: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123).
+From the stored external predictions of ``generalization.py run --train TRAIN --tag TAG`` (every fold's
+model on every image of the other dataset — all 1875 BUS-BRA images, or all 444 curated BUSI ones: 8-bit
+probability maps and class probabilities), per image: the mean of the fold models' lesion probability maps,
+thresholded as the evaluation thresholds (``lesion_mask`` at 0.5), and the mean of their p(malignant |
+lesion). Scores over the lesion images: lesion Dice (``segmentation_metrics``) and the malignant-vs-benign
+AUC, for each fold model alone (computed the same way, to check against the cross-dataset table) and for
+the ensemble. Several ``--tag`` values are also pooled into one ensemble of all their fold models. This is
+an analysis beside the protocol, not a criterion figure: the ensemble has seen all of its training dataset,
+each fold model part of it.
+Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical
+Physics 51, 2024, 3110–3123).
 """
 
 from __future__ import annotations
@@ -36,14 +39,19 @@ from buscad.postprocess.probability import PROBABILITY_LEVELS, lesion_mask
 from buscad.training.provenance import benchmark_header, write_benchmark_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FOLDS = range(4)
 THRESHOLD = 0.5
+EXTERNAL = {"busi": ("bus_bra", "bus_bra.csv", "BUS-BRA"), "bus-bra": ("busi_curated", "busi_curated.csv", "curated BUSI")}
+"""Training dataset → (its runs' external folder, the work folder's manifest of that test set, its name)."""
 
 
-def fold_predictions(work: Path, tag: str, fold: int) -> tuple[Path, pd.DataFrame]:
-    """(folder, predictions.csv) of one fold model's BUS-BRA predictions."""
-    folder = work / "runs" / f"{tag}_busi" / f"fold_{fold}" / "external" / "bus_bra" / "predictions"
-    return folder, pd.read_csv(folder / "predictions.csv").set_index("case_id")
+def fold_members(work: Path, train: str, tag: str) -> list[tuple[Path, pd.DataFrame]]:
+    """(folder, predictions.csv) of every fold model's predictions on the other dataset, in fold order."""
+    folds = sorted((work / "runs" / f"{tag}_{train}").glob("fold_*"), key=lambda path: int(path.name[5:]))
+    members = []
+    for fold in folds:
+        folder = fold / "external" / EXTERNAL[train][0] / "predictions"
+        members.append((folder, pd.read_csv(folder / "predictions.csv").set_index("case_id")))
+    return members
 
 
 def p_malignant(frame: pd.DataFrame) -> pd.Series:
@@ -66,17 +74,19 @@ def score(members: list[tuple[Path, pd.DataFrame]], cases: pd.DataFrame) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/work/gen"), help="generalization.py's work folder")
-    parser.add_argument("--tag", action="append", required=True, help="a BUSI-trained variant (repeatable)")
+    parser.add_argument("--train", choices=list(EXTERNAL), default="busi", help="the fold models' training dataset")
+    parser.add_argument("--tag", action="append", required=True, help="a variant of generalization.py (repeatable)")
     args = parser.parse_args()
     start = time.perf_counter()
-    cases = read_manifest(args.work / "bus_bra.csv").set_index("case_id", drop=False)
+    cases = read_manifest(args.work / EXTERNAL[args.train][1]).set_index("case_id", drop=False)
+    cases = cases[cases["label"] != "normal"]  # lesion Dice and malignancy AUC: lesion images
     rows, everyone = [], []
     for tag in args.tag:
-        members = [fold_predictions(args.work, tag, fold) for fold in FOLDS]
+        members = fold_members(args.work, args.train, tag)
         everyone += members
         singles = [score([member], cases) for member in members]
         ensemble = score(members, cases)
-        rows.append({"tag": tag, "folds": [{"fold": k, **s} for k, s in zip(FOLDS, singles)],
+        rows.append({"tag": tag, "folds": [{"fold": k, **s} for k, s in enumerate(singles)],
                      "fold_mean": {key: float(np.mean([s[key] for s in singles])) for key in ensemble},
                      "fold_std": {key: float(np.std([s[key] for s in singles], ddof=1)) for key in ensemble},
                      "ensemble": ensemble})
@@ -84,14 +94,16 @@ def main() -> None:
     if len(args.tag) > 1:
         rows.append({"tag": " + ".join(args.tag), "folds": [], "fold_mean": None, "fold_std": None,
                      "ensemble": score(everyone, cases)})
-    record = {**benchmark_header("fold_ensemble.py"), "n_images": len(cases), "threshold": THRESHOLD,
+    test = EXTERNAL[args.train][2]
+    record = {**benchmark_header("fold_ensemble.py"), "train": args.train, "test": test, "n_images": len(cases),
+              "threshold": THRESHOLD,
               "seconds": round(time.perf_counter() - start, 1), "rows": rows}
-    lines = ["# BUSI fold models alone vs averaged, on BUS-BRA", "",
-             f"`python3 benchmarks/fold_ensemble.py {' '.join('--tag ' + t for t in args.tag)}` — "
-             f"{record.get('date', '')}, {record['seconds']} s on 2 CPU cores.", "",
-             "Each BUSI-trained fold model (4 folds of curated BUSI) and the mean of their probability maps and "
-             "p(malignant | lesion), on all 1875 BUS-BRA images (benchmarks/fold_ensemble.py says how; an analysis "
-             "beside the cross-validation protocol: the ensemble has seen all of curated BUSI).", "",
+    trained = {"busi": "curated BUSI (4 folds)", "bus-bra": "BUS-BRA (official 5 folds)"}[args.train]
+    lines = [f"# Fold models alone vs averaged: {args.train} → {test}", "",
+             f"`{record['command']}` — {record['date']}, {record['seconds']} s, {record['machine']['cpu']}, 2 cores.", "",
+             f"Each fold model trained on {trained} and the mean of their probability maps and p(malignant | lesion), "
+             f"on the {len(cases)} lesion images of {test} (benchmarks/fold_ensemble.py says how; an analysis beside the "
+             "cross-validation protocol: the ensemble has seen all of its training dataset).", "",
              "| variant | fold models: lesion Dice | mean ± std | ensemble | fold models: AUC | mean ± std | ensemble |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -108,7 +120,7 @@ def main() -> None:
                      f"**{ens['auc_malignant_vs_benign']:.3f}** |")
     lines += ["", "Data: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123); BUSI (Al-Dhabyani et al., "
               "Data in Brief 28, 2020, 104863).", ""]
-    write_benchmark_results(RESULTS, "fold_ensemble", record, "\n".join(lines))
+    write_benchmark_results(RESULTS, f"fold_ensemble_{args.train}", record, "\n".join(lines))
 
 
 if __name__ == "__main__":
