@@ -14,9 +14,11 @@ probability maps and class probabilities), per image: the mean of the fold model
 thresholded as the evaluation thresholds (``lesion_mask`` at 0.5), and the mean of their p(malignant |
 lesion). Scores over the lesion images: lesion Dice (``segmentation_metrics``) and the malignant-vs-benign
 AUC, for each fold model alone (computed the same way, to check against the cross-dataset table) and for
-the ensemble. Several ``--tag`` values are also pooled into one ensemble of all their fold models. This is
-an analysis beside the protocol, not a criterion figure: the ensemble has seen all of its training dataset,
-each fold model part of it.
+the ensemble. This ensemble is an analysis beside the protocol, not a criterion figure: it has seen all of its
+training dataset, each fold model part of it. Several ``--tag`` values are also pooled into one ensemble of
+all their fold models, and paired fold by fold: fold K's models of every tag averaged, scored per fold — a
+cross-validation figure like any other (each pair trained on fold K's training part only), whose training
+cost is the sum of its members'.
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical
 Physics 51, 2024, 3110–3123).
 """
@@ -80,10 +82,11 @@ def main() -> None:
     start = time.perf_counter()
     cases = read_manifest(args.work / EXTERNAL[args.train][1]).set_index("case_id", drop=False)
     cases = cases[cases["label"] != "normal"]  # lesion Dice and malignancy AUC: lesion images
-    rows, everyone = [], []
+    rows, everyone, by_tag = [], [], []
     for tag in args.tag:
         members = fold_members(args.work, args.train, tag)
         everyone += members
+        by_tag.append(members)
         singles = [score([member], cases) for member in members]
         ensemble = score(members, cases)
         rows.append({"tag": tag, "folds": [{"fold": k, **s} for k, s in enumerate(singles)],
@@ -94,6 +97,12 @@ def main() -> None:
     if len(args.tag) > 1:
         rows.append({"tag": " + ".join(args.tag), "folds": [], "fold_mean": None, "fold_std": None,
                      "ensemble": score(everyone, cases)})
+        pairs = [score([members[k] for members in by_tag], cases) for k in range(min(map(len, by_tag)))]
+        rows.append({"tag": "fold by fold: " + " + ".join(args.tag), "folds": [{"fold": k, **s} for k, s in enumerate(pairs)],
+                     "fold_mean": {key: float(np.mean([s[key] for s in pairs])) for key in pairs[0]},
+                     "fold_std": {key: float(np.std([s[key] for s in pairs], ddof=1)) for key in pairs[0]},
+                     "ensemble": None})
+        print(json.dumps(rows[-1]), flush=True)
     test = EXTERNAL[args.train][2]
     record = {**benchmark_header("fold_ensemble.py"), "train": args.train, "test": test, "n_images": len(cases),
               "threshold": THRESHOLD,
@@ -107,7 +116,7 @@ def main() -> None:
              "| variant | fold models: lesion Dice | mean ± std | ensemble | fold models: AUC | mean ± std | ensemble |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
-        ens = row["ensemble"]
+        ens = row["ensemble"] or {}
         if row["folds"]:
             dice = ", ".join(f"{f['dice_lesion']:.3f}" for f in row["folds"])
             auc = ", ".join(f"{f['auc_malignant_vs_benign']:.3f}" for f in row["folds"])
@@ -116,8 +125,8 @@ def main() -> None:
                         f"{row['fold_std']['auc_malignant_vs_benign']:.3f}")
         else:
             dice = auc = mean_dice = mean_auc = "—"
-        lines.append(f"| {row['tag']} | {dice} | {mean_dice} | **{ens['dice_lesion']:.3f}** | {auc} | {mean_auc} | "
-                     f"**{ens['auc_malignant_vs_benign']:.3f}** |")
+        ens_dice, ens_auc = (f"**{ens[key]:.3f}**" if key in ens else "—" for key in ("dice_lesion", "auc_malignant_vs_benign"))
+        lines.append(f"| {row['tag']} | {dice} | {mean_dice} | {ens_dice} | {auc} | {mean_auc} | {ens_auc} |")
     lines += ["", "Data: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123); BUSI (Al-Dhabyani et al., "
               "Data in Brief 28, 2020, 104863).", ""]
     write_benchmark_results(RESULTS, f"fold_ensemble_{args.train}", record, "\n".join(lines))
