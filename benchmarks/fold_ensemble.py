@@ -26,9 +26,11 @@ Physics 51, 2024, 3110–3123).
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,78 +38,96 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from buscad.data.manifest import load_mask, read_manifest
+from buscad.evaluation.cross_dataset import malignant_given_lesion
 from buscad.evaluation.metrics import segmentation_metrics
 from buscad.postprocess.probability import PROBABILITY_LEVELS, lesion_mask
 from buscad.training.provenance import benchmark_header, write_benchmark_results
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from generalization import EXTERNAL  # training set → the manifest of the other dataset, as its runs used it
+
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLD = 0.5
-EXTERNAL = {"busi": ("bus_bra", "bus_bra.csv", "BUS-BRA"), "bus-bra": ("busi_curated", "busi_curated.csv", "curated BUSI")}
-"""Training dataset → (its runs' external folder, the work folder's manifest of that test set, its name)."""
+TRAINED = {"busi": "curated BUSI (4 folds)", "bus-bra": "BUS-BRA (official 5 folds)"}
+Member = tuple[Path, pd.DataFrame]
+"""One fold model's stored predictions: (folder of its probability maps, its predictions.csv by case)."""
 
 
-def fold_members(work: Path, train: str, tag: str) -> list[tuple[Path, pd.DataFrame]]:
-    """(folder, predictions.csv) of every fold model's predictions on the other dataset, in fold order."""
+def fold_members(work: Path, train: str, tag: str) -> list[Member]:
+    """Every fold model's predictions on the other dataset, in fold order."""
     folds = sorted((work / "runs" / f"{tag}_{train}").glob("fold_*"), key=lambda path: int(path.name[5:]))
     members = []
     for fold in folds:
-        folder = fold / "external" / EXTERNAL[train][0] / "predictions"
+        folder = fold / "external" / Path(EXTERNAL[train]).stem / "predictions"
         members.append((folder, pd.read_csv(folder / "predictions.csv").set_index("case_id")))
     return members
 
 
-def p_malignant(frame: pd.DataFrame) -> pd.Series:
-    return frame["prob_malignant"] / (frame["prob_benign"] + frame["prob_malignant"])
-
-
-def score(members: list[tuple[Path, pd.DataFrame]], cases: pd.DataFrame) -> dict[str, float]:
-    """Lesion Dice and malignancy AUC of the mean of ``members`` (one member: that model alone)."""
-    dices = []
+def score_sets(members: Sequence[Member], sets: Sequence[Sequence[int]], cases: pd.DataFrame) -> list[dict[str, float]]:
+    """Lesion Dice and malignancy AUC of the mean of each set of ``members`` (indices; one index: that model
+    alone), reading each case's truth and each member's map once for all the sets."""
+    used = sorted({index for chosen in sets for index in chosen})
+    dices: list[list[float]] = [[] for _ in sets]
     for case_id, case in cases.iterrows():
-        levels = np.mean([np.asarray(Image.open(folder / frame.loc[case_id, "mask_file"]), dtype=np.float64)
-                          for folder, frame in members], axis=0)
-        predicted = lesion_mask(levels / PROBABILITY_LEVELS, THRESHOLD)
-        dices.append(segmentation_metrics(predicted, load_mask(case) > 0)["dice"])
-    p = np.mean([p_malignant(frame.loc[cases.index]).to_numpy() for _, frame in members], axis=0)
-    return {"dice_lesion": float(np.mean(dices)),
-            "auc_malignant_vs_benign": float(roc_auc_score(cases["label"] == "malignant", p))}
+        truth = load_mask(case) > 0
+        maps = {i: np.asarray(Image.open(members[i][0] / members[i][1].loc[case_id, "mask_file"]), dtype=np.float64)
+                for i in used}
+        for chosen, found in zip(sets, dices):
+            levels = np.mean([maps[i] for i in chosen], axis=0)
+            found.append(segmentation_metrics(lesion_mask(levels / PROBABILITY_LEVELS, THRESHOLD), truth)["dice"])
+    p = {i: malignant_given_lesion(members[i][1].loc[cases.index]).to_numpy() for i in used}
+    malignant = cases["label"] == "malignant"
+    return [{"dice_lesion": float(np.mean(found)),
+             "auc_malignant_vs_benign": float(roc_auc_score(malignant, np.mean([p[i] for i in chosen], axis=0)))}
+            for chosen, found in zip(sets, dices)]
+
+
+def score(members: Sequence[Member], cases: pd.DataFrame) -> dict[str, float]:
+    """:func:`score_sets` of one set: all of ``members``."""
+    return score_sets(members, [range(len(members))], cases)[0]
+
+
+def table_row(tag: str, folds: list[dict[str, float]], ensemble: dict[str, float] | None) -> dict[str, Any]:
+    """A table row: per-fold scores with their mean ± std (if any) and the ensemble's (if any)."""
+    keys = ("dice_lesion", "auc_malignant_vs_benign")
+    return {"tag": tag, "folds": [{"fold": k, **s} for k, s in enumerate(folds)],
+            "fold_mean": {key: float(np.mean([s[key] for s in folds])) for key in keys} if folds else None,
+            "fold_std": {key: float(np.std([s[key] for s in folds], ddof=1)) for key in keys} if folds else None,
+            "ensemble": ensemble}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/work/gen"), help="generalization.py's work folder")
-    parser.add_argument("--train", choices=list(EXTERNAL), default="busi", help="the fold models' training dataset")
+    parser.add_argument("--train", choices=list(TRAINED), default="busi", help="the fold models' training dataset")
     parser.add_argument("--tag", action="append", required=True, help="a variant of generalization.py (repeatable)")
     args = parser.parse_args()
     start = time.perf_counter()
-    cases = read_manifest(args.work / EXTERNAL[args.train][1]).set_index("case_id", drop=False)
+    cases = read_manifest(args.work / str(EXTERNAL[args.train])).set_index("case_id", drop=False)
     cases = cases[cases["label"] != "normal"]  # lesion Dice and malignancy AUC: lesion images
-    rows, everyone, by_tag = [], [], []
+    members: list[Member] = []
+    by_tag: list[list[int]] = []
     for tag in args.tag:
-        members = fold_members(args.work, args.train, tag)
-        everyone += members
-        by_tag.append(members)
-        singles = [score([member], cases) for member in members]
-        ensemble = score(members, cases)
-        rows.append({"tag": tag, "folds": [{"fold": k, **s} for k, s in enumerate(singles)],
-                     "fold_mean": {key: float(np.mean([s[key] for s in singles])) for key in ensemble},
-                     "fold_std": {key: float(np.std([s[key] for s in singles], ddof=1)) for key in ensemble},
-                     "ensemble": ensemble})
-        print(json.dumps(rows[-1]), flush=True)
+        found = fold_members(args.work, args.train, tag)
+        by_tag.append(list(range(len(members), len(members) + len(found))))
+        members += found
+    folds = min(map(len, by_tag))
+    sets = [[i] for i in range(len(members))] + by_tag  # each model alone, each tag's ensemble
+    if len(args.tag) > 1:  # all models together, and fold K's models of every tag together
+        sets += [list(range(len(members)))] + [[indices[k] for indices in by_tag] for k in range(folds)]
+    scores = score_sets(members, sets, cases)
+    rows = [table_row(tag, [scores[i] for i in indices], scores[len(members) + t])
+            for t, (tag, indices) in enumerate(zip(args.tag, by_tag))]
     if len(args.tag) > 1:
-        rows.append({"tag": " + ".join(args.tag), "folds": [], "fold_mean": None, "fold_std": None,
-                     "ensemble": score(everyone, cases)})
-        pairs = [score([members[k] for members in by_tag], cases) for k in range(min(map(len, by_tag)))]
-        rows.append({"tag": "fold by fold: " + " + ".join(args.tag), "folds": [{"fold": k, **s} for k, s in enumerate(pairs)],
-                     "fold_mean": {key: float(np.mean([s[key] for s in pairs])) for key in pairs[0]},
-                     "fold_std": {key: float(np.std([s[key] for s in pairs], ddof=1)) for key in pairs[0]},
-                     "ensemble": None})
-        print(json.dumps(rows[-1]), flush=True)
-    test = EXTERNAL[args.train][2]
+        everyone = len(members) + len(args.tag)
+        rows += [table_row(" + ".join(args.tag), [], scores[everyone]),
+                 table_row("fold by fold: " + " + ".join(args.tag), scores[everyone + 1:], None)]
+    test = str(cases["dataset"].iloc[0])
     record = {**benchmark_header("fold_ensemble.py"), "train": args.train, "test": test, "n_images": len(cases),
               "threshold": THRESHOLD,
               "seconds": round(time.perf_counter() - start, 1), "rows": rows}
-    trained = {"busi": "curated BUSI (4 folds)", "bus-bra": "BUS-BRA (official 5 folds)"}[args.train]
+    trained = TRAINED[args.train]
     lines = [f"# Fold models alone vs averaged: {args.train} → {test}", "",
              f"`{record['command']}` — {record['date']}, {record['seconds']} s, {record['machine']['cpu']}, 2 cores.", "",
              f"Each fold model trained on {trained} and the mean of their probability maps and p(malignant | lesion), "

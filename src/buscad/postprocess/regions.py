@@ -1,9 +1,9 @@
 """Shared pixel work of refining, measuring and describing a lesion: where the lesion pixels are (the box
 that holds them all, so labelling, outlining and measuring cost what the lesions cover, not what the image
 does: a 562×471 mask is mostly background), its connected components, holes filled, the mask smoothed for
-sub-pixel outlines, and the convex hull of an outline's points. Each equals the SciPy/scikit-image operation it replaces (tested),
-faster on the small boxes a lesion occupies.
-The sub-pixel outline of a lesion is traced once per analysis: measuring and describing share it."""
+sub-pixel outlines, and the convex hull of an outline's points. Each equals the SciPy/scikit-image operation
+it replaces (tested), faster on the small boxes a lesion occupies. The sub-pixel outline of a lesion is
+traced once per analysis: measuring and describing share it."""
 
 from __future__ import annotations
 
