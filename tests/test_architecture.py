@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("buscad", "buscad.errors", "buscad.io", "buscad.recipes", "buscad.hardware", "buscad.postprocess",
      "buscad.weights"),
     ("buscad.data",),
-    ("buscad.models", "buscad.losses", "buscad.checkpoint", "buscad.rundir", "buscad.prediction"),
+    ("buscad.models", "buscad.losses", "buscad.checkpoint", "buscad.rundir", "buscad.prediction", "buscad.ensemble"),
     ("buscad.training",),
     ("buscad.evaluation", "buscad.inference"),
     ("buscad.reporting",),

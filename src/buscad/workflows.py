@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,13 @@ from buscad.training.runner import RunResult
 
 if TYPE_CHECKING:
     from buscad.checkpoint import ModelBundle, ModelSpec
+    from buscad.prediction import MapResult
     from buscad.training.data import CaseArrays
 
-__all__ = ["RunResult", "config_from_spec", "cross_validate", "default_output", "evaluate_checkpoint", "evaluate_model",
-           "train"]
+ModelPath = str | os.PathLike[str]
+
+__all__ = ["RunResult", "config_from_spec", "cross_validate", "default_output", "evaluate_checkpoint",
+           "evaluate_model", "predict_with_bundles", "train"]
 
 
 def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int | None = None,
@@ -124,7 +127,7 @@ def default_output(checkpoint: Path, manifest: Path) -> Path:
     return checkpoint.parent / f"{checkpoint.stem}_on_{manifest.stem}"
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[str],
+def evaluate_checkpoint(checkpoint: ModelPath | Sequence[ModelPath], manifest: str | os.PathLike[str],
                         out_dir: str | os.PathLike[str] | None = None, *,
                         data_root: str | os.PathLike[str] | None = None,
                         cache_dir: str | os.PathLike[str] | None = None,
@@ -133,49 +136,94 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], manifest: str | os.P
     image averaged with its mirror image (``eval.tta``, recorded in the evaluation's config.yaml).
 
     Every manifest case is predicted through the one prediction path (the array cache with the
-    checkpoint's preprocessing, then :func:`buscad.training.runner.write_test_predictions`), so an
+    checkpoint's preprocessing, then :func:`buscad.training.runner.predict_cases`), so an
     external evaluation and a run's own test evaluation produce the same layout and the same numbers for
     the same images. ``out_dir`` is a run directory without training files: config.yaml (from the
     checkpoint spec), run_info.json, cases.csv (every case a test case), predictions/ and evaluation/.
     Datasets without a normal class (e.g. BUS-BRA) work: metrics undefined for absent classes are missing.
-    Returns ``(out_dir, metrics)``.
+    Several checkpoints, or a cross-validation directory (every fold's best), are evaluated as one ensemble
+    (:mod:`buscad.ensemble`); its default ``out_dir`` is ``CV/external/<manifest stem>`` for a
+    cross-validation directory, and must be given for a list of files. Returns ``(out_dir, metrics)``.
     """
     from buscad.checkpoint import load_bundle
     from buscad.data.manifest import read_manifest
+    from buscad.ensemble import model_files
     from buscad.training.data import load_case_arrays
 
-    checkpoint, manifest = Path(checkpoint), Path(manifest)
-    bundle = load_bundle(checkpoint)
+    sources = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
+    files = [file for source in sources for file in model_files(source)]
+    manifest = Path(manifest)
+    bundles = [load_bundle(file) for file in files]
     frame = read_manifest(manifest, data_root)
     if frame.empty:
         raise DataError(f"{manifest}: manifest has no cases")
-    out = Path(out_dir) if out_dir is not None else default_output(checkpoint, manifest)
-    arrays = load_case_arrays(frame, bundle.spec.preprocessing, "binary",
-                              Path(cache_dir) if cache_dir is not None else None)
-    metrics = evaluate_model(bundle, frame, manifest, arrays, np.arange(len(frame)), out,
-                             {"checkpoint": str(checkpoint.resolve())}, tta=tta)
+    if out_dir is not None:
+        out = Path(out_dir)
+    elif len(sources) == 1 and sources[0].is_dir():
+        out = rundir.layout(sources[0]).external / manifest.stem
+    elif len(files) == 1:
+        out = default_output(files[0], manifest)
+    else:
+        raise ConfigError(f"{files[0]}: an ensemble of several checkpoints needs an output folder (-o)")
+    cache = Path(cache_dir) if cache_dir is not None else None
+    arrays = load_case_arrays(frame, bundles[0].spec.preprocessing, "binary", cache)
+    source: dict[str, Any] = ({"checkpoint": str(files[0].resolve())} if len(files) == 1
+                              else {"checkpoints": [str(file.resolve()) for file in files]})
+    metrics = evaluate_model(bundles, frame, manifest, arrays, np.arange(len(frame)), out, source, tta=tta,
+                             cache_dir=cache)
     return out, metrics
 
 
-def evaluate_model(bundle: ModelBundle, frame: pd.DataFrame, manifest: Path, arrays: CaseArrays,
-                   positions: np.ndarray, out: Path, source: Mapping[str, Any], tta: bool = False) -> dict[str, Any]:
-    """Predict the rows ``positions`` of ``frame`` (cached in ``arrays``) with ``bundle``'s model as it is in
-    memory — a loaded checkpoint, or one changed since (e.g. BatchNorm statistics recalibrated) — into the
-    evaluation run directory ``out``, and evaluate it. ``source`` opens run_info.json (where the model came from)."""
-    import torch
-
+def evaluate_model(bundle: ModelBundle | Sequence[ModelBundle], frame: pd.DataFrame, manifest: Path,
+                   arrays: CaseArrays, positions: np.ndarray, out: Path, source: Mapping[str, Any],
+                   tta: bool = False, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Predict the rows ``positions`` of ``frame`` (cached in ``arrays`` with the first bundle's preprocessing)
+    with ``bundle``'s model as it is in memory — a loaded checkpoint, or one changed since (e.g. BatchNorm
+    statistics recalibrated) — or with several bundles' ensemble, into the evaluation run directory ``out``,
+    and evaluate it. ``source`` opens run_info.json (where the model came from)."""
+    from buscad.ensemble import ensemble_identity
     from buscad.evaluation.run_eval import evaluate_run
-    from buscad.training.runner import write_test_predictions
+    from buscad.training.runner import write_results
 
+    bundles = [bundle] if not isinstance(bundle, Sequence) else list(bundle)
+    spec = bundles[0].spec
+    model_id = bundles[0].model_id if len(bundles) == 1 else ensemble_identity([b.checksum for b in bundles])[0]
     subset = frame.iloc[positions]
     out.mkdir(parents=True, exist_ok=True)
-    config = config_from_spec(bundle.spec, manifest)
+    config = config_from_spec(spec, manifest)
     config.eval.tta = tta
     rundir.write_config(out, config.to_yaml())
-    rundir.write_run_info(out, {**source, "model_id": bundle.model_id, "manifest": str(manifest.resolve()),
-                                "spec": bundle.spec.to_dict()})
+    members = {} if len(bundles) == 1 else {"ensemble": [{"model_id": b.model_id, "spec": b.spec.to_dict()}
+                                                         for b in bundles]}
+    rundir.write_run_info(out, {**source, "model_id": model_id, **members, "manifest": str(manifest.resolve()),
+                                "spec": spec.to_dict()})
     rundir.write_cases(out, subset.assign(split="test"))
-    with torch.inference_mode():
-        write_test_predictions(bundle.model, arrays, subset, positions, bundle.spec.preprocessing, out,
-                               temperature=bundle.spec.temperature, tta=tta)
+    write_results(out, subset, predict_with_bundles(bundles, frame, positions, arrays, cache_dir, tta=tta))
     return evaluate_run(out)
+
+
+def predict_with_bundles(bundles: Sequence[ModelBundle], frame: pd.DataFrame, positions: np.ndarray,
+                         arrays: CaseArrays, cache_dir: Path | None, *, tta: bool = False) -> list[MapResult]:
+    """The rows ``positions`` of ``frame`` predicted by one model, or by an ensemble (:mod:`buscad.ensemble`:
+    members checked compatible, each calibrated by its temperature and reading the images with its own
+    preprocessing — ``arrays`` hold the first's, the others' are loaded through the cache — then averaged)."""
+    import torch
+
+    from buscad.ensemble import check_compatible, mean_results
+    from buscad.prediction import TorchRunner, calibrated
+    from buscad.training.data import load_case_arrays
+    from buscad.training.runner import predict_cases
+
+    check_compatible([b.spec for b in bundles], [b.path for b in bundles])
+    first = bundles[0].spec.preprocessing
+    cached = {first: arrays}
+    subset = frame.iloc[positions]
+    per_model = []
+    for b in bundles:
+        prep = b.spec.preprocessing
+        if prep not in cached:
+            cached[prep] = load_case_arrays(frame, prep, "binary", cache_dir)
+        runner = calibrated(TorchRunner(b.model, prep.image_size), b.spec.temperature)
+        with torch.inference_mode():
+            per_model.append(predict_cases(runner, cached[prep], subset, positions, prep, tta=tta))
+    return mean_results(per_model)

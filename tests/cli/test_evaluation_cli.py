@@ -50,6 +50,13 @@ def test_evaluate_a_checkpoint(tmp_path, synthetic_manifest, tiny_checkpoint) ->
                                  "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     assert "dice" in result.output and (out / "evaluation" / "metrics.json").is_file()
+    other = tiny_checkpoint(create_kwargs=kwargs, image_size=32, keep_aspect=False, seed=1)
+    both = [str(ckpt), str(synthetic_manifest), "--ensemble", str(other), "--cache-dir", str(tmp_path / "cache")]
+    result = runner.invoke(app, ["evaluate", *both])
+    assert result.exit_code == 1 and "needs an output folder (-o)" in result.output
+    result = runner.invoke(app, ["evaluate", *both, "-o", str(tmp_path / "pair")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "pair" / "run_info.json").read_text())["model_id"].startswith("ensemble2-")
 
 
 def test_user_errors_are_one_line(tmp_path, synthetic_manifest) -> None:

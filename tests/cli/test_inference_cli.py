@@ -73,6 +73,17 @@ def test_predict_all_good_with_glob_and_tta_exits_0(ckpt: Path, tmp_path: Path) 
     assert [r["tta"] for r in records] == [True, True] and all(r["mode"] == "patches" for r in records)
 
 
+def test_predict_with_an_ensemble_of_models(ckpt: Path, tiny_checkpoint, tmp_path: Path) -> None:
+    other = tiny_checkpoint(seed=3)
+    Image.fromarray(speckle_image(30, 45, seed=1)).save(tmp_path / "scan.png")
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["predict", str(tmp_path / "scan.png"), "-o", str(out), "--model", str(ckpt),
+                                 "--model", str(other)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.jsonl").read_text())
+    assert record["model_id"].startswith("ensemble2-")
+
+
 def test_same_stem_in_two_folders_gets_distinct_outputs(ckpt: Path, tmp_path: Path) -> None:
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     @user_errors
     def evaluate_command(
-        checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) written by buscad train.")],
+        checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) written by buscad train, or a buscad cv "
+                                                   "folder (all its fold models as one ensemble).")],
         manifest: Annotated[Path, typer.Argument(help="Manifest CSV of the dataset to evaluate on.")],
         output: Annotated[Path | None, typer.Option(
             "-o", "--output", help="Output folder (default RUN/external/<manifest name>).")] = None,
@@ -39,13 +40,15 @@ def register(app: typer.Typer) -> None:
             "--cache-dir", help="Preprocessed-array cache folder.")] = None,
         tta: Annotated[bool, typer.Option(
             "--tta", help="Average each image's prediction with its mirror image's (as buscad predict --tta).")] = False,
+        ensemble: Annotated[list[Path] | None, typer.Option(
+            "--ensemble", help="Another checkpoint averaged with CHECKPOINT (repeatable; needs -o).")] = None,
     ) -> None:
-        """Evaluate a trained model on any prepared dataset (external validation)."""
+        """Evaluate a trained model (or an ensemble) on any prepared dataset (external validation)."""
         from buscad import rundir
         from buscad.workflows import evaluate_checkpoint
 
-        out, metrics = evaluate_checkpoint(checkpoint, manifest, output, data_root=data_root, cache_dir=cache_dir,
-                                           tta=tta)
+        out, metrics = evaluate_checkpoint([checkpoint, *(ensemble or [])], manifest, output, data_root=data_root,
+                                           cache_dir=cache_dir, tta=tta)
         _print_headline(f"{manifest} → {rundir.layout(out).metrics}", metrics)
 
     @app.command("evaluate-predictions")

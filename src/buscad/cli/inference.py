@@ -39,9 +39,10 @@ def predict(
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for masks, overlays and results.jsonl.")],
     model: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option("--model", "-m", help="Checkpoint (.ckpt) or exported model (.onnx); default: the built-in "
-                     "model (buscad models info)."),
+                     "model (buscad models info). Repeat it, or give a buscad cv folder (all its fold models), "
+                     "for an ensemble: the models' probabilities averaged."),
     ] = None,
     mode: Annotated[
         InferenceMode, typer.Option("--mode", help="resize, sliding window, or the published 256 px patches.")
@@ -94,11 +95,11 @@ def predict(
     from buscad.inference.builtin import MODEL_SUFFIXES, resolve_model
     from buscad.inference.predictor import Predictor
 
-    if model is None and len(inputs) > 1 and Path(inputs[0]).suffix.lower() in MODEL_SUFFIXES:
-        model, inputs = Path(inputs[0]), inputs[1:]
+    if not model and len(inputs) > 1 and Path(inputs[0]).suffix.lower() in MODEL_SUFFIXES:
+        model, inputs = [Path(inputs[0])], inputs[1:]
     if dicom_for_raster and dicom_out is None:
         fail("--dicom-for-raster needs --dicom-out DIR")
-    checkpoint = resolve_model(model)
+    checkpoint = model or resolve_model(None)
     spacing = _spacing_option(pixel_spacing)
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
                                           threads=threads, batch_size=batch_size,

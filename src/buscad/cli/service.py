@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
     def serve_command(
         model: Annotated[
             Path | None,
-            typer.Argument(help="A checkpoint (.ckpt) or an exported ONNX file; default: the built-in model."),
+            typer.Argument(help="A checkpoint (.ckpt) or an exported ONNX file, or a buscad cv folder (all its fold "
+                           "models as one ensemble); default: the built-in model."),
         ] = None,
         host: Annotated[str, typer.Option(help="Address to bind (loopback by default; any other needs API keys).")]
         = "127.0.0.1",

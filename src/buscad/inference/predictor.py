@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from buscad.checkpoint import ModelSpec, load_bundle
+from buscad.data.preprocess import Preprocessing
+from buscad.ensemble import check_compatible, ensemble_identity, mean_results, model_files
 from buscad.errors import BuscadError, DataError, ModelError
 from buscad.inference.measure import measure_lesions, parse_spacing
 from buscad.inference.readers import LoadedImage, read_image
@@ -39,6 +41,7 @@ TTA_THRESHOLD = 0.2
 """Disagreement (1 − mean Dice of flip variants) above which a prediction is flagged ``uncertain``."""
 
 Source = str | os.PathLike[str] | bytes | LoadedImage
+ModelPath = str | os.PathLike[str]
 
 
 @dataclass
@@ -53,10 +56,11 @@ class Prediction:
 
 
 class Predictor:
-    """Analyse ultrasound images with one model; build with :meth:`from_checkpoint`."""
+    """Analyse ultrasound images with one model or an ensemble; build with :meth:`from_checkpoint`."""
 
     def __init__(self, runner: Runner, spec: ModelSpec, *, model_id: str, checksum: str, backend: Backend,
-                 path: Path, mode: str = "resize", batch_size: int = 8, max_pixels: int | None = None) -> None:
+                 path: Path, mode: str = "resize", batch_size: int = 8, max_pixels: int | None = None,
+                 members: Sequence[LoadedModel] = ()) -> None:
         _check_mode(mode)
         self.max_pixels = max_pixels
         self.runner = runner
@@ -67,43 +71,42 @@ class Predictor:
         self.path = path
         self.mode = mode
         self.batch_size = batch_size
+        self.members = list(members)
+        """An ensemble's models (each calibrated; ``runner`` and ``spec`` are the first's); empty for one model."""
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], *, backend: Backend | None = None,
+    def from_checkpoint(cls, path: ModelPath | Sequence[ModelPath], *, backend: Backend | None = None,
                         mode: str = "resize", threads: int | None = None, batch_size: int = 8,
                         precision: str = "auto", max_pixels: int | None = None) -> Predictor:
         """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime, or OpenVINO with ``backend="openvino"``;
         the backend is chosen from the suffix by default).
 
-        ``precision`` (PyTorch and OpenVINO): ``auto`` (bf16 where the CPU has bf16 units), ``32-true``
-        or ``bf16-mixed``. A spec's fitted ``temperature`` calibrates the class probabilities. ``max_pixels`` is
-        the decoded-pixel budget of every image read (:mod:`buscad.data.limits`).
+        Several files, or a cross-validation directory (``buscad cv``: every fold's best checkpoint), make an
+        ensemble (:mod:`buscad.ensemble`): one prediction from the mean of the members' probabilities, at
+        one network pass per member. ``precision`` (PyTorch and OpenVINO): ``auto`` (bf16 where the CPU has
+        bf16 units), ``32-true`` or ``bf16-mixed``. A spec's fitted ``temperature`` calibrates the class
+        probabilities (each member's its own). ``max_pixels`` is the decoded-pixel budget of every image read
+        (:mod:`buscad.data.limits`).
         """
-        path = Path(path)
-        backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
-        runner: Runner
-        if backend in ("onnx", "openvino") and path.suffix.lower() != ".onnx":
-            raise ModelError(f"{path}: the {backend} backend runs an exported .onnx file (buscad export)")
-        if backend == "onnx":
-            from buscad.inference.onnx import load_onnx
-
-            runner, spec, model_id, checksum = load_onnx(path, threads=threads)
-        elif backend == "openvino":
-            from buscad.inference.openvino_runner import load_openvino
-
-            runner, spec, model_id, checksum = load_openvino(path, threads=threads, precision=precision)
-        elif backend == "torch":
-            if threads:
-                torch.set_num_threads(int(threads))
-            if path.suffix.lower() == ".onnx":
-                raise ModelError(f"{path}: an ONNX file needs --backend onnx or openvino")
-            bundle = load_bundle(path)
-            runner = TorchRunner(bundle.model, bundle.spec.preprocessing.image_size, precision=precision)
-            spec, model_id, checksum = bundle.spec, bundle.model_id, bundle.checksum
-        else:
-            raise ModelError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
-        return cls(calibrated(runner, spec.temperature), spec, model_id=model_id, checksum=checksum, backend=backend,
-                   path=path, mode=mode, batch_size=batch_size, max_pixels=max_pixels)
+        sources = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        paths = [file for source in sources for file in model_files(source)]
+        if not paths:
+            raise ModelError("no model given")
+        backends = {backend or _backend_of(file) for file in paths}
+        if len(backends) > 1:
+            raise ModelError(f"{paths[0]}: an ensemble runs on one backend, its files ask for {sorted(backends)}")
+        chosen = backends.pop()
+        if threads and chosen == "torch":
+            torch.set_num_threads(int(threads))
+        members = [_load_member(file, chosen, threads, precision) for file in paths]
+        first = members[0]
+        if len(members) == 1:
+            return cls(first.runner, first.spec, model_id=first.model_id, checksum=first.checksum, backend=chosen,
+                       path=paths[0], mode=mode, batch_size=batch_size, max_pixels=max_pixels)
+        check_compatible([member.spec for member in members], paths)
+        model_id, checksum = ensemble_identity([member.checksum for member in members])
+        return cls(first.runner, first.spec, model_id=model_id, checksum=checksum, backend=chosen, path=paths[0],
+                   mode=mode, batch_size=batch_size, max_pixels=max_pixels, members=members)
 
     def predict(self, source: Source, **kwargs: Any) -> dict[str, Any]:
         """The prediction record of one image (same keys as ``results.jsonl``, without output paths)."""
@@ -187,13 +190,25 @@ class Predictor:
         ]
         return [(item.result, item.disagreement) for item in merged]
 
+    def _models(self) -> list[tuple[Runner, ModelSpec]]:
+        """Every model that answers: the ensemble's members, or the one model."""
+        return [(member.runner, member.spec) for member in self.members] or [(self.runner, self.spec)]
+
     def _predict_images(self, images: list[np.ndarray], mode: str) -> list[MapResult]:
-        prep = self.spec.preprocessing
+        """Each model's maps at the images' original sizes (each reads them its own way), averaged."""
+        return mean_results([self._predict_with(runner, spec.preprocessing, images, mode)
+                             for runner, spec in self._models()])
+
+    def _predict_with(self, runner: Runner, prep: Preprocessing, images: list[np.ndarray], mode: str) -> list[MapResult]:
         if mode == "resize":
-            return predict_resize(images, prep, self.runner, batch_size=self.batch_size)
+            return predict_resize(images, prep, runner, batch_size=self.batch_size)
         if mode == "sliding":
-            return [predict_sliding(image, prep, self.runner, batch_size=self.batch_size) for image in images]
-        return [predict_patches(image, prep, self.runner, batch_size=self.batch_size) for image in images]
+            return [predict_sliding(image, prep, runner, batch_size=self.batch_size) for image in images]
+        return [predict_patches(image, prep, runner, batch_size=self.batch_size) for image in images]
+
+    def _has(self, head: str, default: bool) -> bool:
+        """Whether every model has a segmentation or classification ``head``."""
+        return all(bool(getattr(runner, f"has_{head}", default)) for runner, _ in self._models())
 
     def _finish(self, image: LoadedImage, result: MapResult, disagreement: float | None,
                 spacing: tuple[float, float] | None, mode: str, tta: bool,
@@ -205,7 +220,7 @@ class Predictor:
         if result.class_probabilities is not None:
             probabilities = {label: float(p) for label, p in zip(spec.labels, result.class_probabilities)}
         mask = lesion_mask(result.probability_map, spec.seg_threshold)
-        segments = bool(getattr(self.runner, "has_segmentation", True))
+        segments = self._has("segmentation", True)
         share = result.malignant_share
         class_coded = share is not None and len(spec.labels) == 3
         if share is not None and class_coded:  # 0 background, 1 benign, 2 malignant: names the lesion without a classifier
@@ -257,16 +272,16 @@ class Predictor:
             "thresholds": {"segmentation": spec.seg_threshold, "uncertainty": spec.uncertainty_threshold,
                            "min_lesion_pixels": spec.min_lesion_pixels, "tta_disagreement": TTA_THRESHOLD},
             "training_data": data_name(spec.training_data),
-            "validation_metrics": dict(spec.validation_metrics),
+            "validation_metrics": {} if self.members else dict(spec.validation_metrics),  # the members' are per member
             "version": spec.buscad_version,
             "checksum": self.checksum,
             "backend": self.backend,
             "modes": list(MODES),
-            "has_segmentation": bool(getattr(self.runner, "has_segmentation", True)),
-            "has_classification": bool(getattr(self.runner, "has_classification", False)),
+            "has_segmentation": self._has("segmentation", True),
+            "has_classification": self._has("classification", False),
             "refine_policy": spec.refine_policy,
             "temperature": spec.temperature,
-            **_release_fields(self.path),
+            **({"ensemble": [member.card() for member in self.members]} if self.members else _release_fields(self.path)),
         }
 
     @classmethod
@@ -275,6 +290,52 @@ class Predictor:
         from buscad.inference.builtin import builtin_model
 
         return cls.from_checkpoint(builtin_model().path, **kwargs)
+
+
+@dataclass
+class LoadedModel:
+    """One model file ready to run: its runner (calibrated by the spec's temperature), spec and identity."""
+
+    runner: Runner
+    spec: ModelSpec
+    model_id: str
+    checksum: str
+    path: Path
+
+    def card(self) -> dict[str, Any]:
+        """What an ensemble's model card says of this member."""
+        return {"file": self.path.name, "model_id": self.model_id, "checksum": self.checksum,
+                "architecture": self.spec.name, "preprocessing": self.spec.preprocessing.to_dict(),
+                "temperature": self.spec.temperature}
+
+
+def _backend_of(path: Path) -> Backend:
+    """The backend a model file's suffix asks for by default."""
+    return "onnx" if path.suffix.lower() == ".onnx" else "torch"
+
+
+def _load_member(path: Path, backend: Backend, threads: int | None, precision: str) -> LoadedModel:
+    """One model file on ``backend``, its class probabilities calibrated by its fitted temperature."""
+    if backend in ("onnx", "openvino") and path.suffix.lower() != ".onnx":
+        raise ModelError(f"{path}: the {backend} backend runs an exported .onnx file (buscad export)")
+    runner: Runner
+    if backend == "onnx":
+        from buscad.inference.onnx import load_onnx
+
+        runner, spec, model_id, checksum = load_onnx(path, threads=threads)
+    elif backend == "openvino":
+        from buscad.inference.openvino_runner import load_openvino
+
+        runner, spec, model_id, checksum = load_openvino(path, threads=threads, precision=precision)
+    elif backend == "torch":
+        if path.suffix.lower() == ".onnx":
+            raise ModelError(f"{path}: an ONNX file needs --backend onnx or openvino")
+        bundle = load_bundle(path)
+        runner = TorchRunner(bundle.model, bundle.spec.preprocessing.image_size, precision=precision)
+        spec, model_id, checksum = bundle.spec, bundle.model_id, bundle.checksum
+    else:
+        raise ModelError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
+    return LoadedModel(calibrated(runner, spec.temperature), spec, model_id, checksum, path)
 
 
 def _release_fields(path: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from buscad.data.preprocess import Preprocessing, letterbox_geometry
 from buscad.data.sampling import oversampled_indices
 from buscad.errors import ConfigError
 from buscad.io import write_text_atomic
-from buscad.prediction import TorchRunner, calibrated, predict_resized
+from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resized
 from buscad.training import provenance
 from buscad.training.config import ExperimentConfig
 from buscad.training.data import (
@@ -215,9 +215,20 @@ def write_test_predictions(model: torch.nn.Module, arrays: CaseArrays, test: pd.
     path (:func:`buscad.prediction.predict_resized`; ``tta``: averaged with the mirrored image) and write
     ``RUN/predictions``; returns the CSV path."""
     runner = calibrated(TorchRunner(model, prep.image_size), temperature)
+    return write_results(run_dir, test, predict_cases(runner, arrays, test, positions, prep, tta=tta))
+
+
+def predict_cases(runner: Runner, arrays: CaseArrays, test: pd.DataFrame, positions: np.ndarray,
+                  prep: Preprocessing, *, tta: bool = False) -> list[MapResult]:
+    """Maps and class probabilities of the cached ``positions`` of ``arrays`` (the rows of ``test``, cached
+    with ``prep``), each at its case's original size."""
     boxes = [letterbox_geometry(int(case["height"]), int(case["width"]), prep.image_size, prep.keep_aspect)
              for _, case in test.iterrows()]
-    results = predict_resized(list(arrays.images[positions]), boxes, prep, runner, batch_size=32, tta=tta)
+    return predict_resized(list(arrays.images[positions]), boxes, prep, runner, batch_size=32, tta=tta)
+
+
+def write_results(run_dir: Path, test: pd.DataFrame, results: Sequence[MapResult]) -> Path:
+    """``RUN/predictions`` of the rows of ``test``, one result each; returns the CSV path."""
     return rundir.write_predictions(run_dir, list(test["case_id"]), list(test["label"]),
                                     [r.probability_map for r in results],
                                     [r.class_probabilities for r in results])
