@@ -2,6 +2,7 @@
 
     python3 benchmarks/fold_ensemble.py --work /work/gen --train busi --tag bdpbn-tta [--tag bdpbnclahe-tta ...]
     python3 benchmarks/fold_ensemble.py --work /work/gen --train bus-bra --tag bdpbn-tta
+    python3 benchmarks/fold_ensemble.py --work /work/gen --train busi --tag A --tag B --tag C --name abc  # own file
 
 Why: BUSI → BUS-BRA lesion Dice moves by ±0.03 from one fold's model to the next (283 training images
 each), so part of what is lost on another scanner may be the variance of a single small-data model rather
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/work/gen"), help="generalization.py's work folder")
     parser.add_argument("--train", choices=list(TRAINED), default="busi", help="the fold models' training dataset")
     parser.add_argument("--tag", action="append", required=True, help="a variant of generalization.py (repeatable)")
+    parser.add_argument("--name", help="results/fold_ensemble_TRAIN_NAME.{md,json} instead of fold_ensemble_TRAIN")
     args = parser.parse_args()
     start = time.perf_counter()
     cases = read_manifest(args.work / str(EXTERNAL[args.train])).set_index("case_id", drop=False)
@@ -149,7 +151,8 @@ def main() -> None:
         lines.append(f"| {row['tag']} | {dice} | {mean_dice} | {ens_dice} | {auc} | {mean_auc} | {ens_auc} |")
     lines += ["", "Data: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123); BUSI (Al-Dhabyani et al., "
               "Data in Brief 28, 2020, 104863).", ""]
-    write_benchmark_results(RESULTS, f"fold_ensemble_{args.train}", record, "\n".join(lines))
+    stem = f"fold_ensemble_{args.train}" + (f"_{args.name}" if args.name else "")
+    write_benchmark_results(RESULTS, stem, record, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
                                                      # (or eval.* overrides, e.g. eval.refine_policy=keep-class)
     python3 benchmarks/generalization.py repredict --train busi --fold 0 --from-tag robust --tag robust-tta eval.tta=true
                                                      # a finished fold's model, predicted again (no training)
+    python3 benchmarks/generalization.py ensemble --train busi --fold 0 --from-tag A --from-tag B --tag AB eval.tta=true
+                                                     # fold K's models of several tags averaged (no training)
     python3 benchmarks/generalization.py table                         # results/generalization.{md,json}
 
 Each finished fold is also saved as ``results/generalization_folds/TAG/TRAIN/fold_K.{csv,json}`` (per-image
@@ -193,6 +195,59 @@ def repredict_fold(work: Path, train_set: str, fold: int, source_tag: str, tag: 
     print(f"{target}: {source_tag} fold {fold} predicted again with {overrides}")
 
 
+def ensemble_fold(work: Path, train_set: str, fold: int, source_tags: list[str], tag: str,
+                  overrides: list[str]) -> None:
+    """Fold K's finished models of several tags as one ensemble (:mod:`buscad.ensemble`: their probabilities
+    averaged), saved as ``tag``: its held-out part and the external set predicted through the product's
+    ensemble path (``buscad evaluate A.ckpt M.csv --ensemble B.ckpt``) and evaluated. Each member was trained
+    on fold K's training part only, so this is a cross-validation figure like any other; its training cost
+    is the sum of its members' (recorded)."""
+    from buscad.checkpoint import load_bundle
+    from buscad.training.data import load_case_arrays
+    from buscad.training.runner import write_results
+    from buscad.workflows import predict_with_bundles
+
+    sources = [run_dir(work, train_set, source, fold) for source in source_tags]
+    for source in sources:
+        if not rundir.has_metrics(source):
+            raise SystemExit(f"{source}: not a finished fold (no test metrics)")
+    cases = [rundir.read_cases(source) for source in sources]
+    tests = [set(frame.loc[frame["split"] == "test", "case_id"]) for frame in cases]
+    if any(test != tests[0] for test in tests[1:]):
+        raise SystemExit(f"fold {fold}: the members' test parts differ ({', '.join(source_tags)})")
+    target = run_dir(work, train_set, tag, fold)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("cases.csv", "run_info.json"):  # the split, and the first member's provenance
+        if not (target / name).exists():
+            os.link(sources[0] / name, target / name)
+    config = load_config(sources[0] / "config.yaml", overrides)
+    rundir.write_config(target, config.to_yaml())
+    checkpoints = [rundir.layout(source).best_checkpoint for source in sources]
+    bundles = [load_bundle(checkpoint) for checkpoint in checkpoints]
+    prep = bundles[0].spec.preprocessing
+    frame = read_manifest(work / MANIFEST[train_set])
+    positions = np.flatnonzero(frame["case_id"].isin(tests[0]).to_numpy())
+    arrays = load_case_arrays(frame, prep, config.data.target, work / "cache")
+    write_results(target, frame.iloc[positions],
+                  predict_with_bundles(bundles, frame, positions, arrays, work / "cache", tta=config.eval.tta))
+    evaluate_run(target)
+    external = EXTERNAL[train_set]
+    if external:
+        evaluate_checkpoint(checkpoints, work / external, rundir.layout(target).external / Path(external).stem,
+                            cache_dir=work / "cache", tta=config.eval.tta)
+    members = [json.loads((source / "benchmark.json").read_text()) | epoch_speed(source) for source in sources]
+    record = {"ensemble_of": source_tags, "overrides": overrides, "eval": config.eval.model_dump(),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "fit_minutes": round(sum(m["fit_minutes"] for m in members), 2),
+              "minutes_at_median_epoch": round(sum(m.get("minutes_at_median_epoch", m["fit_minutes"]) for m in members), 2),
+              "images_per_second": round(float(np.mean([m["images_per_second"] for m in members])), 2),
+              "epochs": [m["epochs"] for m in members], "precision": members[0]["precision"],
+              "refine_policy": config.eval.refine_policy}
+    (target / "benchmark.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    save_fold(train_set, fold, tag, target)
+    print(f"{target}: fold {fold} of {', '.join(source_tags)} averaged, with {overrides}")
+
+
 def fold_record_paths(train_set: str, fold: int, tag: str) -> tuple[Path, Path]:
     folder = FOLDS / tag / train_set
     return folder / f"fold_{fold}.csv", folder / f"fold_{fold}.json"
@@ -265,7 +320,7 @@ def build_table(work: Path, tag: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("prepare", "run", "rescore", "repredict", "save", "table"))
+    parser.add_argument("step", choices=("prepare", "run", "rescore", "repredict", "ensemble", "save", "table"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"))
     parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
     parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
@@ -274,7 +329,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "buscad_robust_cpu.yaml")
     parser.add_argument("--tag", default=DEFAULT_TAG, help="run-name prefix (one per recipe); the table of a tag other "
                         f"than {DEFAULT_TAG!r} goes to results/generalization_TAG.{{md,json}}")
-    parser.add_argument("--from-tag", help="repredict: the finished runs to predict again (saved as --tag)")
+    parser.add_argument("--from-tag", action="append", help="repredict: the finished runs to predict again (saved as "
+                        "--tag); ensemble: the finished runs whose fold models are averaged (repeat it)")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
     args = parser.parse_intermixed_args()
     if args.step == "prepare":
@@ -286,9 +342,13 @@ def main() -> None:
     elif args.step == "rescore":
         rescore_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
     elif args.step == "repredict":
-        if not args.from_tag or args.from_tag == args.tag:
-            parser.error("repredict needs --from-tag, the tag of the finished runs, and a new --tag")
-        repredict_fold(args.work, args.train, args.fold, args.from_tag, args.tag, args.overrides)
+        if not args.from_tag or len(args.from_tag) > 1 or args.tag in args.from_tag:
+            parser.error("repredict needs one --from-tag, the tag of the finished runs, and a new --tag")
+        repredict_fold(args.work, args.train, args.fold, args.from_tag[0], args.tag, args.overrides)
+    elif args.step == "ensemble":
+        if not args.from_tag or len(args.from_tag) < 2 or args.tag in args.from_tag:
+            parser.error("ensemble needs two or more --from-tag (finished runs) and a new --tag")
+        ensemble_fold(args.work, args.train, args.fold, args.from_tag, args.tag, args.overrides)
     elif args.step == "save":
         save_fold(args.train, args.fold, args.tag, run_dir(args.work, args.train, args.tag, args.fold))
     else:
