@@ -16,11 +16,9 @@ max |Δ p(class)|. Writes results/fast_inference.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -29,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from buscad.training.provenance import benchmark_header, write_benchmark_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSI_IMAGE = (Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "BUSI" / "Dataset_BUSI_with_GT"
@@ -128,7 +128,6 @@ def main() -> None:
         parser.error("--checkpoint and --manifest are required")
 
     from buscad.data.manifest import image_file, read_manifest
-    from buscad.hardware import cpu_name
     from buscad.inference.onnx import export_onnx, load_onnx
     from buscad.inference.quantize import preprocessed_batch, quantize_onnx
 
@@ -158,14 +157,18 @@ def main() -> None:
                     if name != "torch float32":
                         candidate = predictor(name, files).analyze_many(check_files, raise_errors=True)
                         agreements[name] = agreement(reference, candidate)
-    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python3 benchmarks/fast_inference.py " + shlex.join(sys.argv[1:]),
-              "cpu": cpu_name(), "threads": THREADS, "loadavg": os.getloadavg(), "image": str(image.name),
-              "n_agreement_images": len(check_files), "latency": rows, "agreement_vs_torch_float32": agreements}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fast_inference.json").write_text(json.dumps(record, indent=2) + "\n")
+    record = {**benchmark_header("fast_inference.py"), "threads": THREADS, "loadavg": os.getloadavg(),
+              "image": str(image.name), "n_agreement_images": len(check_files), "latency": rows,
+              "agreement_vs_torch_float32": agreements}
+    write_benchmark_results(RESULTS, "fast_inference", record, markdown(record))
+
+
+def markdown(record: dict) -> str:
+    """The results table: latency per path and size, the 128 px parts, agreement with float32."""
+    rows, agreements = record["latency"], record["agreement_vs_torch_float32"]
     lines = ["# Faster inference paths vs float32 (CPU)", "", f"`{record['command']}` — {record['date']}, "
-             f"{record['cpu']}, {THREADS} threads, load average {tuple(round(x, 2) for x in record['loadavg'])}.", "",
+             f"{record['machine']['cpu']}, {THREADS} threads, load average "
+             f"{tuple(round(x, 2) for x in record['loadavg'])}.", "",
              "Median end-to-end latency of one 562×471 BUSI image (read, model, refine, measure, describe; each path "
              "in a process of its own), ms:", "",
              "| path | 128 px (trained) | 256 px (same net, untrained) |", "|---|---|---|"]
@@ -178,13 +181,12 @@ def main() -> None:
     for row in rows:
         if row["size"] == 128:
             lines.append(f"| {row['path']} | {row['read_ms']} | {row['model_ms']} | {row['postprocess_ms']} |")
-    lines += ["", f"Agreement with PyTorch float32 on {len(check_files)} images (128 px, trained model):", "",
-              "| path | mean mask Dice | same refined label | max Δp |", "|---|---|---|---|"]
+    lines += ["", f"Agreement with PyTorch float32 on {record['n_agreement_images']} images (128 px, trained model):",
+              "", "| path | mean mask Dice | same refined label | max Δp |", "|---|---|---|---|"]
     for name, values in agreements.items():
         lines.append(f"| {name} | {values['mask_dice']:.4f} | {values['label_agreement']:.4f} | "
                      f"{values['max_abs_prob_diff']:.4f} |")
-    (RESULTS / "fast_inference.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
