@@ -81,7 +81,7 @@ def test_cv_with_an_external_dataset_writes_the_cross_dataset_table(tmp_path, sy
 
     from buscad import rundir
     from buscad.cli.main import app
-    from buscad.data.manifest import read_manifest, write_manifest
+    from buscad.data.manifest import image_file, read_manifest, write_manifest
     from buscad.evaluation.cross_dataset import fold_test_table
     from tests.helpers import TINY_CONFIG
 
@@ -95,7 +95,11 @@ def test_cv_with_an_external_dataset_writes_the_cross_dataset_table(tmp_path, sy
     result = CliRunner().invoke(app, ["cv", str(config), "-o", str(tmp_path / "cv"),
                                       "--external", f"other={external}"])
     assert result.exit_code == 0, result.output
-    assert "cross-dataset table" in result.output
+    assert "cross-dataset table" in result.output and f"--model {tmp_path / 'cv'}" in result.output
+    predicted = CliRunner().invoke(app, ["predict", str(image_file(frame.iloc[0])), "-o", str(tmp_path / "out"),
+                                         "--model", str(tmp_path / "cv")])  # the hint works: both fold models answer
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads((tmp_path / "out" / "results.jsonl").read_text())["model_id"].startswith("ensemble2-")
     record = json.loads(rundir.layout(tmp_path / "cv").cross_dataset_json.read_text())
     rows = {r["test"]: r for r in record["rows"]}
     assert set(rows) == {frame["dataset"].iloc[0], "other"} and rows["other"]["n_folds"] == 2

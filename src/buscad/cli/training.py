@@ -77,6 +77,8 @@ def register(app: typer.Typer) -> None:
                        _headline(result.metrics))
         if "cross_dataset" in result.metrics:
             console.print(f"cross-dataset table → {rundir.layout(run_dir).cross_dataset_md}", highlight=False)
+        console.print(f"all fold models as one ensemble: buscad predict IMAGES -o OUT --model {run_dir}",
+                      highlight=False, markup=False, soft_wrap=True)
 
 
 HEADLINE_KEYS = ("dice", "dice_raw", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auc_macro")
