@@ -55,6 +55,7 @@ def test_model_files_of_a_file_and_of_a_cv_folder(tmp_path: Path) -> None:
         model_files(cv)
     make_checkpoint(rundir.layout(cv).fold(10).best_checkpoint, seed=10)
     assert [path.parts[-3] for path in model_files(cv)] == ["fold_0", "fold_1", "fold_2", "fold_10"]
+    assert model_files([tmp_path / "a.ckpt", cv]) == [tmp_path / "a.ckpt", *model_files(cv)]  # several, in order
     with pytest.raises(ModelError, match="cross-validation"):
         model_files(tmp_path / "cv" / "fold_0" / "checkpoints")
 

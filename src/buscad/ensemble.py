@@ -33,10 +33,23 @@ SHARED_FIELDS = ("labels", "target", "seg_threshold", "uncertainty_threshold", "
 reads an image may differ)."""
 
 
-def model_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The model files a path names: a model file itself; a cross-validation directory (``buscad cv``):
-    every fold's best checkpoint, in fold order (a fold without one is an error, not skipped)."""
-    path = Path(path)
+ModelPath = str | os.PathLike[str]
+"""A model file, or a cross-validation directory standing for its fold models."""
+
+
+def as_paths(models: ModelPath | Sequence[ModelPath]) -> list[Path]:
+    """One model path or several, as a list of paths."""
+    return [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(model) for model in models]
+
+
+def model_files(models: ModelPath | Sequence[ModelPath]) -> list[Path]:
+    """The model files that one path or several name, in order: a model file itself; a cross-validation
+    directory (``buscad cv``): every fold's best checkpoint, in fold order (a fold without one is an error,
+    not skipped)."""
+    return [file for path in as_paths(models) for file in _files_of(path)]
+
+
+def _files_of(path: Path) -> list[Path]:
     if not path.is_dir():
         return [path]
     folds = rundir.fold_dirs(path)

@@ -23,10 +23,9 @@ from buscad.training.runner import RunResult
 
 if TYPE_CHECKING:
     from buscad.checkpoint import ModelBundle, ModelSpec
+    from buscad.ensemble import ModelPath
     from buscad.prediction import MapResult
     from buscad.training.data import CaseArrays
-
-ModelPath = str | os.PathLike[str]
 
 __all__ = ["RunResult", "config_from_spec", "cross_validate", "default_output", "evaluate_checkpoint",
            "evaluate_model", "predict_with_bundles", "train"]
@@ -147,11 +146,11 @@ def evaluate_checkpoint(checkpoint: ModelPath | Sequence[ModelPath], manifest: s
     """
     from buscad.checkpoint import load_bundle
     from buscad.data.manifest import read_manifest
-    from buscad.ensemble import model_files
+    from buscad.ensemble import as_paths, model_files
     from buscad.training.data import load_case_arrays
 
-    sources = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
-    files = [file for source in sources for file in model_files(source)]
+    sources = as_paths(checkpoint)
+    files = model_files(sources)
     manifest = Path(manifest)
     bundles = [load_bundle(file) for file in files]
     frame = read_manifest(manifest, data_root)

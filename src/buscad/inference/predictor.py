@@ -21,7 +21,7 @@ import torch
 
 from buscad.checkpoint import ModelSpec, load_bundle
 from buscad.data.preprocess import Preprocessing
-from buscad.ensemble import check_compatible, ensemble_identity, mean_results, model_files
+from buscad.ensemble import ModelPath, check_compatible, ensemble_identity, mean_results, model_files
 from buscad.errors import BuscadError, DataError, ModelError
 from buscad.inference.measure import measure_lesions, parse_spacing
 from buscad.inference.readers import LoadedImage, read_image
@@ -41,7 +41,6 @@ TTA_THRESHOLD = 0.2
 """Disagreement (1 − mean Dice of flip variants) above which a prediction is flagged ``uncertain``."""
 
 Source = str | os.PathLike[str] | bytes | LoadedImage
-ModelPath = str | os.PathLike[str]
 
 
 @dataclass
@@ -88,8 +87,7 @@ class Predictor:
         probabilities (each member's its own). ``max_pixels`` is the decoded-pixel budget of every image read
         (:mod:`buscad.data.limits`).
         """
-        sources = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        paths = [file for source in sources for file in model_files(source)]
+        paths = model_files(path)
         if not paths:
             raise ModelError("no model given")
         backends = {backend or _backend_of(file) for file in paths}
