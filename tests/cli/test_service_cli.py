@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from buscad import rundir
 from buscad.cli.main import app
 
 runner = CliRunner()
@@ -45,6 +48,15 @@ def test_the_backend_option_reaches_the_model_loader(serve_checkpoint: Path) -> 
     result = runner.invoke(app, ["serve", str(serve_checkpoint), "--backend", "openvino"])
     assert result.exit_code == 1
     assert "the openvino backend runs an exported .onnx file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unfinished_cv_folder_is_one_line(serve_checkpoint: Path, tmp_path: Path) -> None:
+    cv = tmp_path / "cv"
+    rundir.layout(cv).fold(0).best_checkpoint.parent.mkdir(parents=True)
+    result = runner.invoke(app, ["serve", str(cv)])
+    assert result.exit_code == 1
+    assert "unfinished cross-validation" in result.output and "fold_0" in result.output
     assert "Traceback" not in result.output
 
 
@@ -89,6 +101,40 @@ def test_serve_starts_on_loopback_and_answers(serve_checkpoint: Path) -> None:
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
     assert f"127.0.0.1:{port}" in output  # bound to loopback by default
+
+
+def test_serve_a_cv_folder_or_several_files_as_one_ensemble(serve_checkpoint: Path, tmp_path: Path) -> None:
+    """`buscad serve CV_DIR` (every fold's best checkpoint) and `buscad serve A B` start one ensemble."""
+    cv = tmp_path / "cv"
+    for fold in range(2):
+        target = rundir.layout(cv).fold(fold).best_checkpoint
+        target.parent.mkdir(parents=True)
+        shutil.copy(serve_checkpoint, target)
+    for models in ([str(cv)], [str(serve_checkpoint), str(serve_checkpoint)]):
+        port = free_port()
+        command = [sys.executable, "-m", "buscad.cli.main", "serve", *models, "--port", str(port)]
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_until_ready(server, port, timeout_s=120, poll_s=0.2)
+            card = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()
+        finally:
+            server.send_signal(signal.SIGINT)
+            output, _ = server.communicate(timeout=60)
+        assert server.returncode == 0, output
+        assert card["model_id"].startswith("ensemble2-") and len(card["ensemble"]) == 2, models
+
+
+def test_worker_processes_load_every_model_of_an_ensemble(serve_checkpoint: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `buscad serve A B --workers N` hands each worker process: the model list, loaded as one ensemble."""
+    from fastapi.testclient import TestClient
+
+    from buscad.service.app import ENV_OPTIONS, app_from_environment
+
+    monkeypatch.setenv(ENV_OPTIONS, json.dumps({"model_path": [str(serve_checkpoint)] * 2, "warmup": False}))
+    with TestClient(app_from_environment()) as client:
+        card = client.get("/v1/model").json()
+    assert card["model_id"].startswith("ensemble2-") and len(card["ensemble"]) == 2
 
 
 @pytest.mark.skipif(os.name != "posix", reason="uvicorn worker processes are tested on POSIX")

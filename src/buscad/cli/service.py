@@ -1,4 +1,5 @@
-"""``buscad serve``: the HTTP API and web page for one model."""
+"""``buscad serve``: the HTTP API and web page for one model (a file, several files or a ``buscad cv`` folder
+as one ensemble)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import typer
 
 from buscad.cli.common import BACKEND_HELP, BackendName, err_console, fail, user_errors
 from buscad.data.limits import DEFAULT_MAX_PIXELS
+from buscad.ensemble import model_files
 from buscad.service.security import ENV_KEYS, ApiKeys, default_allowed_hosts, is_loopback, key_digest, new_key
 from buscad.service.server import DEFAULT_MAX_CONNECTIONS
 
@@ -21,7 +23,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(
-    model: Path,
+    models: list[Path],
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -54,8 +56,9 @@ def serve(
         fail("--max-image-mpx and --max-inflight-mpx must be positive numbers")
     if not 1 <= port <= 65535:
         fail(f"--port must be from 1 to 65535, got {port}")
-    if not model.is_file():
-        fail(f"{model}: model file not found")
+    for file in model_files(models):  # a cv folder's fold checkpoints; an unfinished fold is named
+        if not file.is_file():
+            fail(f"{file}: model file not found")
     keys = ApiKeys.load(api_keys_file)
     if not keys and not is_loopback(host):
         if not insecure_no_auth:
@@ -78,11 +81,11 @@ def serve(
                "forwarded_allow_ips": forwarded_allow_ips}
     try:
         if workers == 1:
-            app = create_app(model, **options)  # a bad model fails here, as one line, before binding
+            app = create_app(models, **options)  # a bad model fails here, as one line, before binding
             uvicorn.Server(server_config(app, **network)).run()
             return
-        create_app(model, warmup=False, **options)  # check the model once before starting the workers
-        os.environ[ENV_OPTIONS] = json.dumps({"model_path": str(model.resolve()), **options})
+        create_app(models, warmup=False, **options)  # check the model once before starting the workers
+        os.environ[ENV_OPTIONS] = json.dumps({"model_path": [str(path.resolve()) for path in models], **options})
         config = server_config("buscad.service.app:app_from_environment", factory=True, workers=workers,
                                **network)
         from uvicorn.supervisors import Multiprocess
@@ -99,9 +102,10 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def serve_command(
         model: Annotated[
-            Path | None,
-            typer.Argument(help="A checkpoint (.ckpt) or an exported ONNX file, or a buscad cv folder (all its fold "
-                           "models as one ensemble); default: the built-in model."),
+            list[Path] | None,
+            typer.Argument(help="A checkpoint (.ckpt) or an exported ONNX file; several, or a buscad cv folder (all "
+                           "its fold models), serve one ensemble (the models' probabilities averaged); default: "
+                           "the built-in model."),
         ] = None,
         host: Annotated[str, typer.Option(help="Address to bind (loopback by default; any other needs API keys).")]
         = "127.0.0.1",
@@ -141,11 +145,11 @@ def register(app: typer.Typer) -> None:
         max_inflight_mpx: Annotated[float, typer.Option(help="Megapixels of work admitted at once, TTA counted "
                                                         "(503 + Retry-After beyond).")] = 100.0,
     ) -> None:
-        """Serve the HTTP API (/v1/analyze, /v1/model, /docs) and the web page (/) for one model."""
+        """Serve the HTTP API (/v1/analyze, /v1/model, /docs) and the web page (/) for one model or ensemble."""
         from buscad.inference.builtin import resolve_model
 
         serve(
-            resolve_model(model),
+            list(model) if model else [resolve_model(None)],
             host=host,
             port=port,
             workers=workers,

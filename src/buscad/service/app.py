@@ -53,6 +53,7 @@ from buscad.service.uploads import (
 )
 
 if TYPE_CHECKING:
+    from buscad.ensemble import ModelPath
     from buscad.inference.predictor import Backend
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ ERRORS = {
 
 
 def load_predictor(
-    model_path: str | os.PathLike[str], *, backend: Backend | None, mode: str, threads: int | None,
+    model_path: ModelPath | Sequence[ModelPath], *, backend: Backend | None, mode: str, threads: int | None,
     max_pixels: int | None = None,
 ) -> PredictorLike:
     from buscad.inference.predictor import Predictor
@@ -292,7 +293,7 @@ def busy_response(message: str) -> JSONResponse:
 
 
 def create_app(
-    model_path: str | os.PathLike[str] | None = None,
+    model_path: ModelPath | Sequence[ModelPath] | None = None,
     *,
     max_upload_mb: float = 20.0,
     predictor: PredictorLike | None = None,
@@ -310,7 +311,8 @@ def create_app(
     body_timeout_s: float = BODY_TIMEOUT_S,
     body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
 ) -> FastAPI:
-    """Build the service for one model (a checkpoint or an ONNX file), loaded here, once.
+    """Build the service for one model (a checkpoint or an ONNX file; several, or a ``buscad cv`` folder, for an
+    ensemble: :mod:`buscad.ensemble`), loaded here, once.
 
     ``predictor`` may be given instead of ``model_path`` (an already loaded model). Raises
     :class:`~buscad.errors.ModelError` when the model cannot be loaded.
