@@ -27,3 +27,14 @@ def test_models_list_table() -> None:
     result = runner.invoke(app, ["models", "list", "--size", "64"])
     assert result.exit_code == 0, result.output
     assert "GFLOPs@64" in result.output and "resnext101-unet" in result.output
+
+
+def test_models_info_of_an_ensemble_lists_its_members(tiny_checkpoint, tmp_path) -> None:
+    """`buscad models info A B` (or a cv folder): the ensemble's identity, then each member's."""
+    first = tiny_checkpoint(image_size=64)
+    second = tiny_checkpoint(image_size=96)
+    result = runner.invoke(app, ["models", "info", str(first), str(second)])
+    assert result.exit_code == 0, result.output
+    assert "model_id: ensemble2-" in result.output
+    members = [line for line in result.output.splitlines() if line.startswith("member ")]
+    assert len(members) == 2 and "64 px" in members[0] and "96 px" in members[1], members

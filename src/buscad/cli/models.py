@@ -46,7 +46,9 @@ def list_command(
 @user_errors
 def info_command(
     model: Annotated[
-        Path | None, typer.Argument(help="A checkpoint or ONNX file; default: the built-in model.")
+        list[Path] | None,
+        typer.Argument(help="A checkpoint or ONNX file; several, or a buscad cv folder, for an ensemble's card; "
+                       "default: the built-in model."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the card's fields as JSON.")] = False,
 ) -> None:
@@ -54,18 +56,21 @@ def info_command(
     from buscad.inference.builtin import builtin_model
     from buscad.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(model) if model is not None else Predictor.default()
+    predictor = Predictor.from_checkpoint(model) if model else Predictor.default()
     card = predictor.model_card()
     if as_json:
         typer.echo(json.dumps(card, indent=1, default=str))
         return
-    if model is None:
+    if not model:
         typer.echo(builtin_model().card)
         typer.echo(f"file: {predictor.path}  sha256: {card['release']['sha256']}")
         return
     for key in ("model_id", "architecture", "input_size", "labels", "training_data", "refine_policy", "temperature",
                 "validation_metrics", "version", "checksum", "backend"):
         typer.echo(f"{key}: {card.get(key)}")
+    for index, member in enumerate(card.get("ensemble", []), start=1):  # an ensemble: each member's identity
+        typer.echo(f"member {index}: {member['file']} ({member['model_id']}, {member['architecture']}, "
+                   f"{member['preprocessing'].get('image_size')} px, temperature {member['temperature']})")
 
 
 def register(root: typer.Typer) -> None:
