@@ -146,7 +146,7 @@ def convex_pixels(image: np.ndarray) -> int:
 
 def _grid_points_in_convex(vertices: np.ndarray, eps: float = 1e-9) -> int:
     """Integer (row, col) points inside or on a convex polygon: per row, the columns between its two edges."""
-    start, stop = vertices, np.roll(vertices, -1, axis=0)
+    start, stop = vertices, np.concatenate([vertices[1:], vertices[:1]])  # each edge's two ends
     rows = np.arange(math.ceil(vertices[:, 0].min() - eps), math.floor(vertices[:, 0].max() + eps) + 1)[:, None]
     span = stop[:, 0] - start[:, 0]
     flat = np.abs(span) < eps  # a horizontal edge meets its row along its whole length

@@ -214,6 +214,16 @@ def _axes(cov: np.ndarray) -> tuple[float, float, np.ndarray]:
     return 4 * math.sqrt(values[1]), 4 * math.sqrt(values[0]), vectors[:, 1]
 
 
+def _inverse(cov: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric 2x2 covariance in closed form (a tenth of ``np.linalg.pinv``'s time, which
+    would take an SVD); the pseudo-inverse when it is singular or nearly so (a line of pixels)."""
+    a, b, d = float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])
+    det = a * d - b * b
+    if not det > 1e-12 * max(a * d, 1e-300):
+        return np.linalg.pinv(cov)
+    return np.array([[d, -b], [-b, a]]) / det
+
+
 def _ellipse_mismatch(lesion: np.ndarray, cov_px: np.ndarray) -> float:
     """|lesion XOR moment ellipse| / |lesion|, on the pixel grid (an area ratio: spacing-independent)."""
     rows, cols = np.nonzero(lesion)
@@ -223,7 +233,7 @@ def _ellipse_mismatch(lesion: np.ndarray, cov_px: np.ndarray) -> float:
     high = np.ceil(np.maximum([rows.max(), cols.max()], centre + half)).astype(int) + 1
     d_row = (np.arange(low[0], high[0]) - centre[0])[:, None]
     d_col = (np.arange(low[1], high[1]) - centre[1])[None, :]
-    inverse = np.linalg.pinv(cov_px)  # the quadratic form row by column, without a grid of offsets
+    inverse = _inverse(cov_px)  # the quadratic form row by column, without a grid of offsets
     inside = inverse[0, 0] * d_row**2 + 2 * inverse[0, 1] * d_row * d_col + inverse[1, 1] * d_col**2 <= 4.0
     box = np.zeros(inside.shape, dtype=bool)
     box[rows - low[0], cols - low[1]] = True
@@ -233,7 +243,7 @@ def _ellipse_mismatch(lesion: np.ndarray, cov_px: np.ndarray) -> float:
 def _radial_profile(contour: np.ndarray, centroid: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """Contour distance from the centroid / the moment ellipse's radius in the same direction (1 = on it)."""
     offsets = contour - centroid
-    inverse = np.linalg.pinv(cov)
+    inverse = _inverse(cov)
     # A point p lies on the ellipse when pᵀ Σ⁻¹ p = 4; along direction u its radius is 2 / √(uᵀ Σ⁻¹ u).
     mahalanobis = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", offsets, inverse, offsets), 1e-12))
     return mahalanobis / 2.0

@@ -51,7 +51,8 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
 def polygon_area(vertices: np.ndarray) -> float:
     """Area of the simple polygon with (N, 2) ``vertices`` in order (shoelace formula; 0 below 3 vertices)."""
     rows, cols = vertices[:, 0], vertices[:, 1]
-    return 0.5 * abs(float(np.dot(rows, np.roll(cols, -1)) - np.dot(cols, np.roll(rows, -1))))
+    next_rows, next_cols = np.append(rows[1:], rows[:1]), np.append(cols[1:], cols[:1])
+    return 0.5 * abs(float(np.dot(rows, next_cols) - np.dot(cols, next_rows)))
 
 
 def foreground(mask: np.ndarray) -> np.ndarray:
