@@ -269,3 +269,14 @@ def test_distance_to_the_lesion_is_the_exact_euclidean_distance(spacing: tuple[f
     lesion[20, 25] = True
     want = ndimage.distance_transform_edt(~lesion, sampling=spacing)
     np.testing.assert_allclose(descriptors.distance_to(lesion, spacing), want, atol=1e-5)
+
+
+def test_the_closed_form_inverse_equals_the_pseudo_inverse() -> None:
+    """Regular covariances inverted in closed form, singular ones (a line of pixels) by the pseudo-inverse."""
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        factor = rng.normal(size=(2, 2)) * rng.uniform(0.1, 100)
+        cov = factor @ factor.T + np.eye(2) * 1e-3
+        np.testing.assert_allclose(descriptors._inverse(cov), np.linalg.pinv(cov), rtol=1e-9, atol=1e-12)
+    for singular in (np.zeros((2, 2)), np.array([[4.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 2.0], [2.0, 4.0]])):
+        np.testing.assert_array_equal(descriptors._inverse(singular), np.linalg.pinv(singular))
