@@ -122,3 +122,31 @@ def test_export_then_predict_with_onnx_runtime(ckpt: Path, tmp_path: Path) -> No
     on_openvino = json.loads((tmp_path / "ov" / "results.jsonl").read_text())
     assert on_openvino["model_id"] == record["model_id"]
     assert Image.open(on_openvino["mask_path"]).size == (77, 33)
+
+
+def test_export_a_cv_folder_writes_every_fold_model_then_serves_as_one_ensemble(ckpt: Path, tmp_path: Path) -> None:
+    """`buscad export CV -o DIR` writes DIR/fold_K.onnx; the files predict as one ensemble; an unfinished
+    fold or an .onnx file as -o is one line, with nothing written."""
+    import shutil
+
+    from buscad import rundir
+
+    cv = tmp_path / "cv"
+    for fold in range(2):
+        target = rundir.layout(cv).fold(fold).best_checkpoint
+        target.parent.mkdir(parents=True)
+        shutil.copy(ckpt, target)
+    result = runner.invoke(app, ["export", str(cv), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and "not an .onnx file" in result.output and not (tmp_path / "m.onnx").exists()
+    result = runner.invoke(app, ["export", str(cv), "-o", str(tmp_path / "onnx")])
+    assert result.exit_code == 0, result.output
+    exported = sorted((tmp_path / "onnx").glob("*.onnx"))
+    assert [path.name for path in exported] == ["fold_0.onnx", "fold_1.onnx"]
+    Image.fromarray(speckle_image(33, 77)).save(tmp_path / "x.png")
+    models = [arg for path in exported for arg in ("--model", str(path))]
+    result = runner.invoke(app, ["predict", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), *models])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "results.jsonl").read_text())["model_id"].startswith("ensemble2-")
+    rundir.layout(cv).fold(2).best_checkpoint.parent.mkdir(parents=True)
+    result = runner.invoke(app, ["export", str(cv), "-o", str(tmp_path / "again")])
+    assert result.exit_code == 1 and "fold_2" in result.output and not (tmp_path / "again").exists()

@@ -141,8 +141,10 @@ def predict(
 
 @user_errors
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) to export.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) to export, or a buscad cv folder (every "
+                                                    "fold's best checkpoint).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write; for a cv folder, the folder "
+                                         "to write fold_K.onnx into.")],
     opset: Annotated[int, typer.Option("--opset", min=7, help="ONNX opset version.")] = 18,
     quantize: Annotated[
         QuantizeMode | None, typer.Option("--quantize", help="Also write an int8 model (OUTPUT stem + .int8.onnx).")
@@ -157,12 +159,27 @@ def export(
 
     With ``--quantize int8`` a statically quantized copy is calibrated on half of the ``--calibration``
     images and checked on the other half (mask Dice and class agreement against the float model); it
-    is written only when both reach 0.95.
+    is written only when both reach 0.95. A ``buscad cv`` folder exports every fold's model (an ensemble
+    for ``buscad predict --model OUT/fold_0.onnx --model OUT/fold_1.onnx ...`` or ``buscad serve OUT/*.onnx``).
     """
-    from buscad.inference.onnx import export_onnx
+    from buscad.ensemble import model_files
 
     if quantize is not None and not calibration:
         fail("--quantize int8 needs --calibration images (a folder, files or a manifest CSV)")
+    if not checkpoint.is_dir():
+        _export_one(checkpoint, output, opset, quantize, calibration, max_images)
+        return
+    if output.suffix.lower() == ".onnx":
+        fail(f"{checkpoint} is a cv folder: -o names the folder its fold models go to, not an .onnx file")
+    for member in model_files(checkpoint):  # an unfinished fold stops it before anything is written
+        fold = member.parent.parent.name  # RUN/fold_K/checkpoints/best.ckpt
+        _export_one(member, output / f"{fold}.onnx", opset, quantize, calibration, max_images)
+
+
+def _export_one(checkpoint: Path, output: Path, opset: int, quantize: QuantizeMode | None,
+                calibration: list[str] | None, max_images: int) -> None:
+    from buscad.inference.onnx import export_onnx
+
     result = export_onnx(checkpoint, output, opset=opset)
     size = "dynamic" if result.dynamic_size else "fixed"
     console.print(
