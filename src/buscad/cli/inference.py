@@ -144,7 +144,7 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt) to export, or a buscad cv folder (every "
                                                     "fold's best checkpoint).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write; for a cv folder, the folder "
-                                         "to write fold_K.onnx into.")],
+                                         "for one ONNX file per fold, named as the fold's folder.")],
     opset: Annotated[int, typer.Option("--opset", min=7, help="ONNX opset version.")] = 18,
     quantize: Annotated[
         QuantizeMode | None, typer.Option("--quantize", help="Also write an int8 model (OUTPUT stem + .int8.onnx).")
