@@ -68,8 +68,9 @@ def info_command(
     for key in ("model_id", "architecture", "input_size", "labels", "training_data", "refine_policy", "temperature",
                 "validation_metrics", "version", "checksum", "backend"):
         typer.echo(f"{key}: {card.get(key)}")
-    for index, member in enumerate(card.get("ensemble", []), start=1):  # an ensemble: each member's identity
-        typer.echo(f"member {index}: {member['file']} ({member['model_id']}, {member['architecture']}, "
+    # An ensemble: each member by its path (a cv folder's files all share one name), id and input.
+    for index, (loaded, member) in enumerate(zip(predictor.members, card.get("ensemble", [])), start=1):
+        typer.echo(f"member {index}: {loaded.path} ({member['model_id']}, {member['architecture']}, "
                    f"{member['preprocessing'].get('image_size')} px, temperature {member['temperature']})")
 
 
