@@ -128,12 +128,13 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
     print(json.dumps(record, default=str))
 
 
-def evaluate_external(work: Path, train_set: str, paths: rundir.RunLayout, tta: bool, again: bool) -> None:
-    """The fold's best model on the other dataset (none for the pool), into ``RUN/external/NAME``; an existing
-    evaluation is kept unless ``again``."""
+def evaluate_external(work: Path, train_set: str, paths: rundir.RunLayout, tta: bool, again: bool,
+                      models: list[Path] | None = None) -> None:
+    """The fold's best model (or ``models``, an ensemble) on the other dataset (none for the pool), into
+    ``RUN/external/NAME``; an existing evaluation is kept unless ``again``."""
     external = EXTERNAL[train_set]
     if external and (again or not rundir.has_evaluation(paths.external / Path(external).stem)):
-        evaluate_checkpoint(paths.best_checkpoint, work / external, paths.external / Path(external).stem,
+        evaluate_checkpoint(models or paths.best_checkpoint, work / external, paths.external / Path(external).stem,
                             cache_dir=work / "cache", tta=tta)
 
 
@@ -231,10 +232,7 @@ def ensemble_fold(work: Path, train_set: str, fold: int, source_tags: list[str],
     write_results(target, frame.iloc[positions],
                   predict_with_bundles(bundles, frame, positions, arrays, work / "cache", tta=config.eval.tta))
     evaluate_run(target)
-    external = EXTERNAL[train_set]
-    if external:
-        evaluate_checkpoint(checkpoints, work / external, rundir.layout(target).external / Path(external).stem,
-                            cache_dir=work / "cache", tta=config.eval.tta)
+    evaluate_external(work, train_set, rundir.layout(target), config.eval.tta, again=True, models=checkpoints)
     members = [json.loads((source / "benchmark.json").read_text()) | epoch_speed(source) for source in sources]
     record = {"ensemble_of": source_tags, "overrides": overrides, "eval": config.eval.model_dump(),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
