@@ -42,7 +42,7 @@ from buscad import rundir
 from buscad.checkpoint import load_bundle
 from buscad.data.manifest import read_manifest
 from buscad.data.preprocess import normalize
-from buscad.losses import dice_loss
+from buscad.losses import dice_bce_loss
 from buscad.training.batchnorm import recalibrate_batch_norm
 from buscad.training.data import load_case_arrays
 from buscad.training.provenance import benchmark_header, write_benchmark_results
@@ -126,9 +126,7 @@ def tune_tail(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, nor
             x[flip], y[flip] = x[flip][..., ::-1], y[flip][..., ::-1]
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 logits = model(torch.from_numpy(np.ascontiguousarray(x))).segmentation
-            logits, target = logits.float(), torch.from_numpy(np.ascontiguousarray(y))
-            loss = dice_loss(logits, target, batch=True) + torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, target)
+            loss = dice_bce_loss(logits.float(), torch.from_numpy(np.ascontiguousarray(y)), batch=True)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
