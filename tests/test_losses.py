@@ -229,3 +229,33 @@ def test_partial_labels_give_excluded_classes_no_gradient():
     assert torch.isclose(value, expected, atol=1e-5)
     full = loss.classification(logits.detach(), labels, torch.ones(1, 3, dtype=torch.bool))
     assert torch.isclose(full, torch.nn.functional.cross_entropy(logits.detach(), labels))
+
+
+def test_lesion_only_class_loss_ignores_normal_images():
+    from buscad.losses import MultiTaskLoss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.3, 1.2]], requires_grad=True)
+    labels = torch.tensor([0, 2])  # a normal image, then a malignant one
+    value = MultiTaskLoss(cls_loss="ce", cls_images="lesion").classification(logits, labels)
+    value.backward()
+    assert logits.grad[0].abs().max() < 1e-9  # the normal image teaches the head nothing
+    assert logits.grad[1].abs().max() > 0
+    expected = torch.nn.functional.cross_entropy(logits.detach()[1:], labels[1:])
+    assert torch.isclose(value, expected, atol=1e-6)  # the lesion image keeps its full 3-class loss
+    every = MultiTaskLoss(cls_loss="ce").classification(logits.detach(), labels)
+    assert torch.isclose(every, torch.nn.functional.cross_entropy(logits.detach(), labels))
+
+
+def test_lesion_only_class_loss_on_a_batch_of_normal_images_is_zero_and_keeps_segmentation():
+    from buscad.losses import MultiTaskLoss
+    from buscad.models import ModelOutput
+
+    seg = torch.randn(2, 1, 8, 8, requires_grad=True)
+    cls = torch.randn(2, 3, requires_grad=True)
+    masks = torch.zeros(2, 1, 8, 8)
+    total, parts = MultiTaskLoss(cls_images="lesion")(ModelOutput(seg, cls), masks, torch.tensor([0, 0]))
+    total.backward()
+    assert parts["cls"] == 0 and parts["seg"] > 0
+    assert seg.grad is not None and seg.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cls_images"):
+        MultiTaskLoss(cls_images="normal")  # type: ignore[arg-type]

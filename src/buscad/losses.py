@@ -9,7 +9,9 @@ are computed over the whole batch as one image (nnU-Net's batch Dice): a normal 
 then only add to the batch's denominator, instead of costing that image a loss near 1 for a few pixels.
 
 Multi-task loss: ``λ · Σ_i w_i · seg_loss(output_i) + (1 − λ) · cls_loss`` with deep-supervision weights
-``w_i = 1/i`` normalised to sum 1 (i = 1 is the main output).
+``w_i = 1/i`` normalised to sum 1 (i = 1 is the main output). With ``cls_images="lesion"`` the class
+loss covers lesion images only: normal images teach the segmentation (an empty mask) and nothing else,
+so the classifier spends itself on benign vs malignant and "normal" is the mask's call.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss, FocalLoss
 from torch import Tensor, nn
 
+from buscad import LABELS
+
 SegLossName = Literal["dice", "bce", "dice+bce", "iou", "mse", "focal"]
 ClsLossName = Literal["ce", "focal"]
 SEG_LOSSES: tuple[str, ...] = ("dice", "bce", "dice+bce", "iou", "mse", "focal")
 CLS_LOSSES: tuple[str, ...] = ("ce", "focal")
+ClsImagesName = Literal["all", "lesion"]
+CLS_IMAGES: tuple[str, ...] = ("all", "lesion")
 IGNORE_LABEL = -1
+NORMAL_INDEX = LABELS.index("normal")
 
 
 def _onehot_or_binary(logits: Tensor, target: Tensor) -> Tensor:
@@ -148,7 +155,8 @@ class MultiTaskLoss(nn.Module):
     """
 
     def __init__(self, seg_loss: str = "dice", cls_loss: str = "focal", seg_weight: float = 0.85,
-                 ds_weighting: str = "harmonic", gamma: float = 2.0, overlap: OverlapName = "sample") -> None:
+                 ds_weighting: str = "harmonic", gamma: float = 2.0, overlap: OverlapName = "sample",
+                 cls_images: ClsImagesName = "all") -> None:
         super().__init__()
         if seg_loss not in SEG_LOSS_FUNCTIONS:
             raise ValueError(f"unknown segmentation loss {seg_loss!r} ({', '.join(SEG_LOSSES)})")
@@ -159,7 +167,9 @@ class MultiTaskLoss(nn.Module):
         deep_supervision_weights(1, ds_weighting)
         if overlap not in ("sample", "batch"):
             raise ValueError(f"unknown overlap {overlap!r} (sample, batch)")
-        self.overlap = overlap
+        if cls_images not in CLS_IMAGES:
+            raise ValueError(f"unknown cls_images {cls_images!r} ({', '.join(CLS_IMAGES)})")
+        self.overlap, self.cls_images = overlap, cls_images
         self.seg_loss, self.cls_loss = seg_loss, cls_loss
         self.seg_weight, self.ds_weighting, self.gamma = seg_weight, ds_weighting, gamma
 
@@ -178,7 +188,10 @@ class MultiTaskLoss(nn.Module):
 
     def classification(self, logits: Tensor, labels: Tensor, allowed: Tensor | None = None) -> Tensor:
         """Class loss; ``allowed`` (bool [B, K]) restricts each sample's softmax to the classes its
-        dataset has (partial labels): excluded classes get no gradient from that sample."""
+        dataset has (partial labels): excluded classes get no gradient from that sample. With
+        ``cls_images="lesion"`` normal images are ignored (no class loss, no gradient through the head)."""
+        if self.cls_images == "lesion":
+            labels = labels.masked_fill(labels == NORMAL_INDEX, IGNORE_LABEL)
         if allowed is not None and not bool(allowed.all()):
             logits = logits.masked_fill(~allowed.bool(), -1e4)
         if self.cls_loss == "ce":

@@ -91,6 +91,10 @@ class LossConfig(_Strict):
         False, description="a case's class loss covers only the classes its dataset has (pools where a "
         "dataset lacks a class, e.g. BUS-BRA has no normal images)"
     )
+    cls_images: Literal["all", "lesion"] = Field(
+        "all", description="images the class loss covers: all, or lesion images only (normal images then "
+        "train the segmentation alone and the mask says normal; pair with eval.refine_policy=segmentation)"
+    )
     ds_weighting: Literal["harmonic", "none"] = "harmonic"
     overlap: Literal["sample", "batch"] = Field(
         "sample", description="Dice/IoU per image (sample) or over the whole batch as one image (batch, "

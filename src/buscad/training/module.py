@@ -43,6 +43,7 @@ class SegClsModule(pl.LightningModule):
             seg_weight=config.loss.seg_weight,
             ds_weighting=config.loss.ds_weighting,
             overlap=config.loss.overlap,
+            cls_images=config.loss.cls_images,
         )
         self.channels_last = config.train.channels_last
         self.has_classifier = bool(spec.create_kwargs.get("cls_classes", 0))

@@ -1,0 +1,32 @@
+"""The LightningModule takes its loss from the config: what each image teaches the network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from buscad.training.config import load_config
+from buscad.training.module import SegClsModule
+from buscad.training.runner import create_model, model_spec
+
+
+def _head_gradient(cls_images: str, labels: list[int], write_tiny_config, synthetic_manifest) -> float:
+    """Size of the class head's gradient after one training step on a batch with these labels."""
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=1), [f"loss.cls_images={cls_images}"])
+    spec = model_spec(config)
+    module = SegClsModule(create_model(config, spec), config, spec)
+    n = len(labels)
+    torch.manual_seed(0)
+    batch = (torch.rand(n, 1, 64, 64), torch.zeros(n, 1, 64, 64), torch.tensor(labels),
+             torch.ones(n, 3, dtype=torch.bool))
+    module.training_step(batch, 0).backward()
+    head = [p for name, p in module.model.named_parameters() if name.startswith("head.")]
+    assert head, "the recipe's model has a class head"
+    return float(sum(p.grad.abs().sum() for p in head if p.grad is not None))
+
+
+def test_config_lesion_only_class_loss_reaches_the_module_and_spares_the_head_on_normal_images(
+        write_tiny_config, synthetic_manifest):
+    assert _head_gradient("all", [0, 0], write_tiny_config, synthetic_manifest) > 0
+    assert _head_gradient("lesion", [0, 0], write_tiny_config, synthetic_manifest) == pytest.approx(0.0)
+    assert _head_gradient("lesion", [0, 2], write_tiny_config, synthetic_manifest) > 0
