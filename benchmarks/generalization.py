@@ -185,7 +185,7 @@ def repredict_fold(work: Path, train_set: str, fold: int, source_tag: str, tag: 
     arrays = load_case_arrays(frame, prep, config.data.target, work / "cache")
     with torch.inference_mode():
         write_test_predictions(bundle.model, arrays, frame.iloc[positions], positions, prep, target,
-                               tta=config.eval.tta)
+                               tta=config.eval.tta, normal_from_mask=bundle.spec.normal_from_mask)
     evaluate_run(target)
     evaluate_external(work, train_set, paths, config.eval.tta, again=True)
     record = json.loads((source / "benchmark.json").read_text())

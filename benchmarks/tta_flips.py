@@ -72,7 +72,8 @@ def score_fold(checkpoint: Path, test: pd.DataFrame, cache: Path) -> dict[str, d
     arrays = load_case_arrays(test, prep, "binary", cache)
     boxes = [letterbox_geometry(int(c["height"]), int(c["width"]), prep.image_size, prep.keep_aspect)
              for _, c in test.iterrows()]
-    runner = calibrated(TorchRunner(bundle.model, prep.image_size), bundle.spec.temperature)
+    runner = calibrated(TorchRunner(bundle.model, prep.image_size), bundle.spec.temperature,
+                        bundle.spec.normal_from_mask)
     flips = sorted({axes for flip_set in FLIP_SETS.values() for axes in flip_set})
     variants = {axes: predict_resized(list(arrays.images), boxes, prep, FlippedRunner(runner, axes), batch_size=32)
                 for axes in flips}

@@ -149,6 +149,54 @@ def test_a_temperature_softens_class_probabilities_and_keeps_the_argmax():
     np.testing.assert_allclose(soft[0], np.exp([0, 0.5, 1.5]) / np.exp([0, 0.5, 1.5]).sum(), rtol=1e-5)
 
 
+class _FixedRunner:
+    """Known logits: a lesion-logit map whose highest pixel is ``peak`` and class logits ``[0, 1, 3]``."""
+
+    has_segmentation = True
+
+    def __init__(self, peak: float) -> None:
+        self.peak = peak
+
+    def __call__(self, batch: np.ndarray) -> RawOutput:
+        seg = np.full((len(batch), 1, 4, 4), -8.0, np.float32)
+        seg[:, 0, 1, 2] = self.peak
+        return RawOutput(seg, np.tile(np.array([[0.0, 1.0, 3.0]], np.float32), (len(batch), 1)))
+
+
+@pytest.mark.parametrize("peak", [-3.0, 0.4, 4.0])
+def test_mask_gated_probabilities_take_normal_from_the_mask_and_the_lesion_class_from_the_classifier(peak):
+    from buscad.postprocess.probability import class_probabilities
+    from buscad.prediction import MaskGatedRunner, calibrated
+
+    batch = np.zeros((2, 1, 4, 4), np.float32)
+    gated = class_probabilities(calibrated(_FixedRunner(peak), 1.0, normal_from_mask=True)(batch).classification)
+    presence = 1.0 / (1.0 + np.exp(-peak))  # the image's highest lesion probability
+    lesion = np.exp([1.0, 3.0]) / np.exp([1.0, 3.0]).sum()
+    np.testing.assert_allclose(gated[0], [1.0 - presence, *(presence * lesion)], rtol=1e-5)
+    assert gated[0, 2] / (gated[0, 1] + gated[0, 2]) == pytest.approx(lesion[1], rel=1e-5)
+    assert (gated[0, 0] > 0.5) == (presence < 0.5)  # an empty mask reads as normal, a lesion as not
+    assert isinstance(calibrated(_FixedRunner(peak), 1.0, normal_from_mask=True), MaskGatedRunner)
+    # the temperature acts on the gated logits, as build_builtin_model fits it on their probabilities
+    soft = class_probabilities(calibrated(_FixedRunner(peak), 2.0, normal_from_mask=True)(batch).classification)
+    np.testing.assert_allclose(soft[0], np.sqrt(gated[0]) / np.sqrt(gated[0]).sum(), rtol=1e-4)
+
+
+def test_a_lesion_only_classifier_s_checkpoint_says_normal_exactly_when_it_outlines_nothing(tiny_checkpoint, tmp_path):
+    from buscad.inference.predictor import Predictor
+    from tests.helpers import speckle_image
+
+    image = tmp_path / "scan.png"
+    Image.fromarray(speckle_image(80, 96, seed=3)).save(image)
+    for bias, normal in ((-30.0, True), (30.0, False)):
+        path = tiny_checkpoint(f"lesion_only_{bias}.ckpt", lesion_bias=bias, normal_from_mask=True)
+        predictor = Predictor.from_checkpoint(path, threads=1, precision="32-true")
+        record = predictor.predict(image)
+        assert predictor.model_card()["normal_from_mask"] is True
+        assert (record["probabilities"]["normal"] > 0.99) == normal
+        assert (record["probabilities"]["normal"] < 0.01) == (not normal)
+        assert (record["refined_label"] == "normal") == normal
+
+
 def test_bf16_inference_agrees_with_float32(tiny_checkpoint):
     import numpy as np
     import pytest

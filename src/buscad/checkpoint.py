@@ -39,6 +39,9 @@ class ModelSpec:
     refine_policy: str = "published"
     temperature: float = 1.0
     """Class-probability temperature (softmax(logits / T)), fitted on held-out data; 1 = uncalibrated."""
+    normal_from_mask: bool = False
+    """The classifier learnt lesion images only (``loss.cls_images: lesion``): p(normal) comes from the
+    segmentation (:class:`buscad.prediction.MaskGatedRunner`)."""
     training_data: str = ""
     validation_metrics: dict[str, float] = field(default_factory=dict)
     buscad_version: str = __version__

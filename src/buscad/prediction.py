@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from buscad.data.preprocess import Letterbox, Preprocessing, from_square, normalize, resize_image
-from buscad.postprocess.probability import class_probabilities, pixel_maps
+from buscad.postprocess.probability import class_probabilities, mask_gated_logits, pixel_maps
 
 
 @dataclass
@@ -129,8 +129,30 @@ class TemperatureRunner:
         return RawOutput(out.segmentation, cls)
 
 
-def calibrated(runner: Runner, temperature: float) -> Runner:
-    """``runner`` itself when ``temperature`` is 1, else a :class:`TemperatureRunner` around it."""
+class MaskGatedRunner:
+    """A runner whose class logits are replaced by :func:`~buscad.postprocess.probability.mask_gated_logits`:
+    p(normal) from the segmentation, the lesion classes split as the classifier says. For models whose
+    classifier learnt lesion images only (``ModelSpec.normal_from_mask``); in the runner, so every mode,
+    backend, TTA and ensemble path gives the same probabilities."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.has_segmentation = runner.has_segmentation
+        self.has_classification = getattr(runner, "has_classification", True)
+
+    def __call__(self, batch: np.ndarray) -> RawOutput:
+        out = self.runner(batch)
+        if out.classification is None or out.segmentation is None:
+            return out
+        return RawOutput(out.segmentation, mask_gated_logits(out.classification, out.segmentation))
+
+
+def calibrated(runner: Runner, temperature: float, normal_from_mask: bool = False) -> Runner:
+    """``runner`` as its model spec says to read it: p(normal) from the mask when ``normal_from_mask``
+    (:class:`MaskGatedRunner`), then class logits divided by ``temperature`` (:class:`TemperatureRunner`,
+    skipped at 1). The temperature acts on the gated logits, as it was fitted on their probabilities."""
+    if normal_from_mask:
+        runner = MaskGatedRunner(runner)
     return runner if temperature == 1.0 else TemperatureRunner(runner, temperature)
 
 

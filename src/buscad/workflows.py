@@ -222,7 +222,7 @@ def predict_with_bundles(bundles: Sequence[ModelBundle], frame: pd.DataFrame, po
         prep = b.spec.preprocessing
         if prep not in cached:
             cached[prep] = load_case_arrays(frame, prep, "binary", cache_dir)
-        runner = calibrated(TorchRunner(b.model, prep.image_size), b.spec.temperature)
+        runner = calibrated(TorchRunner(b.model, prep.image_size), b.spec.temperature, b.spec.normal_from_mask)
         with torch.inference_mode():
             per_model.append(predict_cases(runner, cached[prep], subset, positions, prep, tta=tta))
     return mean_results(per_model)

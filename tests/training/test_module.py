@@ -30,3 +30,9 @@ def test_config_lesion_only_class_loss_reaches_the_module_and_spares_the_head_on
     assert _head_gradient("all", [0, 0], write_tiny_config, synthetic_manifest) > 0
     assert _head_gradient("lesion", [0, 0], write_tiny_config, synthetic_manifest) == pytest.approx(0.0)
     assert _head_gradient("lesion", [0, 2], write_tiny_config, synthetic_manifest) > 0
+
+
+def test_a_lesion_only_class_loss_makes_the_spec_read_normal_from_the_mask(write_tiny_config, synthetic_manifest):
+    path = write_tiny_config(synthetic_manifest, epochs=1)
+    assert model_spec(load_config(path, ["loss.cls_images=lesion"])).normal_from_mask is True
+    assert model_spec(load_config(path)).normal_from_mask is False

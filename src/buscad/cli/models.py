@@ -66,7 +66,7 @@ def info_command(
         typer.echo(f"file: {predictor.path}  sha256: {card['release']['sha256']}")
         return
     for key in ("model_id", "architecture", "input_size", "labels", "training_data", "refine_policy", "temperature",
-                "validation_metrics", "version", "checksum", "backend"):
+                "normal_from_mask", "validation_metrics", "version", "checksum", "backend"):
         typer.echo(f"{key}: {card.get(key)}")
     # An ensemble: each member by its path (a cv folder's files all share one name), id and input.
     for index, (loaded, member) in enumerate(zip(predictor.members, card.get("ensemble", [])), start=1):

@@ -279,6 +279,7 @@ class Predictor:
             "has_classification": self._has("classification", False),
             "refine_policy": spec.refine_policy,
             "temperature": spec.temperature,
+            "normal_from_mask": spec.normal_from_mask,
             **({"ensemble": [member.card() for member in self.members]} if self.members else _release_fields(self.path)),
         }
 
@@ -292,7 +293,8 @@ class Predictor:
 
 @dataclass
 class LoadedModel:
-    """One model file ready to run: its runner (calibrated by the spec's temperature), spec and identity."""
+    """One model file ready to run: its runner (read as its spec says: temperature, p(normal) from the mask),
+    spec and identity."""
 
     runner: Runner
     spec: ModelSpec
@@ -333,7 +335,7 @@ def _load_member(path: Path, backend: Backend, threads: int | None, precision: s
         spec, model_id, checksum = bundle.spec, bundle.model_id, bundle.checksum
     else:
         raise ModelError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
-    return LoadedModel(calibrated(runner, spec.temperature), spec, model_id, checksum, path)
+    return LoadedModel(calibrated(runner, spec.temperature, spec.normal_from_mask), spec, model_id, checksum, path)
 
 
 def _release_fields(path: Path) -> dict[str, Any]:

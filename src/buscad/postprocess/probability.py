@@ -2,7 +2,10 @@
 
 - lesion probability of segmentation logits ``[B, C, H, W]``: ``sigmoid`` for C = 1, ``1 − p(background)``
   (softmax over C) otherwise;
-- class probabilities of classification logits ``[B, K]``: softmax;
+- class probabilities of classification logits ``[B, K]``: softmax; for a model whose classifier learnt
+  the lesion classes only (``loss.cls_images: lesion``), :func:`mask_gated_logits` first makes
+  p(normal) the segmentation's word: ``1 − s`` with ``s`` the image's highest lesion probability, and
+  the lesion classes share ``s`` as the classifier splits it;
 - the lesion mask: probability ``> threshold`` (strictly greater), decided on the probability's 8-bit
   level (``round(255 p) / 255``, :func:`probability_level`), the precision at which run directories store
   probability maps — so a mask is the same whether it comes from a stored map (``buscad train`` /
@@ -50,6 +53,24 @@ def class_probabilities(classification: torch.Tensor | np.ndarray) -> torch.Tens
         return torch.softmax(classification.float(), dim=1)
     logits = torch.from_numpy(np.ascontiguousarray(classification, dtype=np.float32))
     return torch.softmax(logits, dim=1).numpy()
+
+
+def lesion_presence(segmentation: np.ndarray) -> np.ndarray:
+    """[B, C, H, W] segmentation logits → [B] image-level lesion probability: the highest pixel lesion
+    probability (the mask is empty exactly when it is at or below the mask threshold)."""
+    return lesion_probability(segmentation).reshape(len(segmentation), -1).max(axis=1)
+
+
+def mask_gated_logits(classification: np.ndarray, segmentation: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Class log-probabilities [B, K] whose softmax is ``[1 − s, s · q_1, …, s · q_{K−1}]``: ``s`` =
+    :func:`lesion_presence` (p(lesion) from the segmentation), ``q`` = softmax over the lesion classes'
+    logits (column 0 is normal, as ``buscad.LABELS``). For a classifier trained on lesion images only,
+    whose "normal" logit never learnt anything: normal is the mask's call, the lesion's class the
+    classifier's, and p(malignant) / (p(benign) + p(malignant)) is the classifier's own."""
+    presence = torch.from_numpy(lesion_presence(segmentation)).double().clamp(eps, 1.0 - eps)[:, None]
+    lesion = torch.log_softmax(torch.from_numpy(np.ascontiguousarray(classification)).double()[:, 1:], dim=1)
+    gated = torch.cat([torch.log1p(-presence), torch.log(presence) + lesion], dim=1)
+    return gated.float().numpy()
 
 
 def malignant_share(segmentation: np.ndarray) -> np.ndarray:

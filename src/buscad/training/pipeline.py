@@ -75,7 +75,7 @@ def pipeline_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpe
         name=PIPELINE, create_kwargs=create_kwargs, preprocessing=config.data.preprocessing(), target=config.data.target,
         seg_threshold=config.eval.seg_threshold, uncertainty_threshold=config.eval.uncertainty_threshold,
         min_lesion_pixels=config.eval.min_lesion_pixels, refine_policy=config.eval.refine_policy,
-        training_data=training_data,
+        normal_from_mask=cls_spec.normal_from_mask, training_data=training_data,
     )
 
 
@@ -211,7 +211,8 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     predictions = None
     if len(test_positions):
         predictions = single.write_test_predictions(pipeline, arrays, frame.iloc[test_positions], test_positions,
-                                                    prep, run_dir, tta=config.eval.tta)
+                                                    prep, run_dir, tta=config.eval.tta,
+                                                    normal_from_mask=spec.normal_from_mask)
     stage2_info = rundir.read_run_info(paths.classifier.root) or {}
     info.update({
         "best_epoch": stage2_info.get("best_epoch"), "epochs_run": stage2_info.get("epochs_run"),

@@ -76,6 +76,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
         uncertainty_threshold=config.eval.uncertainty_threshold,
         min_lesion_pixels=config.eval.min_lesion_pixels,
         refine_policy=config.eval.refine_policy,
+        normal_from_mask=config.loss.cls_images == "lesion",
         training_data=training_data,
     )
 
@@ -210,11 +211,12 @@ def _resolve_precision(config: ExperimentConfig) -> tuple[ExperimentConfig, str]
 
 def write_test_predictions(model: torch.nn.Module, arrays: CaseArrays, test: pd.DataFrame,
                            positions: np.ndarray, prep: Preprocessing, run_dir: Path, *,
-                           temperature: float = 1.0, tta: bool = False) -> Path:
+                           temperature: float = 1.0, tta: bool = False, normal_from_mask: bool = False) -> Path:
     """Predict the cached ``positions`` of ``arrays`` (the rows of ``test``) through the one prediction
     path (:func:`buscad.prediction.predict_resized`; ``tta``: averaged with the mirrored image) and write
-    ``RUN/predictions``; returns the CSV path."""
-    runner = calibrated(TorchRunner(model, prep.image_size), temperature)
+    ``RUN/predictions``; returns the CSV path. ``temperature`` and ``normal_from_mask``: as the model's
+    spec reads its class logits (:func:`buscad.prediction.calibrated`)."""
+    runner = calibrated(TorchRunner(model, prep.image_size), temperature, normal_from_mask)
     return write_results(run_dir, test, predict_cases(runner, arrays, test, positions, prep, tta=tta))
 
 
@@ -360,7 +362,8 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
     predictions = None
     if len(test_positions) and predict_test:
         predictions = write_test_predictions(module.model, arrays, frame.iloc[test_positions], test_positions,
-                                             prep, run_dir, tta=config.eval.tta)
+                                             prep, run_dir, tta=config.eval.tta,
+                                             normal_from_mask=spec.normal_from_mask)
     history = rundir.read_history(run_dir)
     best_epoch = None
     if not history.empty and config.train.monitor in history:
