@@ -297,3 +297,15 @@ def test_evaluate_with_tta_gives_the_map_of_predict_with_tta(tmp_path: Path, tin
     stored_mask = stored > THRESHOLD * 255
     tta_mask, plain_mask = lesion_mask(tta_map, THRESHOLD), lesion_mask(plain_map, THRESHOLD)
     assert (stored_mask != tta_mask).sum() < (stored_mask != plain_mask).sum() / 4
+
+
+def test_mask_gated_logits_agree_for_tensors_and_arrays():
+    from buscad.postprocess.probability import mask_gated_logits
+
+    rng = np.random.default_rng(0)
+    cls, seg = rng.standard_normal((3, 3)).astype(np.float32), rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    from_arrays = mask_gated_logits(cls, seg)
+    from_tensors = mask_gated_logits(torch.from_numpy(cls), torch.from_numpy(seg))
+    assert isinstance(from_arrays, np.ndarray) and isinstance(from_tensors, torch.Tensor)
+    np.testing.assert_allclose(from_tensors.numpy(), from_arrays, rtol=1e-6)
+    assert np.allclose(np.exp(from_arrays).sum(1), 1.0, atol=1e-5)

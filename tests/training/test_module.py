@@ -36,3 +36,22 @@ def test_a_lesion_only_class_loss_makes_the_spec_read_normal_from_the_mask(write
     path = write_tiny_config(synthetic_manifest, epochs=1)
     assert model_spec(load_config(path, ["loss.cls_images=lesion"])).normal_from_mask is True
     assert model_spec(load_config(path)).normal_from_mask is False
+
+
+def test_validation_accuracy_of_a_lesion_only_model_reads_normal_from_the_mask(write_tiny_config, synthetic_manifest):
+    """Checkpoints are chosen on validation accuracy: it must read the classes as predictions will."""
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=1), ["loss.cls_images=lesion"])
+    spec = model_spec(config)
+    model = create_model(config, spec)
+    final = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and not name.startswith("head")][-1]
+    head = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        final.bias += 30.0  # outlines the whole image
+        head.bias[:] = torch.tensor([10.0, 0.0, 5.0])  # the untrained "normal" logit would win the raw argmax
+    module = SegClsModule(model, config, spec).eval()
+    logged: dict[str, float] = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
+    batch = (torch.rand(2, 1, 64, 64), torch.ones(2, 1, 64, 64), torch.tensor([2, 2]), torch.ones(2, 3, dtype=torch.bool))
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+    assert logged["val_accuracy"] == 1.0  # a lesion is outlined, so not normal; the head names it malignant

@@ -55,22 +55,29 @@ def class_probabilities(classification: torch.Tensor | np.ndarray) -> torch.Tens
     return torch.softmax(logits, dim=1).numpy()
 
 
-def lesion_presence(segmentation: np.ndarray) -> np.ndarray:
-    """[B, C, H, W] segmentation logits → [B] image-level lesion probability: the highest pixel lesion
-    probability (the mask is empty exactly when it is at or below the mask threshold)."""
-    return lesion_probability(segmentation).reshape(len(segmentation), -1).max(axis=1)
+def _mask_gated(classification: torch.Tensor, segmentation: torch.Tensor, eps: float) -> torch.Tensor:
+    presence = _lesion_probability(segmentation.double()).flatten(1).amax(1).clamp(eps, 1.0 - eps)[:, None]
+    lesion = torch.log_softmax(classification.double()[:, 1:], dim=1)
+    return torch.cat([torch.log1p(-presence), torch.log(presence) + lesion], dim=1).float()
 
 
-def mask_gated_logits(classification: np.ndarray, segmentation: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Class log-probabilities [B, K] whose softmax is ``[1 − s, s · q_1, …, s · q_{K−1}]``: ``s`` =
-    :func:`lesion_presence` (p(lesion) from the segmentation), ``q`` = softmax over the lesion classes'
+@overload
+def mask_gated_logits(classification: torch.Tensor, segmentation: torch.Tensor, eps: float = ...) -> torch.Tensor: ...
+@overload
+def mask_gated_logits(classification: np.ndarray, segmentation: np.ndarray, eps: float = ...) -> np.ndarray: ...
+def mask_gated_logits(classification: torch.Tensor | np.ndarray, segmentation: torch.Tensor | np.ndarray,
+                      eps: float = 1e-6) -> torch.Tensor | np.ndarray:
+    """Class log-probabilities [B, K] whose softmax is ``[1 − s, s · q_1, …, s · q_{K−1}]``: ``s`` = the
+    image's highest pixel lesion probability (p(lesion) from the segmentation logits [B, C, H, W]; the mask
+    is empty exactly when it is at or below the mask threshold), ``q`` = softmax over the lesion classes'
     logits (column 0 is normal, as ``buscad.LABELS``). For a classifier trained on lesion images only,
     whose "normal" logit never learnt anything: normal is the mask's call, the lesion's class the
     classifier's, and p(malignant) / (p(benign) + p(malignant)) is the classifier's own."""
-    presence = torch.from_numpy(lesion_presence(segmentation)).double().clamp(eps, 1.0 - eps)[:, None]
-    lesion = torch.log_softmax(torch.from_numpy(np.ascontiguousarray(classification)).double()[:, 1:], dim=1)
-    gated = torch.cat([torch.log1p(-presence), torch.log(presence) + lesion], dim=1)
-    return gated.float().numpy()
+    if isinstance(classification, torch.Tensor) and isinstance(segmentation, torch.Tensor):
+        return _mask_gated(classification, segmentation, eps)
+    cls = torch.from_numpy(np.ascontiguousarray(classification, dtype=np.float32))
+    seg = torch.from_numpy(np.ascontiguousarray(segmentation, dtype=np.float32))
+    return _mask_gated(cls, seg, eps).numpy()
 
 
 def malignant_share(segmentation: np.ndarray) -> np.ndarray:

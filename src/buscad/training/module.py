@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from buscad.checkpoint import ModelSpec
-from buscad.postprocess.probability import lesion_mask, lesion_probability
+from buscad.postprocess.probability import lesion_mask, lesion_probability, mask_gated_logits
 from buscad.training.config import ExperimentConfig
 from buscad.training.optim import make_optimizer
 
@@ -82,7 +82,10 @@ class SegClsModule(pl.LightningModule):
             self.log("val_dice", dice, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=True)
             scores.append(dice)
         if self.has_classifier and output.classification is not None:
-            accuracy = (output.classification.argmax(1) == labels).float().mean()
+            logits = output.classification
+            if self.spec.normal_from_mask and output.segmentation is not None:  # read as predictions read it
+                logits = mask_gated_logits(logits.float(), output.segmentation.float())
+            accuracy = (logits.argmax(1) == labels).float().mean()
             self.log("val_accuracy", accuracy, on_epoch=True, batch_size=n, sync_dist=True, prog_bar=True)
             scores.append(accuracy)
         self.log("val_score", torch.stack(scores).mean(), on_epoch=True, batch_size=n, sync_dist=True)
