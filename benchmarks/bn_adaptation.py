@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from generalization import DATASETS_CITED
 
 from buscad import rundir
 from buscad.checkpoint import ModelBundle, load_bundle
@@ -105,8 +106,7 @@ def write_results(rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
     for row in rows:
         values = " | ".join(f"{row[k]:.3f}" for k in METRICS)
         lines.append(f"| {row['model']} | {row['variant']} | {row['batch_norm_layers']} | {row['n_adapt']} | {values} |")
-    lines += ["", "Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et "
-              "al., Medical Physics 51, 2024, 3110–3123). AdaBN: Li et al., Pattern Recognition 80, 2018, 109–117.", ""]
+    lines += ["", DATASETS_CITED + " AdaBN: Li et al., Pattern Recognition 80, 2018, 109–117.", ""]
     write_benchmark_results(RESULTS, "bn_adaptation", record, "\n".join(lines))
 
 

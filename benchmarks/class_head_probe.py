@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from bn_adaptation import score
+from generalization import DATASETS_CITED
 from torch.utils.data import DataLoader
 
 from buscad import rundir
@@ -140,8 +141,7 @@ def write_results(record: dict[str, Any]) -> None:
              "the three-way loss (control) or on lesion images only (read with p(normal) from the mask); `as "
              "trained`: the run's own head. Held-out part of each dataset; AUC of p(malignant | lesion).", "",
              *summary_lines(record["rows"]), "",
-             "Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., "
-             "Medical Physics 51, 2024, 3110–3123).", ""]
+             DATASETS_CITED, ""]
     write_benchmark_results(RESULTS, "class_head_probe", record, "\n".join(lines))
 
 

@@ -70,6 +70,9 @@ EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra"
 MANIFEST = {"busi": "busi_curated_folds.csv", "bus-bra": "bus_bra_folds.csv", "busi+bus-bra": "pool_folds.csv"}
 DEFAULT_TAG = "robust"  # the recipe's runs; other tags are variants (ablations)
 POOL_OVERRIDES = ["data.balance_by=[dataset,label]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
+DATASETS_CITED = ("Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., "
+                  "Medical Physics 51, 2024, 3110–3123).")
+"""The line every results file built from these datasets ends with (the sibling benchmark scripts import it)."""
 
 
 def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
@@ -308,8 +311,7 @@ def build_table(work: Path, tag: str) -> None:
                                                                          "sensitivity_malignant")), ""]
     if pending:
         lines += ["Not yet complete (not reported): " + "; ".join(pending), ""]
-    lines += ["Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et "
-              "al., Medical Physics 51, 2024, 3110–3123). Metrics: " + ", ".join(METRICS) + " (see "
+    lines += [DATASETS_CITED + " Metrics: " + ", ".join(METRICS) + " (see "
               "src/buscad/evaluation/cross_dataset.py). The malignancy AUC ranks lesion images by p(malignant | lesion) "
               "= p(malignant) / (p(benign) + p(malignant)).", ""]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines))

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 from bn_adaptation import score
+from generalization import DATASETS_CITED
 
 from buscad import rundir
 from buscad.checkpoint import load_bundle
@@ -198,8 +199,7 @@ def write_results(record: dict[str, Any]) -> None:
              "curated BUSI's images of the pool's same fold). `last_epoch_loss`: batch Dice + BCE on the tuned "
              "images, augmented by mirror flips only.", "",
              *_table(record["tail"], ("model", "tail", "test", "n", "last_epoch_loss"), METRICS), "",
-             "Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., "
-             "Medical Physics 51, 2024, 3110–3123).", ""]
+             DATASETS_CITED, ""]
     write_benchmark_results(RESULTS, "pool_diagnostics", record, "\n".join(lines))
 
 

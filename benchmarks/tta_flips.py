@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from generalization import DATASETS_CITED
 from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS
@@ -109,8 +110,7 @@ def markdown(record: dict[str, Any]) -> str:
             cells = [f"{values[m]['mean']:.3f} ± {values[m]['std']:.3f}" for m in metrics]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Data: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., "
-              "Medical Physics 51, 2024, 3110–3123).", ""]
+    lines += [DATASETS_CITED, ""]
     return "\n".join(lines)
 
 
