@@ -90,7 +90,8 @@ def make_checkpoint(path: Path, *, name: str = "unet", create_kwargs: dict[str, 
         "features": TINY_FEATURES, "cls_classes": cls_classes, "seg_classes": seg_classes}
     model = create(name, **kwargs).eval()
     if lesion_bias:
-        final = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        net = getattr(model, "backbone", model)  # the segmentation output, not a classification head's conv
+        final = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
         with torch.no_grad():
             final.bias += lesion_bias
     if adjust is not None:

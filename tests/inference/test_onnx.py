@@ -81,6 +81,18 @@ def test_onnx_predictor_needs_only_the_file_and_matches_torch(exported, predicto
         assert a.record["probabilities"] == pytest.approx(b.record["probabilities"], abs=1e-4)
 
 
+def test_the_lesion_pooled_head_exports_with_parity_at_two_sizes(tmp_path: Path, tiny_checkpoint) -> None:
+    from tests.helpers import TINY_FEATURES
+
+    ckpt = tiny_checkpoint(create_kwargs={"features": TINY_FEATURES, "cls_classes": 3, "cls_head": "lesion"},
+                           lesion_bias=2.0)  # outlines in part of the image, so the lesion pooling matters
+    result = export_onnx(ckpt, tmp_path / "lesion.onnx")
+    assert result.max_abs_diff <= PARITY_TOLERANCE
+    for shape in ((1, 1, 64, 64), (2, 1, 96, 64)):
+        batch = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+        assert _max_diff(result.path, ckpt, batch) <= PARITY_TOLERANCE
+
+
 def test_a_foreign_or_missing_onnx_file_is_a_model_error(tmp_path: Path) -> None:
     graph = onnx.helper.make_graph(
         [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",

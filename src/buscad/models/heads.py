@@ -24,6 +24,7 @@ class DenseHead(nn.Module):
     """
 
     roles = ("bottleneck",)
+    uses_segmentation = False
 
     def __init__(self, channels: dict[str, int], num_classes: int, hidden: int = 256, dropout: float = 0.0,
                  pool: str = "avg") -> None:
@@ -49,6 +50,7 @@ class MultiScaleHead(nn.Module):
     """
 
     roles = ("bottleneck", "skip", "decoder")
+    uses_segmentation = False
 
     def __init__(self, channels: dict[str, int], num_classes: int, conv_channels: int = 512, hidden: int = 256,
                  norm: str = "batch", dropout: float = 0.0) -> None:
@@ -58,21 +60,62 @@ class MultiScaleHead(nn.Module):
             nn.Conv2d(total, conv_channels, 3, padding=1, bias=False),
             _norm(norm, conv_channels),
             nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
         )
-        self.mlp = nn.Sequential(
-            nn.Linear(conv_channels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        self.mlp = self._mlp(conv_channels, hidden, dropout, num_classes)
+
+    @staticmethod
+    def _mlp(in_features: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
         )
 
-    def forward(self, features: dict[str, Tensor]) -> Tensor:
+    def fused(self, features: dict[str, Tensor]) -> Tensor:
+        """The fused feature map [B, conv_channels, h, w] at the resolution of the ``skip`` level."""
         skip = features["skip"]
         size = skip.shape[-2:]
         up = F.interpolate(features["bottleneck"], size=size, mode="bilinear", align_corners=False)
         decoder = features["decoder"]
         if decoder.shape[-2:] != size:
             decoder = F.interpolate(decoder, size=size, mode="bilinear", align_corners=False)
-        return self.mlp(self.fuse(torch.cat([up, skip, decoder], dim=1)))
+        return self.fuse(torch.cat([up, skip, decoder], dim=1))
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        return self.mlp(self.fused(features).mean(dim=(2, 3)))
 
 
-HEADS: dict[str, type[nn.Module]] = {"dense": DenseHead, "multiscale": MultiScaleHead}
+class LesionPooledHead(MultiScaleHead):
+    """The multi-scale head that also looks where the network outlines the lesion.
+
+    The fused map is pooled twice: over the whole image, and weighted by the network's own lesion
+    probability (Σ f·p / (Σ p + 1), so the lesion part fades to zero as the outline vanishes); the two
+    vectors, concatenated, go to the dense layers. Benign and malignant differ in the lesion and its
+    margin, while the background carries the scanner's texture and gain: pooling over the lesion gives
+    the classifier the first without averaging it into the second. ``detach_mask`` (default) keeps the
+    class loss from moving the outline through the weights; it still shapes the shared features.
+    """
+
+    uses_segmentation = True
+
+    def __init__(self, channels: dict[str, int], num_classes: int, conv_channels: int = 512, hidden: int = 256,
+                 norm: str = "batch", dropout: float = 0.0, detach_mask: bool = True) -> None:
+        super().__init__(channels, num_classes, conv_channels, hidden, norm, dropout)
+        self.detach_mask = detach_mask
+        self.mlp = self._mlp(2 * conv_channels, hidden, dropout, num_classes)
+
+    def forward(self, features: dict[str, Tensor], segmentation: Tensor) -> Tensor:  # type: ignore[override]
+        fused = self.fused(features)
+        weight = lesion_probability(segmentation.detach() if self.detach_mask else segmentation)
+        weight = F.adaptive_avg_pool2d(weight.to(fused.dtype), (fused.shape[-2], fused.shape[-1]))
+        lesion = (fused * weight).sum(dim=(2, 3)) / (weight.sum(dim=(2, 3)) + 1.0)
+        return self.mlp(torch.cat([lesion, fused.mean(dim=(2, 3))], dim=1))
+
+
+def lesion_probability(segmentation: Tensor) -> Tensor:
+    """[B, 1, H, W] probability of lesion from segmentation logits: sigmoid of one channel, or one minus
+    the background's softmax for class-coded masks (background, benign, malignant)."""
+    if segmentation.shape[1] == 1:
+        return torch.sigmoid(segmentation)
+    return 1 - torch.softmax(segmentation, dim=1)[:, :1]
+
+
+HEADS: dict[str, type[nn.Module]] = {"dense": DenseHead, "multiscale": MultiScaleHead, "lesion": LesionPooledHead}

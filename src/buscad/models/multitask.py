@@ -82,7 +82,11 @@ class SegmentationModel(nn.Module):
         segmentation, deep = self.backbone(x)
         classification = None
         if self.head is not None:
-            classification = self.head(self._take_features())
+            features = self._take_features()
+            if getattr(self.head, "uses_segmentation", False):
+                classification = self.head(features, segmentation)
+            else:
+                classification = self.head(features)
         if not (self.training and self.deep_supervision):
             deep = None
         return ModelOutput(segmentation, classification, deep)

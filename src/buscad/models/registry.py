@@ -15,6 +15,7 @@ from torch import nn
 
 from buscad.errors import ModelError
 from buscad.models.base import _ALIASES, _REGISTRY, Backbone, ModelInfo
+from buscad.models.heads import HEADS
 
 
 def _load_builtin() -> None:
@@ -53,7 +54,7 @@ def create(
     """Build a registered model; its forward returns :class:`buscad.models.ModelOutput`.
 
     Segmentation models need ``seg_classes >= 1``; a classification head is added when
-    ``cls_classes > 0`` (``cls_head`` ``dense`` or ``multiscale``; default ``dense``). Classifiers take
+    ``cls_classes > 0`` (``cls_head`` ``dense``, ``multiscale`` or ``lesion``; default ``dense``). Classifiers take
     ``seg_classes=0`` and ``cls_classes >= 1``. ``pretrained="imagenet"`` initialises library encoders
     through their normal download path; ``weights=PATH`` then loads a full local state dict (strict).
     Unknown options and impossible combinations raise :class:`buscad.errors.ModelError`.
@@ -64,8 +65,8 @@ def create(
     info = get_model_info(name)
     if in_channels < 1:
         raise ModelError(f"model {info.name}: in_channels must be >= 1, got {in_channels}")
-    if cls_head is not None and cls_head not in ("dense", "multiscale"):
-        raise ModelError(f"model {info.name}: cls_head must be 'dense', 'multiscale' or None, got {cls_head!r}")
+    if cls_head is not None and cls_head not in HEADS:
+        raise ModelError(f"model {info.name}: cls_head must be {', '.join(map(repr, HEADS))} or None, got {cls_head!r}")
     if cls_head is not None and cls_classes < 1:
         raise ModelError(f"model {info.name}: cls_head={cls_head!r} needs cls_classes >= 1")
     if pretrained is not None and pretrained not in info.pretrained:

@@ -76,7 +76,8 @@ class ModelConfig(_Strict):
 
     name: str = "unet"
     segmentation: bool = Field(True, description="false for image classifiers (cnn, vgg19, mobilenet)")
-    cls_head: Literal["dense", "multiscale"] | None = Field("multiscale", description="None = segmentation only")
+    cls_head: Literal["dense", "multiscale", "lesion"] | None = Field(
+        "multiscale", description="None = segmentation only; lesion = multiscale pooled over the predicted lesion too")
     deep_supervision: bool = False
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the model")
     pretrained: str | None = None
