@@ -55,3 +55,17 @@ def test_validation_accuracy_of_a_lesion_only_model_reads_normal_from_the_mask(w
     with torch.no_grad():
         module.validation_step(batch, 0)
     assert logged["val_accuracy"] == 1.0  # a lesion is outlined, so not normal; the head names it malignant
+
+
+def test_config_lesion_pooled_head_builds_and_trains_a_step(write_tiny_config, synthetic_manifest):
+    from buscad.models.heads import LesionPooledHead
+
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=1), ["model.cls_head=lesion"])
+    spec = model_spec(config)
+    module = SegClsModule(create_model(config, spec), config, spec)
+    assert isinstance(module.model.head, LesionPooledHead)
+    module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer to log to
+    torch.manual_seed(0)
+    batch = (torch.rand(2, 1, 64, 64), torch.zeros(2, 1, 64, 64), torch.tensor([1, 2]), torch.ones(2, 3, dtype=torch.bool))
+    module.training_step(batch, 0).backward()
+    assert all(p.grad is not None for name, p in module.model.named_parameters() if name.startswith("head.mlp"))
