@@ -50,7 +50,7 @@ def test_lesion_part_is_the_feature_mean_over_the_outline_and_global_part_the_im
     assert torch.allclose(pooled[:, 5:], fused.mean(dim=(2, 3)), atol=1e-6)
 
 
-def test_the_lesion_part_moves_the_class_and_only_features_under_the_outline_count() -> None:
+def test_an_outline_changes_the_class_logits_and_the_plain_head_sees_only_the_global_mean() -> None:
     head = LesionPooledHead(CHANNELS, 3, conv_channels=5, hidden=7).eval()
     plain = MultiScaleHead(CHANNELS, 3, conv_channels=5, hidden=7).eval()
     feats = features(batch=1)
