@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from buscad.models import create
-from buscad.models.heads import LesionPooledHead, MultiScaleHead, lesion_probability
+from buscad.models.heads import LesionPooledHead, MultiScaleHead
 
 CHANNELS = {"bottleneck": 8, "skip": 6, "decoder": 4}
 
@@ -26,14 +26,6 @@ def mlp_input(head: torch.nn.Module, *args: torch.Tensor) -> torch.Tensor:
     finally:
         hook.remove()
     return seen[0]
-
-
-def test_lesion_probability_of_one_channel_and_of_class_coded_logits() -> None:
-    logits = torch.tensor([[[[0.0, 2.0]]]])
-    assert torch.allclose(lesion_probability(logits), torch.sigmoid(logits))
-    coded = torch.tensor([[[[3.0]], [[1.0]], [[0.0]]]])  # background, benign, malignant
-    expected = 1 - torch.exp(torch.tensor(3.0)) / torch.exp(torch.tensor([3.0, 1.0, 0.0])).sum()
-    assert torch.allclose(lesion_probability(coded), expected.reshape(1, 1, 1, 1))
 
 
 def test_lesion_part_is_the_feature_mean_over_the_outline_and_global_part_the_image_mean() -> None:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from buscad.postprocess.probability import lesion_probability
+
 
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
@@ -104,18 +106,10 @@ class LesionPooledHead(MultiScaleHead):
 
     def forward(self, features: dict[str, Tensor], segmentation: Tensor) -> Tensor:  # type: ignore[override]
         fused = self.fused(features)
-        weight = lesion_probability(segmentation.detach() if self.detach_mask else segmentation)
+        weight = lesion_probability(segmentation.detach() if self.detach_mask else segmentation).unsqueeze(1)
         weight = F.adaptive_avg_pool2d(weight.to(fused.dtype), (fused.shape[-2], fused.shape[-1]))
         lesion = (fused * weight).sum(dim=(2, 3)) / (weight.sum(dim=(2, 3)) + 1.0)
         return self.mlp(torch.cat([lesion, fused.mean(dim=(2, 3))], dim=1))
-
-
-def lesion_probability(segmentation: Tensor) -> Tensor:
-    """[B, 1, H, W] probability of lesion from segmentation logits: sigmoid of one channel, or one minus
-    the background's softmax for class-coded masks (background, benign, malignant)."""
-    if segmentation.shape[1] == 1:
-        return torch.sigmoid(segmentation)
-    return 1 - torch.softmax(segmentation, dim=1)[:, :1]
 
 
 HEADS: dict[str, type[nn.Module]] = {"dense": DenseHead, "multiscale": MultiScaleHead, "lesion": LesionPooledHead}
