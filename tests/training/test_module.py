@@ -15,6 +15,7 @@ def _head_gradient(cls_images: str, labels: list[int], write_tiny_config, synthe
     config = load_config(write_tiny_config(synthetic_manifest, epochs=1), [f"loss.cls_images={cls_images}"])
     spec = model_spec(config)
     module = SegClsModule(create_model(config, spec), config, spec)
+    module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer to log to
     n = len(labels)
     torch.manual_seed(0)
     batch = (torch.rand(n, 1, 64, 64), torch.zeros(n, 1, 64, 64), torch.tensor(labels),
