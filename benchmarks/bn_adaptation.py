@@ -25,7 +25,6 @@ Brief 28, 2020, 104863).
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from generalization import DATASETS_CITED
+from generalization import DATASETS_CITED, probe_parser
 
 from buscad import rundir
 from buscad.checkpoint import ModelBundle, load_bundle
@@ -111,10 +110,7 @@ def write_results(rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"),
-                        help="generalization.py's work folder (manifests, cache)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = probe_parser(__doc__)
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR of BUSI-trained fold runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

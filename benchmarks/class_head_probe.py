@@ -22,7 +22,6 @@ Physics 51, 2024, 3110–3123).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from bn_adaptation import score
-from generalization import DATASETS_CITED
+from generalization import DATASETS_CITED, probe_parser
 from torch.utils.data import DataLoader
 
 from buscad import rundir
@@ -146,12 +145,9 @@ def write_results(record: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"),
-                        help="generalization.py's work folder (manifests, cache, runs)")
+    parser = probe_parser(__doc__)
     parser.add_argument("--tag", default="bdpbn", help="the generalization.py tag of the pooled runs")
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     record: dict[str, Any] = {**benchmark_header("class_head_probe.py"), "tag": args.tag, "folds": args.folds,

@@ -32,7 +32,6 @@ Cite the datasets wherever these figures are used: BUS-BRA (Gómez-Flores et al.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -50,7 +49,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generalization import FOLDS, MANIFEST, REPO, SHARED, prepare_manifests
+from generalization import FOLDS, MANIFEST, REPO, SHARED, prepare_manifests, probe_parser
 
 from buscad import rundir
 from buscad.data.images import read_grayscale
@@ -327,8 +326,7 @@ def markdown(record: Mapping[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"))
+    parser = probe_parser(__doc__, threads=False)
     parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
     parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
     parser.add_argument("--tag", default="robust", help="recipe tag of the BUS-BRA-trained runs")

@@ -26,7 +26,6 @@ Physics 51, 2024, 3110–3123).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -46,7 +45,7 @@ from buscad.training.provenance import benchmark_header, write_benchmark_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generalization import EXTERNAL  # training set → the manifest of the other dataset, as its runs used it
+from generalization import EXTERNAL, probe_parser  # training set → the manifest of the other dataset, as its runs used it
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLD = 0.5
@@ -99,8 +98,7 @@ def table_row(tag: str, folds: list[dict[str, float]], ensemble: dict[str, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/work/gen"), help="generalization.py's work folder")
+    parser = probe_parser(__doc__, threads=False)
     parser.add_argument("--train", choices=list(TRAINED), default="busi", help="the fold models' training dataset")
     parser.add_argument("--tag", action="append", required=True, help="a variant of generalization.py (repeatable)")
     parser.add_argument("--name", help="results/fold_ensemble_TRAIN_NAME.{md,json} instead of fold_ensemble_TRAIN")

@@ -318,10 +318,22 @@ def build_table(work: Path, tag: str) -> None:
     print("\n".join(lines))
 
 
+WORK = Path("/tmp/buscad-generalization")  # the default work folder of this script and of its sibling probes
+
+
+def probe_parser(doc: str | None, *, threads: bool = True) -> argparse.ArgumentParser:
+    """The command line shared by the scripts that read this script's work folder: ``--work`` (and ``--threads``)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser.add_argument("--work", type=Path, default=WORK, help="generalization.py's work folder (manifests, cache, runs)")
+    if threads:
+        parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    return parser
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=("prepare", "run", "rescore", "repredict", "ensemble", "save", "table"))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"))
+    parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
     parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
     parser.add_argument("--train", choices=tuple(TRAIN_SETS), default="busi")

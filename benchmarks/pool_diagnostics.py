@@ -28,7 +28,6 @@ Physics 51, 2024, 3110–3123).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 from bn_adaptation import score
-from generalization import DATASETS_CITED
+from generalization import DATASETS_CITED, probe_parser
 
 from buscad import rundir
 from buscad.checkpoint import load_bundle
@@ -204,12 +203,9 @@ def write_results(record: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/buscad-generalization"),
-                        help="generalization.py's work folder (manifests, cache, runs)")
+    parser = probe_parser(__doc__)
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--tag", default="bdpbn", help="the generalization.py tag of both runs")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     record: dict[str, Any] = {**benchmark_header("pool_diagnostics.py"), "fold": args.fold, "tag": args.tag}

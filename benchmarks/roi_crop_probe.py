@@ -24,7 +24,6 @@ Cite: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from generalization import probe_parser  # the sibling script: benchmarks/ is on sys.path
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
@@ -172,8 +172,7 @@ def build_table() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/work/gen"), help="generalization.py's work folder")
+    parser = probe_parser(__doc__, threads=False)
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--tag", default="robust", help="tag of the whole-image BUS-BRA run")
     parser.add_argument("--table", action="store_true", help="only gather the saved folds into the table")

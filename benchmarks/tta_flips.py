@@ -19,7 +19,6 @@ Physics 51, 2024, 3110–3123).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from generalization import DATASETS_CITED
+from generalization import DATASETS_CITED, probe_parser
 from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS
@@ -115,8 +114,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/work/gen"), help="generalization.py's work folder")
+    parser = probe_parser(__doc__, threads=False)
     parser.add_argument("--tag", default="robust")
     parser.add_argument("--datasets", nargs="+", choices=tuple(DATASETS), default=list(DATASETS))
     args = parser.parse_args()
