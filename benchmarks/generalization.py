@@ -40,7 +40,9 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -287,7 +289,8 @@ def build_table(work: Path, tag: str) -> None:
         per_fold = {f: pd.read_csv(paths[0], keep_default_na=False, na_values=[""]) for f, paths in complete.items()}
         records = [json.loads(paths[1].read_text()) for paths in complete.values()]
         cost = {"minutes_per_fold": round(sum(r["fit_minutes"] for r in records) / k, 2),
-                "images_per_second": round(sum(r["images_per_second"] for r in records) / k, 2)}
+                "images_per_second": round(sum(r["images_per_second"] for r in records) / k, 2),
+                "precision": precision_counts(records)}
         for row in cross_dataset_rows(per_fold, train_set, by=("dataset",)):
             rows.append(row | cost)
         for row in cross_dataset_rows(per_fold, train_set, by=("dataset", "device")):
@@ -304,7 +307,8 @@ def build_table(work: Path, tag: str) -> None:
              markdown_table(rows), ""]
     if rows:
         lines += ["Cost per fold (CPU): " + "; ".join(
-            f"{r['train']}: {r['minutes_per_fold']} min, {r['images_per_second']} images/s" for r in rows
+            f"{r['train']}: {r['minutes_per_fold']} min, {r['images_per_second']} images/s ({r['precision']})"
+            for r in rows
             if r["test"] == r["train"].split("+")[0]), ""]
     if devices:
         lines += ["## BUS-BRA by scanner", "", markdown_table(devices, ("dice_lesion", "auc_malignant_vs_benign",
@@ -328,6 +332,13 @@ def probe_parser(doc: str | None, *, threads: bool = True) -> argparse.ArgumentP
     if threads:
         parser.add_argument("--threads", type=int, default=2, help="torch threads")
     return parser
+
+
+def precision_counts(records: list[dict[str, Any]]) -> str:
+    """The folds' training precisions, e.g. ``bf16-mixed × 2, 32-true × 2``: ``auto`` picks by CPU, so folds trained
+    on different machines can differ, and their mean cost then mixes machines."""
+    counts = Counter(str(r.get("precision", "unrecorded")) for r in records)
+    return ", ".join(f"{name} × {n}" for name, n in counts.most_common())
 
 
 def main() -> None:
