@@ -64,12 +64,19 @@ def test_the_shipped_model_verifies_and_has_a_card():
     assert docs_card.read_text(encoding="utf-8") == model.card  # one card, two places
 
 
+# The pinned answers come from the int8 model on a CPU with VNNI; ONNX Runtime's int8 kernels for CPUs without it
+# (AVX2 only) sum in 16 bits first and round differently: on an AVX2-only AMD EPYC, bus_0012's benign/malignant
+# probabilities moved +0.024 / -0.028 (the other three examples exact, outlines within 27 pixels). A changed model or
+# changed preprocessing moves them far more.
+PROBABILITY_TOLERANCE = 0.04
+
+
 def _acceptable_labels(pinned: dict) -> set[str]:
     """The pinned refined label; for a lesion whose benign and malignant probabilities were a near-tie
-    (within 0.02, the probability tolerance below) either lesion class, since int8 kernels round
-    differently on other CPUs."""
+    (within the probability tolerance) either lesion class, since int8 kernels round differently on other CPUs."""
     probabilities = pinned["probabilities"]
-    if pinned["refined_label"] in ("benign", "malignant") and abs(probabilities["benign"] - probabilities["malignant"]) < 0.02:
+    near_tie = abs(probabilities["benign"] - probabilities["malignant"]) < PROBABILITY_TOLERANCE
+    if pinned["refined_label"] in ("benign", "malignant") and near_tie:
         return {"benign", "malignant"}
     return {pinned["refined_label"]}
 
@@ -87,7 +94,7 @@ def test_the_shipped_model_still_gives_the_pinned_answers_on_the_examples():
         assert result.record["refined_label"] in _acceptable_labels(want), path.name
         assert abs(int(result.mask.sum()) - want["lesion_pixels"]) <= max(50, 0.03 * want["lesion_pixels"]), path.name
         for label, p in want["probabilities"].items():
-            assert result.record["probabilities"][label] == pytest.approx(p, abs=0.02), (path.name, label)
+            assert result.record["probabilities"][label] == pytest.approx(p, abs=PROBABILITY_TOLERANCE), (path.name, label)
 
 
 def test_predict_without_a_model_uses_the_builtin_one(tmp_path):
