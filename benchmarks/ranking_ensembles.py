@@ -1,0 +1,99 @@
+"""How far does averaging BUSI-only models lift the malignancy ranking on BUS-BRA? From committed records only.
+
+    python3 benchmarks/ranking_ensembles.py                                  # results/ranking_ensembles.{md,json}
+    python3 benchmarks/ranking_ensembles.py --set lesioncls,lesionclahe ...  # other member sets
+
+Why: issue 14's criterion a asks a curated-BUSI model for a benign-vs-malignant AUC of 0.80 on BUS-BRA; pairs of
+models (docs/generalization.md §8) reach 0.769. Whether more members would reach 0.80 needs no training: every
+variant's per-image class probabilities are committed (``results/generalization_folds/TAG/busi/fold_K.csv``, one
+row per test image of fold K's model: its BUSI test part and all 1875 BUS-BRA images). For each member set and
+fold K, the members' fold-K probabilities are summed per image and the AUC of p(malignant | lesion) =
+p(malignant) / (p(benign) + p(malignant)) is taken over the lesion images — the product's ensemble averages class
+probabilities the same way (``buscad.ensemble``), so a pair reproduces its ``generalization.py ensemble`` figure
+(lesion-only + CLAHE twin, mirror: 0.769 ± 0.018). Mean ± std over the 4 folds, each member trained on fold K's
+training part only; the cost is the sum of the members' training minutes. Ranking only: outlines need the
+probability maps, which the records do not keep.
+Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical
+Physics 51, 2024, 3110–3123).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from buscad.training.provenance import benchmark_header, write_benchmark_results
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FOLDS = RESULTS / "generalization_folds"
+N_FOLDS = 4
+DATASETS = ("bus-bra", "busi")
+DEFAULT_SETS = ("lesioncls", "lesionclahe", "bdpbnclahe", "lesioncls,bdpbnclahe", "lesioncls,lesionclahe",
+                "lesioncls,lesionclahe,bdpbnclahe", "lesioncls,lesionclahe,bdpbnclahe,bdpbn,bdpbns1,lesionpool")
+
+
+def fold_record(tag: str, fold: int) -> tuple[pd.DataFrame, float]:
+    """Fold ``fold``'s per-image predictions of variant ``tag`` (indexed by case id) and its training minutes."""
+    stem = FOLDS / tag / "busi" / f"fold_{fold}"
+    frame = pd.read_csv(stem.with_suffix(".csv"), keep_default_na=False, na_values=[""]).set_index("case_id")
+    return frame, float(json.loads(stem.with_suffix(".json").read_text())["fit_minutes"])
+
+
+def malignancy_auc(members: list[pd.DataFrame], dataset: str) -> float:
+    """AUC of the members' summed p(malignant | lesion) over ``dataset``'s lesion images."""
+    first = members[0]
+    lesions = first[(first["dataset"] == dataset) & (first["label"] != "normal")].index
+    benign = sum(m.loc[lesions, "prob_benign"] for m in members)
+    malignant = sum(m.loc[lesions, "prob_malignant"] for m in members)
+    return float(roc_auc_score(first.loc[lesions, "label"] == "malignant", malignant / (benign + malignant)))
+
+
+def score_set(tags: list[str]) -> dict[str, Any]:
+    per_fold: dict[str, list[float]] = {d: [] for d in DATASETS}
+    minutes = 0.0
+    for fold in range(N_FOLDS):
+        records = [fold_record(tag, fold) for tag in tags]
+        minutes += sum(m for _, m in records)
+        for dataset in DATASETS:
+            per_fold[dataset].append(malignancy_auc([frame for frame, _ in records], dataset))
+    row: dict[str, Any] = {"members": "+".join(tags), "n_members": len(tags),
+                           "minutes_per_fold": round(minutes / N_FOLDS, 1)}
+    for dataset, values in per_fold.items():
+        row[dataset] = {"mean": round(statistics.mean(values), 3), "std": round(statistics.stdev(values), 3),
+                        "folds": [round(v, 3) for v in values]}
+    return row
+
+
+def write_results(record: dict[str, Any]) -> None:
+    lines = ["# Averaging BUSI-only models: the malignancy ranking on BUS-BRA", "",
+             f"`{record['command']}` — {record['date']}; from committed per-image records, no training.", "",
+             "Curated BUSI, 4 folds; each member set's fold-K models' class probabilities averaged per image; AUC of "
+             "p(malignant | lesion), mean ± std over the folds; no mirror averaging. Cost: the "
+             "members' training minutes per fold, summed (the CPU each fold ran on: its record).", "",
+             "| members | n | CPU min per fold | BUS-BRA AUC | per fold | BUSI AUC |", "|---|---|---|---|---|---|"]
+    for row in record["rows"]:
+        bra, busi = row["bus-bra"], row["busi"]
+        lines.append(f"| {row['members']} | {row['n_members']} | {row['minutes_per_fold']} | "
+                     f"{bra['mean']:.3f} ± {bra['std']:.3f} | {', '.join(f'{v:.3f}' for v in bra['folds'])} | "
+                     f"{busi['mean']:.3f} ± {busi['std']:.3f} |")
+    lines += ["", __doc__.split("Cite: ")[1].replace("\n", " ").strip(), ""]
+    write_benchmark_results(RESULTS, "ranking_ensembles", record, "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--set", action="append", help="comma-separated generalization.py tags (repeatable)")
+    args = parser.parse_args()
+    sets = args.set or list(DEFAULT_SETS)
+    record = {**benchmark_header("ranking_ensembles.py"), "rows": [score_set(s.split(",")) for s in sets]}
+    write_results(record)
+
+
+if __name__ == "__main__":
+    main()
