@@ -327,7 +327,7 @@ WORK = Path("/tmp/buscad-generalization")  # the default work folder of this scr
 
 def probe_parser(doc: str | None, *, threads: bool = True) -> argparse.ArgumentParser:
     """The command line shared by the scripts that read this script's work folder: ``--work`` (and ``--threads``)."""
-    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=WORK, help="generalization.py's work folder (manifests, cache, runs)")
     if threads:
         parser.add_argument("--threads", type=int, default=2, help="torch threads")
