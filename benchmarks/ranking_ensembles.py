@@ -22,17 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from generalization import RESULTS, TRAIN_SETS, fold_record_paths  # the sibling script: benchmarks/ is on sys.path
 from sklearn.metrics import roc_auc_score
 
 from buscad.training.provenance import benchmark_header, write_benchmark_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
-FOLDS = RESULTS / "generalization_folds"
-N_FOLDS = 4
+N_FOLDS = TRAIN_SETS["busi"]
 DATASETS = ("bus-bra", "busi")
 DEFAULT_SETS = ("lesioncls", "lesionclahe", "bdpbnclahe", "lesioncls,bdpbnclahe", "lesioncls,lesionclahe",
                 "lesioncls,lesionclahe,bdpbnclahe", "lesioncls,lesionclahe,bdpbnclahe,bdpbn,bdpbns1,lesionpool")
@@ -40,9 +38,9 @@ DEFAULT_SETS = ("lesioncls", "lesionclahe", "bdpbnclahe", "lesioncls,bdpbnclahe"
 
 def fold_record(tag: str, fold: int) -> tuple[pd.DataFrame, float]:
     """Fold ``fold``'s per-image predictions of variant ``tag`` (indexed by case id) and its training minutes."""
-    stem = FOLDS / tag / "busi" / f"fold_{fold}"
-    frame = pd.read_csv(stem.with_suffix(".csv"), keep_default_na=False, na_values=[""]).set_index("case_id")
-    return frame, float(json.loads(stem.with_suffix(".json").read_text())["fit_minutes"])
+    table_path, record_path = fold_record_paths("busi", fold, tag)
+    frame = pd.read_csv(table_path, keep_default_na=False, na_values=[""]).set_index("case_id")
+    return frame, float(json.loads(record_path.read_text())["fit_minutes"])
 
 
 def malignancy_auc(members: list[pd.DataFrame], dataset: str) -> float:
