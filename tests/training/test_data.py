@@ -157,3 +157,39 @@ def test_classes_per_group_allows_only_what_a_dataset_has():
     allowed = tdata.classes_per_group(frame, np.ones(5, dtype=bool))
     assert allowed[:3].all()
     assert allowed[3:].tolist() == [[False, True, True], [False, True, True]]
+
+
+def test_random_intensity_network_remaps_intensity_but_never_the_mask():
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 10:30] = 1
+    image = (mask * 150 + np.random.default_rng(0).integers(0, 60, (64, 64))).astype(np.uint8)
+    cfg = AugmentConfig(gin=1.0, rotation=0, hflip=0, shift=0, zoom_min=1.0)
+    plain = AugmentConfig(rotation=0, hflip=0, shift=0, zoom_min=1.0)
+    outputs = []
+    for seed in range(8):
+        out_image, out_mask = augment_pair(image, mask, cfg, np.random.default_rng(seed))
+        assert np.array_equal(out_mask, mask)  # intensity only
+        assert out_image.dtype == np.uint8 and out_image.min() == 0 and out_image.max() == 255
+        same, _ = augment_pair(image, mask, cfg, np.random.default_rng(seed))
+        assert np.array_equal(same, out_image)  # a function of the generator
+        outputs.append(out_image.astype(float))
+        # each draw is a different remap, not the identity
+        assert np.abs(out_image.astype(float) - image).mean() > 2
+    assert min(np.abs(a - b).mean() for i, a in enumerate(outputs) for b in outputs[i + 1:]) > 1
+    unchanged, _ = augment_pair(image, mask, plain, np.random.default_rng(0))
+    assert np.array_equal(unchanged, image)  # gin = 0 (the default) leaves intensities alone
+
+
+def test_random_intensity_network_keeps_the_lesion_boundary():
+    """The remap is local (kernels of 1 or 3 px, four layers): an edge in the image stays at the same place."""
+    image = np.full((64, 64), 40, np.uint8)
+    image[:, 32:] = 200
+    moved = []
+    for seed in range(10):
+        out = tdata.random_intensity_network(image, np.random.default_rng(seed)).astype(float)
+        profile = out.mean(axis=0)
+        if np.ptp(profile) > 0:
+            moved.append(abs(int(np.argmax(np.abs(np.diff(profile)))) - 31))
+    assert moved and max(moved) <= 4
+    flat = np.full((16, 16), 90, np.uint8)
+    assert np.array_equal(tdata.random_intensity_network(flat, np.random.default_rng(0)), flat)

@@ -40,6 +40,8 @@ class AugmentConfig(_Strict):
     brightness: float = Field(0.0, ge=0, le=0.5, description="max brightness shift, fraction of full scale (0 = off)")
     blur: float = Field(0.0, ge=0, le=5, description="max Gaussian blur sigma in pixels, half the images (0 = off)")
     noise: float = Field(0.0, ge=0, le=0.3, description="max std of additive Gaussian noise, fraction of full scale")
+    gin: float = Field(0.0, ge=0, le=1, description="probability of a random shallow-network intensity remap "
+                       "(GIN, Ouyang et al. 2022), before the other intensity changes (0 = off)")
 
 
 class DataConfig(_Strict):

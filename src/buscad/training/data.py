@@ -139,9 +139,51 @@ def augment_pair(
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     mask = cv2.warpAffine(np.ascontiguousarray(mask), matrix, (size, size), flags=cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if cfg.gin > 0 and rng.random() < cfg.gin:
+        image = random_intensity_network(image, rng)
     if any(v > 0 for v in (cfg.gamma, cfg.speckle, cfg.contrast, cfg.brightness, cfg.blur, cfg.noise)):
         image = _intensity(image, cfg, rng)
     return image, mask
+
+
+GIN_LAYERS, GIN_CHANNELS, GIN_KERNELS = 4, 2, (1, 3)
+"""The random network of :func:`random_intensity_network`: the published GIN's defaults (4 layers, 2
+intermediate channels, each layer's kernel 1×1 or 3×3)."""
+
+
+def random_intensity_network(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The image through a freshly drawn, untrained shallow conv net (conv + leaky ReLU, Gaussian weights),
+    mixed with the original by a random share and rescaled to the full 8-bit range: Global Intensity
+    Non-linear augmentation (GIN; Ouyang et al., IEEE TMI 42 (2023) 1095–1106, arXiv:2111.12525).
+
+    Scanners differ in how tissue maps to gray values and texture (transfer curve, speckle, filtering),
+    which per-pixel gamma/contrast changes do not span; a random network remaps local intensity and
+    texture while keeping shapes where they are, so the model must read the lesion's shape and
+    layout, which carry across scanners. The mask is untouched. Returns uint8.
+    """
+    original = image.astype(np.float32) / 255.0
+    maps = [original]
+    for layer in range(GIN_LAYERS):
+        last = layer == GIN_LAYERS - 1
+        size = int(rng.choice(GIN_KERNELS))
+        weights = rng.standard_normal((1 if last else GIN_CHANNELS, len(maps), size, size)).astype(np.float32)
+        shifts = np.asarray(rng.standard_normal((weights.shape[0],)), dtype=np.float32)
+        outputs: list[np.ndarray] = []
+        for out, shift in zip(weights, shifts, strict=True):
+            total = np.zeros_like(original)
+            for channel, kernel in zip(maps, out, strict=True):
+                total += cv2.filter2D(channel, -1, kernel, borderType=cv2.BORDER_REFLECT)
+            total += shift
+            outputs.append(total if last else np.where(total > 0, total, 0.01 * total))
+        maps = outputs
+    share = rng.uniform(0.0, 1.0)
+    remapped = maps[0]
+    scale = float(np.linalg.norm(original)) / max(float(np.linalg.norm(remapped)), 1e-6)  # GIN's Frobenius norm
+    mixed = share * remapped * scale + (1.0 - share) * original
+    low, high = float(mixed.min()), float(mixed.max())
+    if high - low < 1e-6:
+        return image
+    return np.clip((mixed - low) / (high - low) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _affine_matrix(size: int, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
