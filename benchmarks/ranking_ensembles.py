@@ -33,7 +33,8 @@ from buscad.training.provenance import benchmark_header, write_benchmark_results
 N_FOLDS = TRAIN_SETS["busi"]
 DATASETS = ("bus-bra", "busi")
 DEFAULT_SETS = ("lesioncls", "lesionclahe", "bdpbnclahe", "lesioncls,bdpbnclahe", "lesioncls,lesionclahe",
-                "lesioncls,lesionclahe,bdpbnclahe", "lesioncls,lesionclahe,bdpbnclahe,bdpbn,bdpbns1,lesionpool")
+                "lesioncls,lesionclahe,bdpbnclahe", "lesioncls,lesionclahe,bdpbnclahe,bdpbn,bdpbns1,lesionpool",
+                "lesiongin", "lesioncls,lesiongin", "lesiongin,lesionclahe", "lesioncls,lesionclahe,lesiongin")
 
 
 def fold_record(tag: str, fold: int) -> tuple[pd.DataFrame, float]:
