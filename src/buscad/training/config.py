@@ -41,7 +41,7 @@ class AugmentConfig(_Strict):
     blur: float = Field(0.0, ge=0, le=5, description="max Gaussian blur sigma in pixels, half the images (0 = off)")
     noise: float = Field(0.0, ge=0, le=0.3, description="max std of additive Gaussian noise, fraction of full scale")
     gin: float = Field(0.0, ge=0, le=1, description="probability of a random shallow-network intensity remap "
-                       "(GIN, Ouyang et al. 2022), before the other intensity changes (0 = off)")
+                       "(GIN, Ouyang et al. 2023), before the other intensity changes (0 = off)")
 
 
 class DataConfig(_Strict):
