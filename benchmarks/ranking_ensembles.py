@@ -28,6 +28,7 @@ import pandas as pd
 from generalization import RESULTS, TRAIN_SETS, fold_record_paths  # the sibling script: benchmarks/ is on sys.path
 from sklearn.metrics import roc_auc_score
 
+from buscad.evaluation.cross_dataset import malignant_given_lesion
 from buscad.training.provenance import benchmark_header, write_benchmark_results
 
 N_FOLDS = TRAIN_SETS["busi"]
@@ -48,9 +49,9 @@ def malignancy_auc(members: list[pd.DataFrame], dataset: str) -> float:
     """AUC of the members' summed p(malignant | lesion) over ``dataset``'s lesion images."""
     first = members[0]
     lesions = first[(first["dataset"] == dataset) & (first["label"] != "normal")].index
-    benign = sum(m.loc[lesions, "prob_benign"] for m in members)
-    malignant = sum(m.loc[lesions, "prob_malignant"] for m in members)
-    return float(roc_auc_score(first.loc[lesions, "label"] == "malignant", malignant / (benign + malignant)))
+    summed = pd.DataFrame({column: sum(m.loc[lesions, column] for m in members)
+                           for column in ("prob_benign", "prob_malignant")})
+    return float(roc_auc_score(first.loc[lesions, "label"] == "malignant", malignant_given_lesion(summed)))
 
 
 def score_set(tags: list[str]) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def augment_pair(
     image: np.ndarray, mask: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """One random affine transform (flip, rotation, zoom, stretch, shift) applied to image and mask alike,
-    then intensity changes (gamma, contrast, brightness, blur, speckle, noise) to the image only.
+    then intensity changes (a random-network remap, gamma, contrast, brightness, blur, speckle, noise) to the
+    image only.
 
     The geometric and intensity ranges are what separates scanners and hospitals (framing, aspect of
     the crop, gain, dynamic range, resolution, speckle), so widening them is the cheap way to make a
