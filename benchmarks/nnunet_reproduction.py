@@ -25,19 +25,16 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from step_timing import Variant, alternate, infer_step, train_step
+from torch import nn
 
 from buscad.checkpoint import build_model
-from buscad.hardware import autocast_cpu, cpu_bf16_units
+from buscad.hardware import cpu_bf16_units
 from buscad.io import write_text_atomic
 from buscad.losses import MultiTaskLoss
 from buscad.models import create
@@ -48,21 +45,6 @@ from buscad.training.optim import make_optimizer
 from buscad.training.runner import model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Variant:
-    """One network in one numeric setting, with its own optimizer."""
-
-    name: str
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    to_output: Callable[[Any], ModelOutput]
-    precision: str  # "32-true" or "bf16-mixed"
-    channels_last: bool
-
-    def prepare(self, images: Tensor) -> Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images.contiguous()
 
 
 def load_published(path: Path) -> type[nn.Module]:
@@ -86,40 +68,6 @@ def published_output(output: Any) -> ModelOutput:
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def train_step(variant: Variant, loss: MultiTaskLoss, images: Tensor, masks: Tensor, labels: Tensor) -> float:
-    variant.model.train()
-    x = variant.prepare(images)
-    start = time.perf_counter()
-    variant.optimizer.zero_grad(set_to_none=True)
-    with autocast_cpu(variant.precision):
-        output = variant.to_output(variant.model(x))
-    value, _ = loss(output, masks, labels)
-    value.backward()
-    variant.optimizer.step()
-    return time.perf_counter() - start
-
-
-def infer_step(variant: Variant, images: Tensor) -> float:
-    variant.model.eval()
-    x = variant.prepare(images)
-    start = time.perf_counter()
-    with torch.inference_mode(), autocast_cpu(variant.precision):
-        variant.model(x)
-    return time.perf_counter() - start
-
-
-def alternate(variants: list[Variant], step: Callable[[Variant], float], warmup: int, steps: int,
-              batch: int) -> dict[str, float]:
-    """Images/s of each variant: round-robin steps, median after the warm-up."""
-    times: dict[str, list[float]] = {v.name: [] for v in variants}
-    for i in range(warmup + steps):
-        for variant in variants:
-            seconds = step(variant)
-            if i >= warmup:
-                times[variant.name].append(seconds)
-    return {name: batch / statistics.median(values) for name, values in times.items()}
 
 
 def _stock_instance_norm(model: nn.Module) -> nn.Module:
@@ -146,7 +94,7 @@ def build_variants(published_cls: type[nn.Module], config_path: Path, bf16: bool
     torch.manual_seed(0)
     published = published_cls(sequences=1, regions=1, n_classes=3)
     variants = [Variant("published fp32", published, torch.optim.Adam(published.parameters(), lr=config.train.lr),
-                        published_output, "32-true", False)]
+                        "32-true", False, to_output=published_output)]
     settings: list[tuple[str, str, bool]] = [("buscad fp32", "32-true", False)]
     if bf16:
         settings += [("buscad bf16 + channels-last", "bf16-mixed", True), ("buscad bf16 (NCHW)", "bf16-mixed", False),
@@ -160,20 +108,16 @@ def build_variants(published_cls: type[nn.Module], config_path: Path, bf16: bool
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(config.train.optimizer, model.parameters(), lr=config.train.lr,
                                    weight_decay=config.train.weight_decay)
-        variants.append(Variant(name, model, optimizer, _identity, precision, channels_last))
+        variants.append(Variant(name, model, optimizer, precision, channels_last))
     if before and bf16:
         old = spec.create_kwargs | {"filters": (32, 64, 128, 256, 512, 512)}
         old = {k: v for k, v in old.items() if not k.startswith("head_")}
         torch.manual_seed(0)
         model = _stock_instance_norm(create(spec.name, **old)).to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-        variants.append(Variant("[buscad before: 27.8 M, bf16 + channels-last]", model, optimizer, _identity,
+        variants.append(Variant("[buscad before: 27.8 M, bf16 + channels-last]", model, optimizer,
                                 "bf16-mixed", True))
     return variants
-
-
-def _identity(output: Any) -> ModelOutput:
-    return output
 
 
 def markdown(result: dict[str, Any]) -> str:

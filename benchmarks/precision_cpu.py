@@ -23,15 +23,13 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from step_timing import Variant, alternate, infer_step, train_step
 from torch import Tensor, nn
 
 from buscad.checkpoint import build_model
@@ -53,18 +51,6 @@ SETTINGS: tuple[tuple[str, str, bool], ...] = (
 RECIPE = "bf16 + channels-last"
 
 
-@dataclass
-class Variant:
-    name: str
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    precision: str
-    channels_last: bool
-
-    def prepare(self, images: Tensor) -> Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images.contiguous()
-
-
 def build(config: ExperimentConfig, precision: str, channels_last: bool, name: str,
           fused: bool | None = None) -> Variant:
     torch.manual_seed(0)
@@ -74,40 +60,6 @@ def build(config: ExperimentConfig, precision: str, channels_last: bool, name: s
     optimizer = make_optimizer(config.train.optimizer, model.parameters(), lr=config.train.lr,
                                weight_decay=config.train.weight_decay, fused=fused)
     return Variant(name, model, optimizer, precision, channels_last)
-
-
-def train_step(v: Variant, loss: MultiTaskLoss, batch: tuple[Tensor, Tensor, Tensor]) -> float:
-    images, masks, labels = batch
-    v.model.train()
-    x = v.prepare(images)
-    start = time.perf_counter()
-    v.optimizer.zero_grad(set_to_none=True)
-    with autocast_cpu(v.precision):
-        output = v.model(x)
-    value, _ = loss(output, masks, labels)
-    value.backward()
-    v.optimizer.step()
-    return time.perf_counter() - start
-
-
-def infer_step(v: Variant, images: Tensor) -> float:
-    v.model.eval()
-    x = v.prepare(images)
-    start = time.perf_counter()
-    with torch.inference_mode(), autocast_cpu(v.precision):
-        v.model(x)
-    return time.perf_counter() - start
-
-
-def alternate(variants: list[Variant], step: Callable[[Variant], float], warmup: int, steps: int,
-              batch: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {v.name: [] for v in variants}
-    for i in range(warmup + steps):
-        for v in variants:
-            seconds = step(v)
-            if i >= warmup:
-                times[v.name].append(seconds)
-    return {name: batch / statistics.median(values) for name, values in times.items()}
 
 
 def random_batch(size: int, batch: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -168,7 +120,7 @@ def profile_split(config: ExperimentConfig, loss: MultiTaskLoss, size: int, batc
 
     # Step time without the profiler, the two models alternating (the profiled runs above are sequential).
     data = (images, masks, labels)
-    alternated = alternate([fast, stock], lambda v: train_step(v, loss, data), 1, 4, batch)
+    alternated = alternate([fast, stock], lambda v: train_step(v, loss, *data), 1, 4, batch)
     out["step_ms_alternated"] = {label: round(batch / ips * 1000, 1) for label, ips in alternated.items()}
     optimizer_ms: dict[str, float] = {}
     for name, fused in (("foreach", False), ("fused", True), ("foreach", False), ("fused", True)):
@@ -246,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = random_batch(size, batch)
 
         def train_one(v: Variant, d: tuple[Tensor, Tensor, Tensor] = data) -> float:
-            return train_step(v, loss, d)
+            return train_step(v, loss, *d)
 
         def infer_one(v: Variant, d: tuple[Tensor, Tensor, Tensor] = data) -> float:
             return infer_step(v, d[0])
