@@ -62,9 +62,11 @@ def test_this_machine_reports_its_units_consistently():
 def test_cpu_name_and_flags_come_from_cpuinfo(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
-                       "flags\t\t: fpu avx512f avx512_bf16\n\nprocessor\t: 1\nmodel name\t: other\n")
+                       "flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nmodel name\t: other\n")
     monkeypatch.setattr(hardware, "CPUINFO", str(cpuinfo))
     assert hardware.cpu_name() == "AMD EPYC 9R14"
-    assert hardware._cpu_flags() == {"fpu", "avx512f", "avx512_bf16"}
+    assert hardware._cpu_flags() == {"fpu", "avx512f", "avx512_bf16", "avx512_vnni"}
+    assert hardware.cpu_int8_units() == ["avx512_vnni"]
     monkeypatch.setattr(hardware, "CPUINFO", str(tmp_path / "absent"))
     assert hardware._cpu_flags() == set() and hardware.cpu_name()  # the platform's own name instead
+    assert hardware.cpu_int8_units() == []

@@ -60,6 +60,14 @@ def cpu_bf16_units() -> list[str]:
     return units
 
 
+def cpu_int8_units() -> list[str]:
+    """The CPU's exact int8 dot-product units (``amx_int8``, ``avx512_vnni``, ``avx_vnni``); empty on a CPU
+    with AVX2 only, whose int8 kernels go through a saturating 16-bit intermediate (why int8 exports use
+    7-bit weights: :mod:`buscad.inference.quantize`), or where /proc/cpuinfo is absent."""
+    flags = _cpu_flags()
+    return [flag for flag in ("amx_int8", "avx512_vnni", "avx_vnni") if flag in flags]
+
+
 def bf16_fast_on_cpu() -> bool:
     """True where bf16 convolutions run natively on this CPU (AMX or AVX-512 BF16)."""
     return bool(cpu_bf16_units())

@@ -53,6 +53,33 @@ def test_int8_model_is_written_with_its_check_and_metadata(float_onnx, inputs, t
     assert any(node.op_type == "QuantizeLinear" for node in __import__("onnx").load(str(out)).graph.node)
 
 
+def _int8_weight_range(path: Path) -> tuple[int, int]:
+    import onnx
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8]
+    assert weights
+    return min(int(w.min()) for w in weights), max(int(w.max()) for w in weights)
+
+
+def test_weights_use_7_bits_by_default_so_cpus_without_vnni_do_not_saturate(float_onnx, inputs, tmp_path):
+    import json
+
+    from buscad.inference.onnx import load_onnx
+    from buscad.inference.quantize import quantize_onnx
+
+    portable, full = tmp_path / "portable.int8.onnx", tmp_path / "full.int8.onnx"
+    quantize_onnx(float_onnx, portable, inputs[:6], inputs[6:], min_dice=0.0, min_class_agreement=0.0)
+    quantize_onnx(float_onnx, full, inputs[:6], inputs[6:], min_dice=0.0, min_class_agreement=0.0,
+                  reduce_range=False)
+    low, high = _int8_weight_range(portable)
+    assert -64 <= low and high <= 64  # 7-bit: a pair of products fits the 16-bit intermediate of AVX2 kernels
+    assert _int8_weight_range(full) == (-127, 127)  # per-channel symmetric: each channel's extreme at ±127
+    meta = load_onnx(portable)[0].session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["quantization"])["reduce_range"] is True
+
+
 def test_disagreement_below_the_threshold_fails_loudly_and_writes_nothing(float_onnx, inputs, tmp_path):
     from buscad.inference.quantize import quantize_onnx
 

@@ -1,10 +1,17 @@
 """int8 ONNX models: static quantization with calibration images, checked for accuracy before writing.
 
 Static int8 (ONNX Runtime's QDQ format, per-channel weights) runs convolutions on the CPU's VNNI/AMX
-integer units. A quantized model is only worth shipping if it gives the same answers, so
-:func:`quantize_onnx` compares it with the float model on held-out images — Dice between the two masks
-and agreement of the two class decisions — and refuses to write it when either falls below its
-threshold. The float model's metadata (spec, model id) is carried over, with ``quantization`` added.
+integer units. Weights use 7 of their 8 bits (``reduce_range``) by default: CPUs without VNNI (AVX2 only)
+multiply int8 pairs through a 16-bit intermediate that saturates on full-range weights, so one file would
+answer differently there than on the VNNI machine that checked it. On an AVX2-only EPYC, a BUSI model on 400
+BUSI and BUS-BRA images, this CPU's kernels against the file's exact int8 arithmetic: mask Dice 0.993 with
+full-range weights (one image's mask entirely different), 0.998 with 7-bit ones, whose agreement with the
+float model is no worse (0.985 vs 0.981; benchmarks/results/int8_portability.md).
+
+A quantized model is only worth shipping if it gives the same answers, so :func:`quantize_onnx` compares
+it with the float model on held-out images — Dice between the two masks and agreement of the two class
+decisions — and refuses to write it when either falls below its threshold. The float model's metadata
+(spec, model id) is carried over, with ``quantization`` added.
 """
 
 from __future__ import annotations
@@ -102,12 +109,13 @@ def compare_models(float_path: Path, int8_path: Path, batch: np.ndarray, seg_thr
 
 def quantize_onnx(float_path: str | os.PathLike[str], output: str | os.PathLike[str], calibration: np.ndarray,
                   check: np.ndarray, *, min_dice: float = MIN_DICE_AGREEMENT,
-                  min_class_agreement: float = MIN_CLASS_AGREEMENT) -> QuantizationCheck:
+                  min_class_agreement: float = MIN_CLASS_AGREEMENT, reduce_range: bool = True) -> QuantizationCheck:
     """Write an int8 copy of a buscad ONNX model, calibrated on ``calibration`` and checked on ``check``.
 
     Both arrays are preprocessed network inputs ``[N, 1, S, S]`` (:func:`preprocessed_batch`); the check
     images should not be calibration images. Raises :class:`ModelError` (and writes nothing) when the
     int8 model's masks or classes agree less than the thresholds with the float model's.
+    ``reduce_range=False`` keeps full 8-bit weights, for a file that will only run on VNNI/AMX CPUs.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -122,7 +130,7 @@ def quantize_onnx(float_path: str | os.PathLike[str], output: str | os.PathLike[
         quantize_static(
             str(float_path), str(quantized), _Reader(input_name, calibration),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, reduce_range=reduce_range,
         )
         dice, classes, prob_diff = compare_models(float_path, quantized, check, spec.seg_threshold)
         result = QuantizationCheck(len(calibration), len(check), dice, classes, prob_diff,
@@ -135,7 +143,8 @@ def quantize_onnx(float_path: str | os.PathLike[str], output: str | os.PathLike[
             )
         proto = onnx.load(str(quantized))
         meta = {p.key: p.value for p in onnx.load(str(float_path), load_external_data=False).metadata_props}
-        meta["quantization"] = json.dumps({"type": "int8-static-qdq", **result.to_dict()})
+        meta["quantization"] = json.dumps({"type": "int8-static-qdq", "reduce_range": reduce_range,
+                                           **result.to_dict()})
         onnx.helper.set_model_props(proto, meta)
         with atomic_path(output) as tmp:
             onnx.save(proto, str(tmp))
