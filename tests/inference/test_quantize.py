@@ -74,7 +74,7 @@ def test_weights_use_7_bits_by_default_so_cpus_without_vnni_do_not_saturate(floa
     quantize_onnx(float_onnx, full, inputs[:6], inputs[6:], min_dice=0.0, min_class_agreement=0.0,
                   reduce_range=False)
     low, high = _int8_weight_range(portable)
-    assert -64 <= low and high <= 64  # 7-bit: a pair of products fits the 16-bit intermediate of AVX2 kernels
+    assert low >= -64 and high <= 64  # 7-bit: a pair of products fits the 16-bit intermediate of AVX2 kernels
     assert _int8_weight_range(full) == (-127, 127)  # per-channel symmetric: each channel's extreme at ±127
     meta = load_onnx(portable)[0].session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["quantization"])["reduce_range"] is True
