@@ -119,8 +119,7 @@ def profile_split(config: ExperimentConfig, loss: MultiTaskLoss, size: int, batc
                               "top_ops_self_ms": {e.key: round(e.self_cpu_time_total / 1000 / steps, 1) for e in top}}
 
     # Step time without the profiler, the two models alternating (the profiled runs above are sequential).
-    data = (images, masks, labels)
-    alternated = alternate([fast, stock], lambda v: train_step(v, loss, *data), 1, 4, batch)
+    alternated = alternate([fast, stock], lambda v: train_step(v, loss, images, masks, labels), 1, 4, batch)
     out["step_ms_alternated"] = {label: round(batch / ips * 1000, 1) for label, ips in alternated.items()}
     optimizer_ms: dict[str, float] = {}
     for name, fused in (("foreach", False), ("fused", True), ("foreach", False), ("fused", True)):
