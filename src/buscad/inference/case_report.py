@@ -60,6 +60,7 @@ LABEL_TEXT = {
 FLAG_TEXT = {
     "inconsistent": "the classifier and the outline disagree; corrected automatically, check the image yourself",
     "uncertain": "the model is not confident about this result; treat it with extra caution",
+    "colour": "the image has colour content (Doppler or elastography?); the model reads gray B-mode images only",
 }
 DESCRIPTOR_NAMES = (("orientation", "Orientation"), ("shape", "Shape"), ("margin", "Margin"),
                     ("posterior", "Posterior features"), ("echo_pattern", "Echo pattern"))

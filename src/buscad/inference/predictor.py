@@ -23,6 +23,7 @@ from buscad.checkpoint import ModelSpec, load_bundle
 from buscad.data.preprocess import Preprocessing
 from buscad.ensemble import ModelPath, check_compatible, ensemble_identity, mean_results, model_files
 from buscad.errors import BuscadError, DataError, ModelError
+from buscad.inference.input_checks import input_flags
 from buscad.inference.measure import measure_lesions, parse_spacing
 from buscad.inference.readers import LoadedImage, read_image
 from buscad.inference.tiling import MODES, predict_patches, predict_sliding
@@ -234,6 +235,7 @@ class Predictor:
         with shared_outlines():  # the largest lesion's outline, traced for measuring, serves describing
             measurements = measure_lesions(refined.mask, pixel_spacing)
             descriptors = describe_lesion(refined.mask, image.gray, pixel_spacing)  # None without a lesion
+        flags, reasons = input_flags(image.array, refined.flags, list(refined.reasons) + list(image.warnings))
         timings["postprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
         timings["total_ms"] = round(sum(timings.values()), 2)
         record: dict[str, Any] = {
@@ -241,8 +243,8 @@ class Predictor:
             "label": refined.label,
             "probabilities": {k: round(v, 6) for k, v in (probabilities or {}).items()},
             "refined_label": refined.refined_label,
-            "flags": dict(refined.flags),
-            "reasons": list(refined.reasons) + list(image.warnings),
+            "flags": flags,
+            "reasons": reasons,
             "measurements": measurements,
             "descriptors": descriptors,
             "model_id": self.model_id,

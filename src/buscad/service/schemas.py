@@ -53,7 +53,9 @@ class AnalyzeResponse(BaseModel):
         description="Label after prediction refining (normal <=> empty mask); 'lesion' when a model "
         "without a classifier finds one."
     )
-    flags: dict[str, bool] = Field(description="Warnings: 'inconsistent', 'uncertain'.")
+    flags: dict[str, bool] = Field(
+        description="Warnings: 'inconsistent', 'uncertain', 'colour' (colour content: Doppler or elastography?)."
+    )
     reasons: list[str] = Field(default_factory=list, description="Plain-language reasons for the flags.")
     measurements: dict[str, Any] = Field(
         description="Per lesion and total: pixels and, when the pixel spacing is known, mm / mm²."

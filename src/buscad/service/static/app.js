@@ -9,6 +9,9 @@ const FLAG_TEXT = {
   uncertain:
     "The model is not confident about this result (no class clearly ahead, or the outline changes when " +
     "the image is flipped). Treat it with extra caution.",
+  colour:
+    "The image has colour content, as colour Doppler or elastography images do. The model was trained on " +
+    "gray B-mode images only; this result is unreliable.",
 };
 
 const LABEL_TEXT = {
