@@ -35,7 +35,9 @@ N_FOLDS = TRAIN_SETS["busi"]
 DATASETS = ("bus-bra", "busi")
 DEFAULT_SETS = ("lesioncls", "lesionclahe", "bdpbnclahe", "lesioncls,bdpbnclahe", "lesioncls,lesionclahe",
                 "lesioncls,lesionclahe,bdpbnclahe", "lesioncls,lesionclahe,bdpbnclahe,bdpbn,bdpbns1,lesionpool",
-                "lesiongin", "lesioncls,lesiongin", "lesiongin,lesionclahe", "lesioncls,lesionclahe,lesiongin")
+                "lesiongin", "lesioncls,lesiongin", "lesiongin,lesionclahe", "lesioncls,lesionclahe,lesiongin",
+                "bdpbngin", "bdpbngin,bdpbnclahe", "lesioncls,bdpbngin", "bdpbngin,lesionclahe",
+                "lesioncls,lesionclahe,bdpbngin")
 
 
 def fold_record(tag: str, fold: int) -> tuple[pd.DataFrame, float]:
