@@ -56,6 +56,7 @@ from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, fold_test_table, markdown_table
 from buscad.evaluation.run_eval import eval_settings, evaluate_run
+from buscad.hardware import cpu_name
 from buscad.training.config import load_config
 from buscad.training.provenance import benchmark_header
 from buscad.workflows import evaluate_checkpoint, train
@@ -125,7 +126,8 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
               "loadavg": os.getloadavg(), "threads": torch.get_num_threads(),
               "images_per_second": info["timings"]["train_images_per_second"],
               "fit_minutes": round(info["timings"]["fit_seconds"] / 60, 2), "epochs": info["epochs_run"],
-              "precision": info.get("precision", {}).get("used"), "refine_policy": config.eval.refine_policy}
+              "precision": info.get("precision", {}).get("used"), "refine_policy": config.eval.refine_policy,
+              "cpu": cpu_name()}
     path = directory / "benchmark.json"
     if not path.is_file():
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -245,7 +247,7 @@ def ensemble_fold(work: Path, train_set: str, fold: int, source_tags: list[str],
               "minutes_at_median_epoch": round(sum(m.get("minutes_at_median_epoch", m["fit_minutes"]) for m in members), 2),
               "images_per_second": round(float(np.mean([m["images_per_second"] for m in members])), 2),
               "epochs": [m["epochs"] for m in members], "precision": members[0]["precision"],
-              "refine_policy": config.eval.refine_policy}
+              "refine_policy": config.eval.refine_policy, "cpu": members[0].get("cpu")}
     (target / "benchmark.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     save_fold(train_set, fold, tag, target)
     print(f"{target}: fold {fold} of {', '.join(source_tags)} averaged, with {overrides}")

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from buscad.hardware import cpu_name
+from buscad.hardware import cpu_bf16_units, cpu_int8_units, cpu_name
 from buscad.io import json_safe, write_text_atomic
 
 TRACKED_PACKAGES = (
@@ -46,8 +46,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def machine() -> dict[str, str | int]:
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count() or 0}
+def machine() -> dict[str, Any]:
+    """Where a run ran: the same seed trains a different model on another CPU (its kernels round otherwise),
+    and its speed depends on the CPU's bf16 and int8 units, so both are named."""
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count() or 0,
+            "cpu": cpu_name(), "bf16_units": cpu_bf16_units(), "int8_units": cpu_int8_units()}
 
 
 def benchmark_header(script: str) -> dict[str, object]:
