@@ -56,7 +56,6 @@ from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, fold_test_table, markdown_table
 from buscad.evaluation.run_eval import eval_settings, evaluate_run
-from buscad.hardware import cpu_name
 from buscad.training.config import load_config
 from buscad.training.provenance import benchmark_header
 from buscad.workflows import evaluate_checkpoint, train
@@ -127,7 +126,7 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
               "images_per_second": info["timings"]["train_images_per_second"],
               "fit_minutes": round(info["timings"]["fit_seconds"] / 60, 2), "epochs": info["epochs_run"],
               "precision": info.get("precision", {}).get("used"), "refine_policy": config.eval.refine_policy,
-              "cpu": cpu_name()}
+              "cpu": info.get("machine", {}).get("cpu")}  # where it trained, as its run_info.json says
     path = directory / "benchmark.json"
     if not path.is_file():
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
