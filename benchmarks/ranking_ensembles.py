@@ -73,9 +73,10 @@ def score_set(tags: list[str]) -> dict[str, Any]:
     for fold in range(N_FOLDS):
         records = [fold_record(tag, fold) for tag in tags]
         minutes += sum(m for _, m in records)
+        frames = [frame for frame, _ in records]
         for dataset in DATASETS:
-            per_fold[dataset].append(malignancy_auc([frame for frame, _ in records], dataset))
-        per_fold[WITHIN_SCANNER].append(malignancy_auc([frame for frame, _ in records], "bus-bra", within_scanner=True))
+            per_fold[dataset].append(malignancy_auc(frames, dataset))
+        per_fold[WITHIN_SCANNER].append(malignancy_auc(frames, "bus-bra", within_scanner=True))
     row: dict[str, Any] = {"members": "+".join(tags), "n_members": len(tags),
                            "minutes_per_fold": round(minutes / N_FOLDS, 1)}
     for dataset, values in per_fold.items():
