@@ -8,6 +8,8 @@
                                                      # a finished fold's model, predicted again (no training)
     python3 benchmarks/generalization.py ensemble --train busi --fold 0 --from-tag A --from-tag B --tag AB eval.tta=true
                                                      # fold K's models of several tags averaged (no training)
+    python3 benchmarks/generalization.py fit-threshold --train busi --fold 0 --from-tag AB --tag AB-thr
+                                                     # scored at the threshold fitted on the fold's validation part
     python3 benchmarks/generalization.py table                         # results/generalization.{md,json}
 
 Each finished fold is also saved as ``results/generalization_folds/TAG/TRAIN/fold_K.{csv,json}`` (per-image
@@ -252,6 +254,64 @@ def ensemble_fold(work: Path, train_set: str, fold: int, source_tags: list[str],
     print(f"{target}: fold {fold} of {', '.join(source_tags)} averaged, with {overrides}")
 
 
+def fit_threshold_fold(work: Path, train_set: str, fold: int, source_tag: str, tag: str, objective: str = "refined") -> None:
+    """A finished fold of ``source_tag`` (one model or an ``ensemble`` of tags) scored again as ``tag`` at the
+    segmentation threshold fitted on the fold's validation part (:mod:`buscad.evaluation.threshold`): the fold's
+    models predict its validation images as they predicted its test images (same members, same mirror setting),
+    the threshold with the best mean validation Dice is chosen, and the stored test predictions — held-out part
+    and external set, copied from the source — are evaluated at it. No test image takes part in the choice.
+    ``objective``: the Dice of the ``refined`` masks (what the evaluation reports: a lesion the classifier calls
+    normal is cleared) or of the ``raw`` thresholded ones."""
+    from buscad import LABELS
+    from buscad.checkpoint import load_bundle
+    from buscad.data.manifest import load_mask
+    from buscad.evaluation.threshold import fit_seg_threshold
+    from buscad.postprocess.refine import refine_prediction
+    from buscad.training.data import load_case_arrays
+    from buscad.workflows import predict_with_bundles
+
+    source, target = run_dir(work, train_set, source_tag, fold), run_dir(work, train_set, tag, fold)
+    if not rundir.has_metrics(source):
+        raise SystemExit(f"{source}: not a finished fold (no test metrics)")
+    record = json.loads((source / "benchmark.json").read_text())
+    members = record.get("ensemble_of") or [source_tag]
+    checkpoints = [rundir.layout(run_dir(work, train_set, member, fold)).best_checkpoint for member in members]
+    config = load_config(source / "config.yaml")
+    cases = rundir.read_cases(source)
+    frame = read_manifest(work / MANIFEST[train_set])
+    positions = np.flatnonzero(frame["case_id"].isin(cases.loc[cases["split"] == "val", "case_id"]).to_numpy())
+    start = time.perf_counter()
+    bundles = [load_bundle(checkpoint) for checkpoint in checkpoints]
+    arrays = load_case_arrays(frame, bundles[0].spec.preprocessing, config.data.target, work / "cache")
+    results = predict_with_bundles(bundles, frame, positions, arrays, work / "cache", tta=config.eval.tta)
+    refine = None
+    if objective == "refined":
+        settings = config.eval
+
+        def refine(mask: np.ndarray, index: int) -> np.ndarray:
+            probabilities = results[index].class_probabilities
+            named = None if probabilities is None else dict(zip(LABELS, map(float, probabilities)))
+            return refine_prediction(named, mask, uncertainty_threshold=settings.uncertainty_threshold,
+                                     min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy).mask
+    fit = fit_seg_threshold([result.probability_map for result in results],
+                            [load_mask(frame.iloc[position]) for position in positions], refine=refine)
+    seconds = time.perf_counter() - start
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    config.eval.seg_threshold = fit.threshold
+    rundir.write_config(target, config.to_yaml())
+    for evaluation in [target, *rundir.external_dirs(target)]:
+        evaluate_run(evaluation, config.eval)
+    record |= {"threshold_fitted_from": source_tag, "threshold_fit": fit.to_dict(), "threshold_objective": objective,
+               "threshold_fit_seconds": round(seconds, 2), "eval": config.eval.model_dump(),
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    (target / "benchmark.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    save_fold(train_set, fold, tag, target)
+    print(f"{target}: fold {fold} of {source_tag} at the validation-fitted threshold {fit.threshold} "
+          f"(validation Dice {json.dumps(fit.to_dict()['dice'])})")
+
+
 def fold_record_paths(train_set: str, fold: int, tag: str) -> tuple[Path, Path]:
     folder = FOLDS / tag / train_set
     return folder / f"fold_{fold}.csv", folder / f"fold_{fold}.json"
@@ -344,7 +404,8 @@ def precision_counts(records: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("prepare", "run", "rescore", "repredict", "ensemble", "save", "table"))
+    parser.add_argument("step", choices=("prepare", "run", "rescore", "repredict", "ensemble", "fit-threshold", "save",
+                                         "table"))
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
     parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
@@ -355,6 +416,8 @@ def main() -> None:
                         f"than {DEFAULT_TAG!r} goes to results/generalization_TAG.{{md,json}}")
     parser.add_argument("--from-tag", action="append", help="repredict: the finished runs to predict again (saved as "
                         "--tag); ensemble: the finished runs whose fold models are averaged (repeat it)")
+    parser.add_argument("--objective", choices=("refined", "raw"), default="refined",
+                        help="fit-threshold: the validation Dice of the refined masks (as evaluated) or of the raw ones")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
     args = parser.parse_intermixed_args()
     if args.step == "prepare":
@@ -373,6 +436,10 @@ def main() -> None:
         if not args.from_tag or len(args.from_tag) < 2 or args.tag in args.from_tag:
             parser.error("ensemble needs two or more --from-tag (finished runs) and a new --tag")
         ensemble_fold(args.work, args.train, args.fold, args.from_tag, args.tag, args.overrides)
+    elif args.step == "fit-threshold":
+        if not args.from_tag or len(args.from_tag) > 1 or args.tag in args.from_tag:
+            parser.error("fit-threshold needs one --from-tag, the tag of the finished runs, and a new --tag")
+        fit_threshold_fold(args.work, args.train, args.fold, args.from_tag[0], args.tag, args.objective)
     elif args.step == "save":
         save_fold(args.train, args.fold, args.tag, run_dir(args.work, args.train, args.tag, args.fold))
     else:
