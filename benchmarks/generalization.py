@@ -57,7 +57,7 @@ from buscad.data.pool import apply_official_partition, merge_manifests, read_bus
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, fold_test_table, markdown_table
-from buscad.evaluation.run_eval import eval_settings, evaluate_run
+from buscad.evaluation.run_eval import eval_settings, evaluate_run, refine_with
 from buscad.training.config import load_config
 from buscad.training.provenance import benchmark_header
 from buscad.workflows import evaluate_checkpoint, train
@@ -266,7 +266,6 @@ def fit_threshold_fold(work: Path, train_set: str, fold: int, source_tag: str, t
     from buscad.checkpoint import load_bundle
     from buscad.data.manifest import load_mask
     from buscad.evaluation.threshold import fit_seg_threshold
-    from buscad.postprocess.refine import refine_prediction
     from buscad.training.data import load_case_arrays
     from buscad.workflows import predict_with_bundles
 
@@ -286,13 +285,10 @@ def fit_threshold_fold(work: Path, train_set: str, fold: int, source_tag: str, t
     results = predict_with_bundles(bundles, frame, positions, arrays, work / "cache", tta=config.eval.tta)
     refine = None
     if objective == "refined":
-        settings = config.eval
-
         def refine(mask: np.ndarray, index: int) -> np.ndarray:
             probabilities = results[index].class_probabilities
             named = None if probabilities is None else dict(zip(LABELS, map(float, probabilities)))
-            return refine_prediction(named, mask, uncertainty_threshold=settings.uncertainty_threshold,
-                                     min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy).mask
+            return refine_with(config.eval, named, mask).mask
     fit = fit_seg_threshold([result.probability_map for result in results],
                             [load_mask(frame.iloc[position]) for position in positions], refine=refine)
     seconds = time.perf_counter() - start

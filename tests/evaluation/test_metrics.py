@@ -15,6 +15,7 @@ from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_sco
 from buscad.evaluation.metrics import (
     boundary,
     class_counts,
+    mask_dice,
     pooled_class_iou,
     segmentation_metrics,
     summarize,
@@ -169,3 +170,13 @@ def test_summarize_counts_missing_values() -> None:
     assert s["mean"] == pytest.approx(0.75) and s["std"] == pytest.approx(np.std([1, 0.5], ddof=1))
     empty = summarize([math.nan])
     assert math.isnan(empty["mean"]) and empty["n_missing"] == 1
+
+
+def test_mask_dice_agrees_with_segmentation_metrics_and_scores_two_empty_masks_as_agreement():
+    pred = np.zeros((16, 16), bool)
+    truth = np.zeros((16, 16), bool)
+    assert mask_dice(pred, truth) == 1.0
+    assert mask_dice(pred, truth, empty_score=0.0) == 0.0
+    pred[2:8, 2:8], truth[4:10, 4:10] = True, True
+    assert mask_dice(pred, truth) == pytest.approx(segmentation_metrics(pred, truth)["dice"])
+    assert mask_dice(pred, np.zeros_like(truth)) == 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from buscad.evaluation.threshold import THRESHOLD_GRID, fit_seg_threshold, image_dice
+from buscad.evaluation.threshold import THRESHOLD_GRID, fit_seg_threshold
 
 
 def disk(radius: float, size: int = 64) -> np.ndarray:
@@ -45,12 +45,6 @@ def test_equal_scores_go_to_the_candidate_nearest_one_half() -> None:
     fit = fit_seg_threshold([sure], [disk(10.0)])
     assert fit.threshold == 0.5
     assert all(value == 1.0 for value in fit.dice.values())
-
-
-def test_dice_counts_two_empty_masks_as_agreement() -> None:
-    empty = np.zeros((8, 8), bool)
-    assert image_dice(empty, empty) == 1.0
-    assert image_dice(disk(2.0, 8), empty) == 0.0
 
 
 def test_refuses_mismatched_or_missing_images() -> None:

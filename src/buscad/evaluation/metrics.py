@@ -91,6 +91,13 @@ def confusion_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int
     return tp, fp, fn, int(pred.size - tp - fp - fn)
 
 
+def mask_dice(pred: np.ndarray, truth: np.ndarray, empty_score: float = 1.0) -> float:
+    """Dice of two boolean masks alone (no surface distances, so cheap enough to score many thresholds or model
+    variants); ``empty_score`` when both are empty, as :func:`segmentation_metrics`."""
+    tp, fp, fn, _ = confusion_counts(pred, truth)
+    return empty_score if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
 def segmentation_metrics(
     pred: np.ndarray,
     truth: np.ndarray,

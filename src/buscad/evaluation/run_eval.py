@@ -115,10 +115,16 @@ def case_masks(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: 
         raw = lesion_mask(probability, settings.seg_threshold)
     else:
         raw = np.zeros(truth.shape, dtype=bool)
-    refined = refine_prediction(_probabilities(prediction), raw, uncertainty_threshold=settings.uncertainty_threshold,
-                                min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy,
-                                outlines=segments)
-    return truth, raw, refined
+    return truth, raw, refine_with(settings, _probabilities(prediction), raw, segments)
+
+
+def refine_with(settings: EvalConfig, probabilities: Mapping[str, float] | None, raw: np.ndarray,
+                segments: bool = True) -> Refinement:
+    """One image's raw mask and class probabilities refined as the ``eval`` settings say: the evaluation's rule,
+    for callers that score masks the evaluation will report (e.g. a threshold fitted on validation images)."""
+    return refine_prediction(probabilities, raw, uncertainty_threshold=settings.uncertainty_threshold,
+                             min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy,
+                             outlines=segments)
 
 
 def evaluate_case(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: Path,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from buscad.evaluation.metrics import confusion_counts
+from buscad.evaluation.metrics import mask_dice
 from buscad.postprocess.probability import lesion_mask
 
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.30 + 0.05 * step, 2) for step in range(9))
@@ -41,12 +41,6 @@ class ThresholdFit:
                 "dice": {f"{key:.2f}": round(value, 4) for key, value in self.dice.items()}}
 
 
-def image_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean masks, 1 when both are empty (the evaluation's convention)."""
-    tp, fp, fn, _ = confusion_counts(pred, truth)
-    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
 Refine = Callable[[np.ndarray, int], np.ndarray]
 """(raw mask of image i, i) → the mask reported for image i."""
 
@@ -65,7 +59,7 @@ def fit_seg_threshold(probability_maps: Sequence[np.ndarray], truths: Sequence[n
         mask = lesion_mask(np.asarray(probability_maps[index], dtype=np.float32), threshold)
         return refine(mask, index) if refine is not None else mask
 
-    dice = {float(t): float(np.mean([image_dice(reported(i, t), np.asarray(truth, bool))
+    dice = {float(t): float(np.mean([mask_dice(reported(i, t), np.asarray(truth, bool))
                                      for i, truth in enumerate(truths)]))
             for t in grid}
     best = max(dice.values())
