@@ -29,7 +29,6 @@ from buscad.checkpoint import ModelSpec
 from buscad.data.images import read_grayscale
 from buscad.data.preprocess import normalize, resize_image
 from buscad.errors import DataError, ModelError
-from buscad.evaluation.metrics import mask_dice
 from buscad.io import atomic_path
 from buscad.postprocess.probability import class_probabilities, lesion_mask, lesion_probability
 
@@ -79,6 +78,11 @@ class _Reader:
         return None if item is None else {self.input_name: item[None]}
 
 
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
+
+
 def compare_models(float_path: Path, int8_path: Path, batch: np.ndarray, seg_threshold: float
                    ) -> tuple[float, float, float]:
     """(mean mask Dice, class agreement, max |Δp(class)|) of the int8 model against the float model."""
@@ -92,7 +96,7 @@ def compare_models(float_path: Path, int8_path: Path, batch: np.ndarray, seg_thr
         if want.segmentation is not None and got.segmentation is not None:
             masks_want = lesion_mask(lesion_probability(want.segmentation), seg_threshold)
             masks_got = lesion_mask(lesion_probability(got.segmentation), seg_threshold)
-            dices += [mask_dice(w, g) for w, g in zip(masks_want, masks_got, strict=True)]
+            dices += [_dice(w, g) for w, g in zip(masks_want, masks_got, strict=True)]
         if want.classification is not None and got.classification is not None:
             agree += list(want.classification.argmax(1) == got.classification.argmax(1))
             p_want = class_probabilities(want.classification)
