@@ -41,19 +41,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from generalization import POOL_OVERRIDES, validation_temperature  # the sibling script: benchmarks/ is on sys.path
 from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS, rundir
 from buscad.checkpoint import load_bundle, save_bundle
 from buscad.data.manifest import image_file, read_manifest, write_manifest
 from buscad.data.splits import check_no_leakage, ratio_split
-from buscad.evaluation.calibration import apply_temperature, calibration_metrics, fit_temperature
+from buscad.evaluation.calibration import apply_temperature, calibration_metrics
 from buscad.evaluation.cross_dataset import fold_test_table, score_test_set
 from buscad.inference.builtin import RELEASE_FILE, sha256_of
 from buscad.inference.onnx import export_onnx, load_onnx
 from buscad.inference.quantize import preprocessed_batch, quantize_onnx
 from buscad.training.config import load_config
-from buscad.workflows import evaluate_checkpoint, train
+from buscad.workflows import train
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "src" / "buscad" / "weights"
@@ -201,7 +202,6 @@ def train_release(work: Path, overrides: list[str], name: str = "release") -> Pa
     """Train the release model (``WORK/runs/NAME``) on :func:`release_manifest` with the pooled
     cross-validation's recipe and settings (``benchmarks/generalization.py``; give the cross-validation's
     own overrides too), so the cross-validation figures describe it."""
-    from generalization import POOL_OVERRIDES  # the sibling script: benchmarks/ is on sys.path
 
     config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
                          [f"data.manifest={release_manifest(work)}", f"data.cache_dir={work / 'cache'}",
@@ -210,18 +210,6 @@ def train_release(work: Path, overrides: list[str], name: str = "release") -> Pa
     if not (rundir.layout(directory).best_checkpoint.is_file() and (rundir.read_run_info(directory) or {}).get("timings")):
         train(config, directory, resume=rundir.layout(directory).last_checkpoint.is_file())
     return directory
-
-
-def validation_temperature(run: Path) -> float:
-    """Temperature fitted on the predictions of ``run``'s validation part (evaluated once, then reused)."""
-    cases = rundir.read_cases(run)
-    val_dir = run.parent / f"{run.name}_validation_part"  # not under RUN/external: it is no test set
-    if not rundir.has_evaluation(val_dir):
-        val_manifest = write_manifest(cases[cases["split"] == "val"].drop(columns=["split"]),
-                                      run.parent / f"{run.name}_validation_part.csv")
-        evaluate_checkpoint(rundir.layout(run).best_checkpoint, val_manifest, val_dir)
-    val = rundir.read_per_image(val_dir)
-    return fit_temperature(probabilities(val), truth_index(val))
 
 
 def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[int, float], str]:
@@ -238,7 +226,9 @@ def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[i
         frame["fold"] = fold
         frame["birads"] = pool.loc[frame["case_id"], "birads"].to_numpy() if "birads" in pool.columns else ""
         frames.append(frame)
-        temperatures[fold] = validation_temperature(work / "runs" / f"{tag}_busi+bus-bra" / f"fold_{fold}")
+        recorded = json.loads(path.with_suffix(".json").read_text()).get("validation_temperature")
+        temperatures[fold] = recorded if recorded is not None else \
+            validation_temperature(work / "runs" / f"{tag}_busi+bus-bra" / f"fold_{fold}")
     if not frames:
         raise SystemExit(f"{folder}: no fold records (run benchmarks/generalization.py first)")
     if len(policies) != 1:

@@ -4,6 +4,8 @@
     python3 benchmarks/generalization.py run --train busi --fold 0     # one fold (resumable), then its tests
     python3 benchmarks/generalization.py rescore --train busi --fold 0 # stored predictions, current eval settings
                                                      # (or eval.* overrides, e.g. eval.refine_policy=keep-class)
+    python3 benchmarks/generalization.py rescore-records --train busi --fold 0 --from-tag A --tag A-kc \
+        eval.refine_policy=keep-class                # the same from the committed fold records (no run folder)
     python3 benchmarks/generalization.py repredict --train busi --fold 0 --from-tag robust --tag robust-tta eval.tta=true
                                                      # a finished fold's model, predicted again (no training)
     python3 benchmarks/generalization.py ensemble --train busi --fold 0 --from-tag A --from-tag B --tag AB eval.tta=true
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import time
@@ -50,12 +53,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from buscad import rundir
+from buscad import LABELS, rundir
 from buscad.data.dedup import curate, find_duplicates
 from buscad.data.manifest import read_manifest, write_manifest
 from buscad.data.pool import apply_official_partition, merge_manifests, read_bus_bra_partition
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
+from buscad.evaluation.calibration import fit_temperature
 from buscad.evaluation.cross_dataset import METRICS, cross_dataset_rows, fold_test_table, markdown_table
 from buscad.evaluation.run_eval import eval_settings, evaluate_run, refine_with
 from buscad.training.config import load_config
@@ -130,8 +134,12 @@ def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
               "precision": info.get("precision", {}).get("used"), "refine_policy": config.eval.refine_policy,
               "cpu": info.get("machine", {}).get("cpu")}  # where it trained, as its run_info.json says
     path = directory / "benchmark.json"
-    if not path.is_file():
-        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if path.is_file():
+        record = json.loads(path.read_text())
+    if "validation_temperature" not in record:
+        temperature = validation_temperature(directory)
+        record["validation_temperature"] = round(temperature, 6) if temperature is not None else None
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     save_fold(train_set, fold, tag, directory)
     print(json.dumps(record, default=str))
 
@@ -144,6 +152,23 @@ def evaluate_external(work: Path, train_set: str, paths: rundir.RunLayout, tta: 
     if external and (again or not rundir.has_evaluation(paths.external / Path(external).stem)):
         evaluate_checkpoint(models or paths.best_checkpoint, work / external, paths.external / Path(external).stem,
                             cache_dir=work / "cache", tta=tta)
+
+
+def validation_temperature(run: Path) -> float | None:
+    """Temperature fitted on the class probabilities of ``run``'s validation part (its best checkpoint evaluated
+    once into ``RUN_validation_part``, then reused; None for a model without a classifier): the fold's own
+    calibration, kept in its record so that the built-in model's cross-validated calibration needs the committed
+    records, not the run folders."""
+    cases = rundir.read_cases(run)
+    val_dir = run.parent / f"{run.name}_validation_part"  # not under RUN/external: it is no test set
+    if not rundir.has_evaluation(val_dir):
+        val_manifest = write_manifest(cases[cases["split"] == "val"].drop(columns=["split"]),
+                                      run.parent / f"{run.name}_validation_part.csv")
+        evaluate_checkpoint(rundir.layout(run).best_checkpoint, val_manifest, val_dir)
+    val = rundir.read_per_image(val_dir)
+    probabilities = val[[f"prob_{label}" for label in LABELS]].to_numpy(dtype=float)
+    truth = np.array([LABELS.index(t) if t in LABELS else -1 for t in val["label"]])
+    return fit_temperature(probabilities, truth) if np.isfinite(probabilities).all() else None  # None: no classifier
 
 
 def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
@@ -162,6 +187,46 @@ def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: 
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     save_fold(train_set, fold, tag, directory)
     print(f"{directory}: rescored with {settings.model_dump()}")
+
+
+def rescore_records(train_set: str, fold: int, config_path: Path, source_tag: str, tag: str,
+                    overrides: list[str] | None = None) -> None:
+    """A saved fold of ``source_tag`` scored again under the ``eval`` settings (e.g. ``eval.refine_policy=keep-class``)
+    from its committed per-image records alone, for a fold whose run folder is gone. Each row's refined label and
+    whether its mask survives come from the library's refining rule (``refine_with``) applied to the row's
+    probabilities and a stand-in mask that is empty or not as the raw mask was; a surviving mask keeps the raw
+    metrics, a cleared one scores as an empty mask. Exact only where the refined mask is the raw mask or nothing,
+    i.e. ``eval.min_lesion_pixels`` 0: anything else needs the masks, so ``rescore`` on the run folder."""
+    settings = load_config(config_path, overrides or []).eval
+    if settings.min_lesion_pixels:
+        raise SystemExit("eval.min_lesion_pixels > 0 reshapes masks: the records cannot score it, use rescore")
+    source_csv, source_json = fold_record_paths(train_set, fold, source_tag)
+    if not source_json.is_file():
+        raise SystemExit(f"{source_json}: no saved fold {fold} of {source_tag!r}")
+    table = pd.read_csv(source_csv, keep_default_na=False, na_values=[""])
+    rows = [_rescored_row(row, settings) for row in table.to_dict("records")]
+    target_csv, target_json = fold_record_paths(train_set, fold, tag)
+    target_csv.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=table.columns).to_csv(target_csv, index=False)
+    record = json.loads(source_json.read_text()) | {"refine_policy": settings.refine_policy,
+                                                    "rescored_from_records": source_tag}
+    target_json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"{target_csv}: fold {fold} of {source_tag} rescored from its records with {settings.refine_policy}")
+
+
+def _rescored_row(row: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """One saved per-image row refined again: ``pred_label`` and the refined metrics follow ``settings``."""
+    probabilities = {label: row[f"prob_{label}"] for label in ("normal", "benign", "malignant")}
+    if any(pd.isna(p) for p in probabilities.values()):
+        probabilities = None
+    stand_in = np.full((1, 1), row["pred_pixels_raw"] > 0)
+    refined = refine_with(settings, probabilities, stand_in)
+    kept = bool(refined.mask.any())
+    empty_score = 1.0 if row["truth_pixels"] == 0 else 0.0
+    return row | {"pred_label": refined.refined_label,
+                  "dice": row["dice_raw"] if kept else empty_score,
+                  "iou": row["iou_raw"] if kept else empty_score,
+                  "hd95": row["hd95_raw"] if kept else math.nan}
 
 
 def repredict_fold(work: Path, train_set: str, fold: int, source_tag: str, tag: str, overrides: list[str]) -> None:
@@ -401,7 +466,7 @@ def precision_counts(records: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=("prepare", "run", "rescore", "repredict", "ensemble", "fit-threshold", "save",
-                                         "table"))
+                                         "rescore-records", "table"))
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--busi", type=Path, default=SHARED / "BUSI" / "Dataset_BUSI_with_GT")
     parser.add_argument("--bus-bra", type=Path, default=SHARED / "BUS-BRA")
@@ -424,6 +489,10 @@ def main() -> None:
         run_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
     elif args.step == "rescore":
         rescore_fold(args.work, args.train, args.fold, args.config, args.tag, args.overrides)
+    elif args.step == "rescore-records":
+        if not args.from_tag or len(args.from_tag) > 1 or args.tag in args.from_tag:
+            parser.error("rescore-records needs one --from-tag, the tag of the saved folds, and a new --tag")
+        rescore_records(args.train, args.fold, args.config, args.from_tag[0], args.tag, args.overrides)
     elif args.step == "repredict":
         if not args.from_tag or len(args.from_tag) > 1 or args.tag in args.from_tag:
             parser.error("repredict needs one --from-tag, the tag of the finished runs, and a new --tag")
