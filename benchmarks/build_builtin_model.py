@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from generalization import POOL_OVERRIDES, validation_temperature  # the sibling script: benchmarks/ is on sys.path
+from generalization import POOL_OVERRIDES, refined_records, validation_temperature  # sibling script (benchmarks/)
 from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS, rundir
@@ -53,7 +53,7 @@ from buscad.evaluation.cross_dataset import fold_test_table, score_test_set
 from buscad.inference.builtin import RELEASE_FILE, sha256_of
 from buscad.inference.onnx import export_onnx, load_onnx
 from buscad.inference.quantize import preprocessed_batch, quantize_onnx
-from buscad.training.config import load_config
+from buscad.training.config import EvalConfig, load_config
 from buscad.workflows import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,55 +72,26 @@ def truth_index(table: pd.DataFrame) -> np.ndarray:
     return np.array([LABELS.index(t) if t in LABELS else -1 for t in table["label"]])
 
 
-def _cleared(table: pd.DataFrame, rows: pd.Series) -> None:
-    """Score ``rows`` as if their mask were cleared: 1 on normal images, 0 on lesion images."""
-    empty_truth = table["truth_pixels"] == 0
-    for column in ("dice", "iou"):
-        table.loc[rows, column] = np.where(empty_truth[rows], 1.0, 0.0)
-    table.loc[rows, "hd95"] = np.nan
-
-
-def with_policy(test: pd.DataFrame, policy: str, written_with: str) -> pd.DataFrame:
-    """The per-image table as the refining ``policy`` would have labelled (and masked) it, from a table
-    that the run wrote with ``written_with``.
+def with_policy(test: pd.DataFrame, policy: str) -> pd.DataFrame:
+    """The per-image table as the refining ``policy`` labels (and masks) it, from its raw columns whatever policy
+    wrote it (:func:`generalization.refined_records`, the library's refining rule row by row).
 
     ``published``: classifier "normal" clears the mask, an empty mask makes "normal"; ``keep-class``: the
     same, but an empty mask keeps the classifier's lesion class; ``segmentation``: a segmented lesion is
-    kept and named by p(benign) vs p(malignant), an empty mask makes "normal". ``pred_label_raw`` is the
-    classifier's own label. From a ``segmentation`` table every policy is exact (its refined mask is empty
-    exactly when its label is normal); from a ``published`` one, ``segmentation`` uses the unrefined mask.
+    kept and named by p(benign) vs p(malignant), an empty mask makes "normal".
     """
-    table = test.copy()
-    classifier = table["pred_label_raw"].astype(str)
-    if written_with == "segmentation":
-        segmented = table["pred_label"].astype(str) != "normal"
-        says_normal = classifier == "normal"
-        if policy == "published":
-            table["pred_label"] = np.where(says_normal | ~segmented, "normal", classifier)
-        elif policy == "keep-class":
-            table["pred_label"] = classifier
-        if policy != "segmentation":
-            _cleared(table, says_normal & segmented)
-        return table
-    if policy == "keep-class":
-        table["pred_label"] = classifier
-    elif policy == "segmentation":
-        lesion = np.where(table["prob_malignant"] > table["prob_benign"], "malignant", "benign")
-        table["pred_label"] = np.where(table["pred_pixels_raw"] > 0, lesion, "normal")
-        for column in ("dice", "iou", "hd95"):
-            table[column] = table[f"{column}_raw"]
-    return table
+    return refined_records(test, EvalConfig(refine_policy=policy))
 
 
 POLICIES = ("published", "keep-class", "segmentation")
 
 
-def policy_table(test: pd.DataFrame, written_with: str) -> dict[str, dict[str, dict[str, float | None]]]:
+def policy_table(test: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per policy and dataset: malignant sensitivity/specificity, normal specificity, accuracy, Dice."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for policy in POLICIES:
         out[policy] = {}
-        for dataset, part in with_policy(test, policy, written_with).groupby("dataset"):
+        for dataset, part in with_policy(test, policy).groupby("dataset"):
             labels = part["pred_label"].astype(str)
             malignant, benign, normal = (part["label"] == c for c in ("malignant", "benign", "normal"))
             out[policy][dataset] = {
@@ -149,10 +120,10 @@ def choose_policy(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
     return max(allowed, key=lambda p: (round(total(p, "malignant_sensitivity"), 6), -total(p, "lesions_called_normal")))
 
 
-def held_out_figures(test: pd.DataFrame, policy: str, written_with: str) -> dict[str, dict[str, float]]:
+def held_out_figures(test: pd.DataFrame, policy: str) -> dict[str, dict[str, float]]:
     """score_test_set per dataset with the chosen policy's labels (``test``'s probabilities are already
     calibrated: :func:`calibrated`)."""
-    table = with_policy(test, policy, written_with)
+    table = with_policy(test, policy)
     figures = {}
     for dataset, part in table.groupby("dataset"):
         metrics = score_test_set(part)
@@ -202,7 +173,6 @@ def train_release(work: Path, overrides: list[str], name: str = "release") -> Pa
     """Train the release model (``WORK/runs/NAME``) on :func:`release_manifest` with the pooled
     cross-validation's recipe and settings (``benchmarks/generalization.py``; give the cross-validation's
     own overrides too), so the cross-validation figures describe it."""
-
     config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
                          [f"data.manifest={release_manifest(work)}", f"data.cache_dir={work / 'cache'}",
                           "train.progress_bar=false", *POOL_OVERRIDES, *overrides])
@@ -212,15 +182,14 @@ def train_release(work: Path, overrides: list[str], name: str = "release") -> Pa
     return directory
 
 
-def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[int, float], str]:
+def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[int, float]]:
     """Out-of-fold rows of the pooled cross-validation (committed fold records) with ``fold`` and
-    ``birads``, each fold model's temperature from its own validation part, and the refining policy the
-    records were scored with."""
+    ``birads``, and each fold model's temperature from its own validation part (stored in the fold's record, or
+    fitted again from its run folder for records older than that)."""
     folder = REPO / "benchmarks" / "results" / "generalization_folds" / tag / "busi+bus-bra"
     pool = read_manifest(work / "pool_folds.csv").set_index("case_id")
-    frames, temperatures, policies = [], {}, set()
+    frames, temperatures = [], {}
     for path in sorted(folder.glob("fold_*.csv")):
-        policies.add(json.loads(path.with_suffix(".json").read_text()).get("refine_policy", "published"))
         fold = int(path.stem.split("_")[1])
         frame = pd.read_csv(path)
         frame["fold"] = fold
@@ -231,10 +200,7 @@ def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[i
             validation_temperature(work / "runs" / f"{tag}_busi+bus-bra" / f"fold_{fold}")
     if not frames:
         raise SystemExit(f"{folder}: no fold records (run benchmarks/generalization.py first)")
-    if len(policies) != 1:
-        raise SystemExit(f"{folder}: folds scored with different refining policies {sorted(policies)} "
-                         "(run generalization.py rescore on each)")
-    return pd.concat(frames, ignore_index=True), temperatures, policies.pop()
+    return pd.concat(frames, ignore_index=True), temperatures
 
 
 def run_test_table(run: Path) -> pd.DataFrame:
@@ -265,11 +231,11 @@ def per_class(test: pd.DataFrame) -> dict[str, dict[str, float | None]]:
                     "n": int((truth == label).sum())} for label in LABELS}
 
 
-def summarise_folds(test: pd.DataFrame, policy: str, written_with: str) -> dict[str, dict[str, dict[str, float | None]]]:
+def summarise_folds(test: pd.DataFrame, policy: str) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per dataset: each metric's mean and std over folds, from calibrated out-of-fold rows."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for dataset, part in test.groupby("dataset"):
-        per_fold = pd.DataFrame([held_out_figures(rows, policy, written_with)[dataset] for _, rows in part.groupby("fold")])
+        per_fold = pd.DataFrame([held_out_figures(rows, policy)[dataset] for _, rows in part.groupby("fold")])
         numeric = per_fold.select_dtypes("number")
         out[str(dataset)] = {c: {"mean": float(numeric[c].mean()), "std": float(numeric[c].std(ddof=1))
                                  if len(numeric) > 1 else 0.0} for c in numeric.columns}
@@ -340,19 +306,18 @@ def main() -> None:
 
     temperature = validation_temperature(run)
     if args.cv_work:
-        test, fold_temperatures, written_with = cv_test_table(args.cv_work, args.cv_tag)
+        test, fold_temperatures = cv_test_table(args.cv_work, args.cv_tag)
     else:
         test, fold_temperatures = run_test_table(run), {0: temperature}
-        written_with = load_config(run / "config.yaml").eval.refine_policy
-    policies = policy_table(test, written_with)
+    policies = policy_table(test)
     policy = choose_policy(policies)
     scaled = calibrated(test, fold_temperatures)
     ece = {dataset: {"before": calibration_metrics(probabilities(test.loc[part.index]), truth_index(part))["ece"],
                      "after": calibration_metrics(probabilities(part), truth_index(part))["ece"]}
            for dataset, part in scaled.groupby("dataset")}
-    figures = held_out_figures(scaled, policy, written_with)  # all held-out rows together
-    folds = summarise_folds(scaled, policy, written_with)
-    classes = per_class(with_policy(scaled, policy, written_with))
+    figures = held_out_figures(scaled, policy)  # all held-out rows together
+    folds = summarise_folds(scaled, policy)
+    classes = per_class(with_policy(scaled, policy))
 
     trained_on, held_out = describe_training(run)
     target, quantization = ship(run, temperature, policy, "curated BUSI + BUS-BRA (pool)")

@@ -192,31 +192,36 @@ def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: 
 def rescore_records(train_set: str, fold: int, config_path: Path, source_tag: str, tag: str,
                     overrides: list[str] | None = None) -> None:
     """A saved fold of ``source_tag`` scored again under the ``eval`` settings (e.g. ``eval.refine_policy=keep-class``)
-    from its committed per-image records alone, for a fold whose run folder is gone. Each row's refined label and
-    whether its mask survives come from the library's refining rule (``refine_with``) applied to the row's
-    probabilities and a stand-in mask that is empty or not as the raw mask was; a surviving mask keeps the raw
-    metrics, a cleared one scores as an empty mask. Exact only where the refined mask is the raw mask or nothing,
-    i.e. ``eval.min_lesion_pixels`` 0: anything else needs the masks, so ``rescore`` on the run folder."""
+    from its committed per-image records alone (:func:`refined_records`), for a fold whose run folder is gone.
+    Exact only where the refined mask is the raw mask or nothing, i.e. ``eval.min_lesion_pixels`` 0: anything
+    else needs the masks, so ``rescore`` on the run folder."""
     settings = load_config(config_path, overrides or []).eval
     if settings.min_lesion_pixels:
         raise SystemExit("eval.min_lesion_pixels > 0 reshapes masks: the records cannot score it, use rescore")
     source_csv, source_json = fold_record_paths(train_set, fold, source_tag)
     if not source_json.is_file():
         raise SystemExit(f"{source_json}: no saved fold {fold} of {source_tag!r}")
-    table = pd.read_csv(source_csv, keep_default_na=False, na_values=[""])
-    rows = [_rescored_row(row, settings) for row in table.to_dict("records")]
+    table = refined_records(pd.read_csv(source_csv, keep_default_na=False, na_values=[""]), settings)
     target_csv, target_json = fold_record_paths(train_set, fold, tag)
     target_csv.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=table.columns).to_csv(target_csv, index=False)
+    table.to_csv(target_csv, index=False)
     record = json.loads(source_json.read_text()) | {"refine_policy": settings.refine_policy,
                                                     "rescored_from_records": source_tag}
     target_json.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"{target_csv}: fold {fold} of {source_tag} rescored from its records with {settings.refine_policy}")
 
 
-def _rescored_row(row: dict[str, Any], settings: Any) -> dict[str, Any]:
-    """One saved per-image row refined again: ``pred_label`` and the refined metrics follow ``settings``."""
-    probabilities = {label: row[f"prob_{label}"] for label in ("normal", "benign", "malignant")}
+def refined_records(table: pd.DataFrame, settings: Any) -> pd.DataFrame:
+    """Per-image records (any refining policy) as the ``settings`` refine them, from their raw columns: each row's
+    refined label and whether its mask survives come from the library's rule (``refine_with``) applied to its
+    probabilities and a stand-in mask, empty or not as the raw mask was; a surviving mask keeps the raw metrics, a
+    cleared one scores as an empty mask. Exact while ``settings.min_lesion_pixels`` is 0."""
+    return pd.DataFrame([_refined_record(row, settings) for row in table.to_dict("records")],
+                        columns=table.columns, index=table.index)
+
+
+def _refined_record(row: dict[str, Any], settings: Any) -> dict[str, Any]:
+    probabilities = {label: row[f"prob_{label}"] for label in LABELS}
     if any(pd.isna(p) for p in probabilities.values()):
         probabilities = None
     stand_in = np.full((1, 1), row["pred_pixels_raw"] > 0)
