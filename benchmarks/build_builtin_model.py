@@ -41,7 +41,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from generalization import POOL_OVERRIDES, refined_records, validation_temperature  # sibling script (benchmarks/)
+from generalization import (  # the sibling script (benchmarks/ is on sys.path)
+    POOL_OVERRIDES,
+    probabilities,
+    refined_records,
+    truth_index,
+    validation_temperature,
+)
 from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS, rundir
@@ -62,14 +68,6 @@ EXAMPLES = REPO / "examples" / "images"
 EXPECTED = REPO / "tests" / "data" / "builtin_examples.json"
 CARD = REPO / "docs" / "model_card.md"
 MODEL_FILE = "buscad-bus.onnx"
-
-
-def probabilities(table: pd.DataFrame) -> np.ndarray:
-    return table[[f"prob_{label}" for label in LABELS]].to_numpy(dtype=float)
-
-
-def truth_index(table: pd.DataFrame) -> np.ndarray:
-    return np.array([LABELS.index(t) if t in LABELS else -1 for t in table["label"]])
 
 
 def with_policy(test: pd.DataFrame, policy: str) -> pd.DataFrame:

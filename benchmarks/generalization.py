@@ -166,9 +166,18 @@ def validation_temperature(run: Path) -> float | None:
                                       run.parent / f"{run.name}_validation_part.csv")
         evaluate_checkpoint(rundir.layout(run).best_checkpoint, val_manifest, val_dir)
     val = rundir.read_per_image(val_dir)
-    probabilities = val[[f"prob_{label}" for label in LABELS]].to_numpy(dtype=float)
-    truth = np.array([LABELS.index(t) if t in LABELS else -1 for t in val["label"]])
-    return fit_temperature(probabilities, truth) if np.isfinite(probabilities).all() else None  # None: no classifier
+    classes = probabilities(val)
+    return fit_temperature(classes, truth_index(val)) if np.isfinite(classes).all() else None  # None: no classifier
+
+
+def probabilities(table: pd.DataFrame) -> np.ndarray:
+    """The per-image table's class probabilities, one row per image in ``LABELS`` order."""
+    return table[[f"prob_{label}" for label in LABELS]].to_numpy(dtype=float)
+
+
+def truth_index(table: pd.DataFrame) -> np.ndarray:
+    """Each image's true class as an index into ``LABELS`` (-1 where unknown)."""
+    return np.array([LABELS.index(t) if t in LABELS else -1 for t in table["label"]])
 
 
 def rescore_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str,
