@@ -15,8 +15,10 @@ checked ones), and score ``--n`` other images three ways, each as mean mask Dice
 - *this CPU vs float*: ONNX Runtime's fused int8 kernels of the CPU the script runs on, against the float model;
 - *this CPU vs exact*: how much the answers depend on the CPU's kernels (1.0 on VNNI/AMX CPUs).
 
-The built-in model's file is scored the third way too. Writes results/int8_portability.{json,md}; run it on
-a CPU without VNNI to see the effect (the header names the CPU and its int8 units).
+The built-in model's file is scored the third way too. Writes results/NAME.{json,md} (``--name``, default
+int8_portability); run it on a CPU without VNNI to see the effect (the header names the CPU and its int8
+units). Committed: ``int8_portability`` (AVX2 only, the 0.4.0 file), ``int8_portability_vnni`` (AVX-512 VNNI,
+the 0.5.0 file and its release checkpoint).
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ def answers(path: Path, batch: np.ndarray, threshold: float, exact: bool) -> tup
     return np.concatenate(masks), np.concatenate(classes)
 
 
+def weight_range(path: Path) -> str:
+    """Whether an int8 file's weights use all 8 bits or 7 (``reduce_range`` keeps them within ±64)."""
+    import onnx
+    from onnx import numpy_helper
+
+    largest = max(int(np.abs(numpy_helper.to_array(init).astype(np.int16)).max())
+                  for init in onnx.load(str(path)).graph.initializer
+                  if init.data_type == onnx.TensorProto.INT8 and init.name.endswith("_quantized"))
+    return "7-bit weights" if largest <= 64 else "full-range weights"
+
+
 def agreement(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
     dices = []
     for x, y in zip(a[0], b[0], strict=True):
@@ -87,6 +100,8 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, action="append", required=True, help="repeatable")
     parser.add_argument("--n", type=int, default=400, help="images checked")
     parser.add_argument("--calibration", type=int, default=100, help="calibration images (others)")
+    parser.add_argument("--name", default="int8_portability",
+                        help="results file name, e.g. one per kind of CPU (default: %(default)s)")
     args = parser.parse_args()
 
     from buscad.inference.builtin import builtin_model
@@ -116,10 +131,11 @@ def main() -> None:
     builtin = builtin_model()
     _, builtin_spec, _, _ = load_onnx(builtin.path)
     builtin_check = preprocessed_batch(files[args.calibration:], builtin_spec)
-    record["builtin_model"] = {"file": builtin.path.name, "version": builtin.version, "this_cpu_vs_exact": agreement(
+    record["builtin_model"] = {"file": builtin.path.name, "version": builtin.version,
+                               "weights": weight_range(builtin.path), "this_cpu_vs_exact": agreement(
         answers(builtin.path, builtin_check, builtin_spec.seg_threshold, exact=True),
         answers(builtin.path, builtin_check, builtin_spec.seg_threshold, exact=False))}
-    write_benchmark_results(RESULTS, "int8_portability", record, markdown(record))
+    write_benchmark_results(RESULTS, args.name, record, markdown(record))
 
 
 def markdown(record: dict) -> str:
@@ -142,7 +158,7 @@ def markdown(record: dict) -> str:
         lines.append(f"| {name} | {cell(row['exact_vs_float'])} | {cell(row['this_cpu_vs_float'])} | "
                      f"{cell(row['this_cpu_vs_exact'])} |")
     builtin = record["builtin_model"]
-    lines += ["", f"Built-in model `{builtin['file']}` {builtin['version']} (full-range weights), this CPU vs exact: "
+    lines += ["", f"Built-in model `{builtin['file']}` {builtin['version']} ({builtin['weights']}), this CPU vs exact: "
               f"{cell(builtin['this_cpu_vs_exact'])}.", ""]
     return "\n".join(lines)
 
