@@ -439,8 +439,10 @@ def build_table(work: Path, tag: str) -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     variant = "" if tag == DEFAULT_TAG else f", variant {tag!r}"
     lines = [f"# Cross-dataset generalization (train set → test set, mean ± std over all folds{variant})", "",
-             f"`{record['command']}` — {record['date']}, {record['machine']['cores']} CPU cores.", "",
-             markdown_table(rows), ""]
+             f"`{record['command']}` — {record['date']}, {record['machine']['cores']} CPU cores.", ""]
+    if tag == DEFAULT_TAG:
+        lines += [FIRST_RECIPE_NOTE, ""]
+    lines += [markdown_table(rows), ""]
     if rows:
         lines += ["Cost per fold (CPU): " + "; ".join(
             f"{r['train']}: {r['minutes_per_fold']} min, {r['images_per_second']} images/s ({r['precision']})"
@@ -457,6 +459,13 @@ def build_table(work: Path, tag: str) -> None:
     (RESULTS / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
+
+FIRST_RECIPE_NOTE = (
+    "These are the runs of the first domain-robust recipe (tag `robust`, `configs/buscad_robust_cpu.yaml` as "
+    "first landed). Every later variant has a table of its own, `results/generalization_TAG.md`; the best figure "
+    "for each of issue 14's questions, with the variant that gave it, is in the README's benchmark table and at "
+    "the top of docs/generalization.md.")
+"""Said at the top of the default tag's table, so that it is not read as the latest figures."""
 
 WORK = Path("/tmp/buscad-generalization")  # the default work folder of this script and of its sibling probes
 
