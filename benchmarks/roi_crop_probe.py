@@ -73,7 +73,7 @@ def write_crops(manifest: pd.DataFrame, fold: int, boxes_from: dict[str, np.ndar
     for _, case in manifest.iterrows():
         truth = load_mask(case)
         top, left, bottom, right = crop_box(boxes_from[case["case_id"]] if case["fold"] == fold else truth)
-        name = f"{case['case_id'].split('/')[-1]}.png"
+        name = f"{case['case_id'].replace('/', '_')}.png"  # BUSI's case numbers repeat across classes
         Image.fromarray(read_grayscale(image_file(case))[top:bottom, left:right]).save(out / "images" / name)
         Image.fromarray(truth[top:bottom, left:right].astype(np.uint8) * 255).save(out / "masks" / name)
         rows.append({**case.to_dict(), "root": str(out), "image_path": f"images/{name}", "mask_paths": f"masks/{name}",

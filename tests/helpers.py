@@ -21,7 +21,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """Import ``benchmarks/NAME.py`` (a script, not a package module) so its functions can be tested."""
+    """Import ``benchmarks/NAME.py`` (a script, not a package module) so its functions can be tested, with
+    ``benchmarks/`` on ``sys.path`` as when the script runs (scripts import their siblings)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

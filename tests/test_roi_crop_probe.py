@@ -50,3 +50,23 @@ def test_write_crops_cuts_test_images_around_the_given_masks_and_the_rest_around
     cut = np.asarray(Image.open(tmp_path / "crops" / test["image_path"]))
     assert cut[0, 0] == probe.crop_box(predicted)[1]  # the image's columns count 0..79: the crop starts there
     assert load_mask(test).sum() == 70 and len(crops) == 2
+
+
+def test_write_crops_names_files_by_the_whole_case_id(probe, tmp_path):
+    """BUSI numbers its cases per class: benign (20) and malignant (20) must not overwrite each other's crop."""
+    rows = []
+    for label, width in (("benign", 40), ("malignant", 60)):
+        folder = tmp_path / label
+        folder.mkdir()
+        truth = np.zeros((30, width), dtype=np.uint8)
+        truth[10:20, 10:20] = 255
+        Image.fromarray(np.full((30, width), 7, dtype=np.uint8)).save(folder / "20.png")
+        Image.fromarray(truth).save(folder / "20_mask.png")
+        rows.append({"case_id": f"busi/{label}/20", "dataset": "busi", "label": label, "image_path": f"{label}/20.png",
+                     "mask_paths": f"{label}/20_mask.png", "width": width, "height": 30, "lesion_pixels": 100,
+                     "n_masks": 1, "patient_id": "", "pixel_spacing_mm": np.nan, "root": str(tmp_path), "fold": 0})
+    probe.write_crops(pd.DataFrame(rows), -1, {}, tmp_path / "crops")
+    saved = probe.read_crops(tmp_path / "crops" / "manifest.csv")
+    assert saved["image_path"].nunique() == 2
+    for _, row in saved.iterrows():
+        assert load_mask(row).sum() == 100  # each crop's mask is its own case's

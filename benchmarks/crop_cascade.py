@@ -1,0 +1,254 @@
+"""Segment, then look closer: a second model on the lesion crop, trained on curated BUSI, tested on BUS-BRA.
+
+    python3 benchmarks/crop_cascade.py --work W --fold K    # fold K's crop model, then the cascade's scores
+    python3 benchmarks/crop_cascade.py --work W --table     # results/crop_cascade.{md,json} from the saved folds
+
+Why: a model trained on BUSI's 283 training images outlines BUS-BRA's lesions at Dice 0.66–0.69 (issue 14,
+criterion a). BUSI is landscape screenshots with the lesion small in a wide field; BUS-BRA is portrait crops
+around the lesion, so the two show lesions at different scales and in different surroundings. A crop around
+the lesion at its original resolution, resampled to the model size, shows every lesion at about the same
+share of the input, whatever the scanner framed: what the second model learns is the lesion and its margin.
+
+Protocol, fold K of curated BUSI's grouped 4-fold split (every figure is out of fold):
+
+- whole-image model: ``generalization.py run --train busi --fold K --tag cascw`` with the recipe's overrides
+  ``train.time_budget_minutes=null train.epochs=80 train.max_time_minutes=45 loss.overlap=batch
+  train.recalibrate_bn=true data.augment.gin=0.5`` (must be finished; its BUS-BRA evaluation is reused);
+- crop model: the same recipe and overrides, trained on crops around the ground-truth lesion of curated BUSI's
+  lesion images (``roi_crop_probe.crop_box``: the pipeline's ``roi`` box, lesion box grown by 20 % per side, at
+  least 1/8 of the image; the recipe's zoom and shift augmentation jitters it), fold K's training part;
+- at test time, every image: the whole-image model's thresholded map gives the box (the whole image where it
+  found nothing), the crop model predicts the crop, and its probability map is pasted into the box.
+
+Scored per test set (all 1875 BUS-BRA images; curated BUSI's fold K): Dice of the whole-image model, of the crop
+model's pasted map (``crop``), of the crop stage only where the whole-image model found a lesion (``crop where
+found``: an empty whole-image answer stays empty, as a normal image must), and of the mean of both maps inside
+the box (``mean``); the malignancy AUC (p(malignant | lesion) over lesion images) of each model and of the mean
+of both; the share of BUSI's normal images left without an outline. A crop model of BUS-BRA's oracle boxes
+(ground truth) is scored too, to tell what the boxes cost. Raw masks at threshold 0.5, no refining (the
+whole-image records' Dice under the segmentation policy equals it).
+Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
+51, 2024, 3110–3123).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from generalization import probe_parser  # the sibling scripts: benchmarks/ is on sys.path
+from roi_crop_probe import crop_box, read_crops, write_crops
+from sklearn.metrics import roc_auc_score
+
+from buscad import rundir
+from buscad.data.images import read_grayscale
+from buscad.data.manifest import image_file, load_mask, read_manifest
+from buscad.inference.predictor import Predictor
+from buscad.inference.readers import LoadedImage
+from buscad.io import json_safe, write_text_atomic
+from buscad.postprocess.probability import lesion_mask
+from buscad.training.config import load_config
+from buscad.training.provenance import benchmark_header
+from buscad.workflows import train
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+FOLDS_DIR = RESULTS / "crop_cascade_folds"
+WHOLE_TAG = "cascw"
+RECIPE = ["train.time_budget_minutes=null", "train.epochs=80", "train.max_time_minutes=45", "loss.overlap=batch",
+          "train.recalibrate_bn=true", "data.augment.gin=0.5"]
+"""The overrides of both stages (``configs/buscad_robust_cpu.yaml``): batch Dice, precise BN, GIN on half the images."""
+N_FOLDS = 4
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def p_lesion_malignant(probabilities: dict[str, float]) -> float:
+    return probabilities["malignant"] / (probabilities["benign"] + probabilities["malignant"])
+
+
+def crop_manifests(work: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Crops around the ground truth: curated BUSI's lesion images (training) and BUS-BRA's (the oracle test)."""
+    out = work / "crop_cascade"
+    busi_crops, bra_crops = out / "crops_busi" / "manifest.csv", out / "crops_bus_bra" / "manifest.csv"
+    if not busi_crops.is_file():
+        busi = read_manifest(work / "busi_curated_folds.csv").reset_index(drop=True)
+        write_crops(busi[busi["label"] != "normal"].reset_index(drop=True), -1, {}, busi_crops.parent)
+    if not bra_crops.is_file():
+        bra = read_manifest(work / "bus_bra.csv").reset_index(drop=True).assign(fold=-2)  # no fold: all are tests
+        write_crops(bra, -1, {}, bra_crops.parent)
+    return read_crops(busi_crops), read_crops(bra_crops)
+
+
+def train_crop_model(work: Path, fold: int, overrides: list[str]) -> tuple[Path, float | None]:
+    """Fold K's crop model (resumable); its training minutes when trained now."""
+    run = work / "crop_cascade" / f"crop_f{fold}"
+    config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
+                         [f"data.manifest={work / 'crop_cascade' / 'crops_busi' / 'manifest.csv'}",
+                          f"data.cache_dir={work / 'crop_cascade' / 'cache'}", "train.progress_bar=false",
+                          *RECIPE, *overrides])
+    if rundir.has_metrics(run):
+        return run, None
+    start = time.perf_counter()
+    train(config, run, fold=fold, resume=rundir.layout(run).last_checkpoint.is_file())
+    return run, (time.perf_counter() - start) / 60
+
+
+def pasted(whole_map: np.ndarray, crop_probability: np.ndarray,
+           box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The crop model's map at the whole image's size (zero outside the box), and the mean of both models' maps
+    inside the box (the whole-image model's outside it)."""
+    top, left, bottom, right = box
+    crop_map = np.zeros_like(whole_map)
+    crop_map[top:bottom, left:right] = crop_probability
+    mean_map = whole_map.copy()
+    mean_map[top:bottom, left:right] = (whole_map[top:bottom, left:right] + crop_probability) / 2
+    return crop_map, mean_map
+
+
+def cascade_rows(manifest: pd.DataFrame, whole_eval: Path, crop_model: Predictor) -> pd.DataFrame:
+    """One row per image: the whole-image model's and the crop stage's masks scored, and both p(malignant | lesion)."""
+    predictions = rundir.read_predictions(whole_eval).set_index("case_id")
+    rows = []
+    for _, case in manifest.iterrows():
+        prediction = predictions.loc[case["case_id"]]
+        truth = load_mask(case)
+        whole_map = rundir.read_probability_mask(whole_eval, str(prediction["mask_file"]), truth.shape)
+        whole = lesion_mask(whole_map, 0.5)
+        top, left, bottom, right = crop_box(whole)
+        gray = np.ascontiguousarray(read_grayscale(image_file(case))[top:bottom, left:right])
+        answer = crop_model.analyze(LoadedImage(gray, gray, None, str(case["case_id"]), "raster"))
+        crop_map, mean_map = pasted(whole_map, answer.probability_map, (top, left, bottom, right))
+        found = bool(whole.any())
+        crop_mask, mean_mask = crop_map > 0.5, mean_map > 0.5
+        rows.append({
+            "case_id": case["case_id"], "label": case["label"], "device": case.get("device", ""), "found": found,
+            "dice_whole": dice(truth, whole), "dice_crop": dice(truth, crop_mask),
+            "dice_crop_where_found": dice(truth, crop_mask if found else whole),
+            "dice_mean_where_found": dice(truth, mean_mask if found else whole),
+            "empty_crop": not crop_mask.any(),
+            "p_whole": float(prediction["prob_malignant"] / (prediction["prob_benign"] + prediction["prob_malignant"])),
+            "p_crop": p_lesion_malignant(answer.record["probabilities"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def summary(rows: pd.DataFrame) -> dict[str, Any]:
+    """Lesion-image Dice of each stage, the AUCs, and what happens to normal images (where there are any)."""
+    lesions, normals = rows[rows["label"] != "normal"], rows[rows["label"] == "normal"]
+    y = (lesions["label"] == "malignant").to_numpy()
+    out: dict[str, Any] = {"n_lesion_images": len(lesions), "n_normal_images": len(normals)}
+    for key in ("dice_whole", "dice_crop", "dice_crop_where_found", "dice_mean_where_found"):
+        out[key] = float(lesions[key].mean())
+    out |= {"auc_whole": float(roc_auc_score(y, lesions["p_whole"])),
+            "auc_crop": float(roc_auc_score(y, lesions["p_crop"])),
+            "auc_mean": float(roc_auc_score(y, (lesions["p_whole"] + lesions["p_crop"]) / 2)),
+            "lesions_found_by_whole": float(lesions["found"].mean())}
+    if len(normals):
+        out |= {"normals_empty_whole": float((~normals["found"]).mean()),
+                "normals_empty_crop": float(normals["empty_crop"].mean())}
+    return out
+
+
+def oracle_auc(bra_crops: pd.DataFrame, crop_model: Predictor) -> float:
+    """The crop model's malignancy AUC on BUS-BRA's ground-truth crops: the ranking with perfect boxes."""
+    answers = crop_model.analyze_many([image_file(row) for _, row in bra_crops.iterrows()], raise_errors=True)
+    p = [p_lesion_malignant(answer.record["probabilities"]) for answer in answers]  # type: ignore[union-attr]
+    return float(roc_auc_score((bra_crops["label"] == "malignant").to_numpy(), p))
+
+
+def run_fold(work: Path, fold: int, overrides: list[str]) -> None:
+    whole = rundir.layout(work / "runs" / f"{WHOLE_TAG}_busi").fold(fold).root
+    if not rundir.has_evaluation(whole / "external" / "bus_bra"):
+        raise SystemExit(f"{whole}: not finished; run generalization.py run --train busi --fold {fold} --tag "
+                         f"{WHOLE_TAG} {' '.join(RECIPE)} first")
+    _, bra_crops = crop_manifests(work)
+    crop_run, minutes = train_crop_model(work, fold, overrides)
+    crop_model = Predictor.from_checkpoint(rundir.layout(crop_run).best_checkpoint, threads=2)
+    busi = read_manifest(work / "busi_curated_folds.csv")
+    busi_test = busi[busi["fold"] == fold].reset_index(drop=True)
+    bra_rows = cascade_rows(read_manifest(work / "bus_bra.csv").reset_index(drop=True), whole / "external" / "bus_bra",
+                            crop_model)
+    busi_rows = cascade_rows(busi_test, whole, crop_model)
+    whole_record = json.loads((FOLDS_DIR.parent / "generalization_folds" / WHOLE_TAG / "busi" /
+                               f"fold_{fold}.json").read_text())
+    crop_info = rundir.read_run_info(crop_run) or {}
+    record = {**benchmark_header("crop_cascade.py"), "fold": fold, "overrides": overrides,
+              "whole_fit_minutes": whole_record["fit_minutes"],
+              "crop_fit_minutes": round(crop_info["timings"]["fit_seconds"] / 60, 2),
+              "crop_minutes_now": None if minutes is None else round(minutes, 2),
+              "crop_cpu": crop_info.get("machine", {}).get("cpu"), "whole_cpu": whole_record.get("cpu"),
+              "bus_bra": summary(bra_rows), "busi": summary(busi_rows),
+              "bus_bra_oracle_auc_crop": oracle_auc(bra_crops, crop_model)}
+    FOLDS_DIR.mkdir(parents=True, exist_ok=True)
+    pd.concat([bra_rows.assign(dataset="bus-bra"), busi_rows.assign(dataset="busi")]).to_csv(
+        FOLDS_DIR / f"fold_{fold}.csv", index=False, float_format="%.6g")
+    write_text_atomic(FOLDS_DIR / f"fold_{fold}.json", json.dumps(json_safe(record), indent=2) + "\n")
+    print(json.dumps(json_safe(record), indent=2))
+
+
+COLUMNS = (("dice_whole", "Dice, whole image"), ("dice_crop", "Dice, crop stage"),
+           ("dice_crop_where_found", "Dice, crop where found"), ("dice_mean_where_found", "Dice, mean where found"),
+           ("auc_whole", "AUC, whole"), ("auc_crop", "AUC, crop"), ("auc_mean", "AUC, mean of both"))
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def build_table() -> None:
+    records = [json.loads(path.read_text()) for path in sorted(FOLDS_DIR.glob("fold_*.json"))]
+    done = [r["fold"] for r in records]
+    whole_protocol = sorted(done) == list(range(N_FOLDS))
+    lines = ["# A second model on the lesion crop: curated BUSI → BUS-BRA", "",
+             "`python3 benchmarks/crop_cascade.py --work W --fold K` per fold, then `--table`; 2-core CPU "
+             "(benchmarks/crop_cascade.py says how the crops are made and scored). Folds done: "
+             f"{', '.join(map(str, done))} of 0–{N_FOLDS - 1}"
+             + (": mean ± std over all folds." if whole_protocol else ": NOT a whole protocol yet; per-fold "
+                "figures only, no mean is reported."), "",
+             "Lesion images; raw masks at threshold 0.5; AUC of p(malignant | lesion).", "",
+             "| test set | fold | " + " | ".join(name for _, name in COLUMNS) + " | lesions found (whole) |",
+             "|---|---|" + "---|" * (len(COLUMNS) + 1)]
+    for test in ("bus_bra", "busi"):
+        for r in records:
+            s = r[test]
+            lines.append(f"| {test.replace('_', '-')} | {r['fold']} | "
+                         + " | ".join(f"{s[key]:.3f}" for key, _ in COLUMNS) + f" | {s['lesions_found_by_whole']:.3f} |")
+        if whole_protocol:
+            lines.append(f"| {test.replace('_', '-')} | mean ± std | "
+                         + " | ".join(mean_std([r[test][key] for r in records]) for key, _ in COLUMNS) + " | — |")
+    lines += ["", "BUSI normal images left without an outline (whole-image model / crop model run on the whole image): "
+              + "; ".join(f"fold {r['fold']}: {r['busi']['normals_empty_whole']:.2f} / {r['busi']['normals_empty_crop']:.2f}"
+                          for r in records) + ".",
+              "Crop model on BUS-BRA's ground-truth crops (oracle boxes), AUC: "
+              + "; ".join(f"fold {r['fold']}: {r['bus_bra_oracle_auc_crop']:.3f}" for r in records) + ".",
+              "Training minutes per fold (whole-image + crop model): "
+              + "; ".join(f"fold {r['fold']}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} "
+                          f"({r['whole_cpu']} / {r['crop_cpu']})" for r in records) + ".", "",
+              "Data: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., "
+              "Medical Physics 51, 2024, 3110–3123).", ""]
+    write_text_atomic(RESULTS / "crop_cascade.md", "\n".join(lines))
+    write_text_atomic(RESULTS / "crop_cascade.json", json.dumps(json_safe({"folds": records}), indent=2) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = probe_parser(__doc__, threads=False)
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--table", action="store_true", help="only gather the saved folds into the table")
+    parser.add_argument("overrides", nargs="*", help="config key=value overrides of the crop model")
+    args = parser.parse_args()
+    if not args.table:
+        run_fold(args.work, args.fold, args.overrides)
+    build_table()
+
+
+if __name__ == "__main__":
+    main()

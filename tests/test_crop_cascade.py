@@ -1,0 +1,47 @@
+"""``benchmarks/crop_cascade.py``: the crop stage's map goes back into its box, and the summary scores each rule."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.helpers import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def cascade() -> ModuleType:
+    return load_benchmark("crop_cascade")
+
+
+def test_pasted_puts_the_crop_map_in_its_box_and_averages_only_there(cascade):
+    whole = np.full((6, 8), 0.2, dtype=np.float32)
+    crop = np.full((2, 3), 0.8, dtype=np.float32)
+    crop_map, mean_map = cascade.pasted(whole, crop, (1, 2, 3, 5))
+    assert crop_map.shape == whole.shape and crop_map.sum() == pytest.approx(0.8 * 6)
+    assert (crop_map[1:3, 2:5] == np.float32(0.8)).all()
+    assert mean_map[1:3, 2:5] == pytest.approx(np.full((2, 3), 0.5))
+    outside = np.ones_like(whole, dtype=bool)
+    outside[1:3, 2:5] = False
+    assert (mean_map[outside] == np.float32(0.2)).all()
+
+
+def test_summary_scores_lesion_images_only_and_reports_normals_apart(cascade):
+    rows = pd.DataFrame([
+        {"label": "malignant", "found": True, "dice_whole": 0.6, "dice_crop": 0.8, "dice_crop_where_found": 0.8,
+         "dice_mean_where_found": 0.7, "empty_crop": False, "p_whole": 0.9, "p_crop": 0.4},
+        {"label": "benign", "found": False, "dice_whole": 0.0, "dice_crop": 0.5, "dice_crop_where_found": 0.0,
+         "dice_mean_where_found": 0.0, "empty_crop": False, "p_whole": 0.2, "p_crop": 0.6},
+        {"label": "normal", "found": False, "dice_whole": 1.0, "dice_crop": 0.0, "dice_crop_where_found": 1.0,
+         "dice_mean_where_found": 1.0, "empty_crop": False, "p_whole": 0.5, "p_crop": 0.5},
+    ])
+    out = cascade.summary(rows)
+    assert (out["n_lesion_images"], out["n_normal_images"]) == (2, 1)
+    assert out["dice_whole"] == pytest.approx(0.3) and out["dice_crop"] == pytest.approx(0.65)
+    assert out["dice_crop_where_found"] == pytest.approx(0.4)
+    assert out["auc_whole"] == 1.0 and out["auc_crop"] == 0.0  # the crop model ranks this pair the wrong way
+    assert out["auc_mean"] == 1.0  # 0.65 vs 0.40
+    assert out["lesions_found_by_whole"] == 0.5
+    assert (out["normals_empty_whole"], out["normals_empty_crop"]) == (1.0, 0.0)
