@@ -40,8 +40,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from generalization import probe_parser  # the sibling scripts: benchmarks/ is on sys.path
-from roi_crop_probe import crop_box, read_crops, write_crops
+from roi_crop_probe import (  # the sibling script: benchmarks/ is on sys.path
+    crop_box,
+    probe_arguments,
+    read_crops,
+    write_crops,
+    write_probe_results,
+)
 from sklearn.metrics import roc_auc_score
 
 from buscad import rundir
@@ -245,17 +250,11 @@ def build_table() -> None:
                           f"{r['crop_fit_minutes']} ({r['whole_cpu']} / {r['crop_cpu']})" for r in records) + ".", "",
               "Data: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., "
               "Medical Physics 51, 2024, 3110–3123).", ""]
-    write_text_atomic(RESULTS / "crop_cascade.md", "\n".join(lines))
-    write_text_atomic(RESULTS / "crop_cascade.json", json.dumps(json_safe({"folds": records}), indent=2) + "\n")
-    print("\n".join(lines))
+    write_probe_results("crop_cascade", lines, records)
 
 
 def main() -> None:
-    parser = probe_parser(__doc__, threads=False)
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--table", action="store_true", help="only gather the saved folds into the table")
-    parser.add_argument("overrides", nargs="*", help="config key=value overrides of the crop model")
-    args = parser.parse_args()
+    args = probe_arguments(__doc__).parse_args()
     if not args.table:
         run_fold(args.work, args.fold, args.overrides)
     build_table()

@@ -24,6 +24,7 @@ Cite: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123).
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -166,17 +167,28 @@ def build_table() -> None:
     lines += ["", f"Epochs per fold: as the whole-image run ({', '.join(str(r['epochs']) for r in records)}); "
               f"training minutes: {', '.join(str(r['minutes']) for r in records)}.", "",
               "Data: BUS-BRA (Gómez-Flores et al., Medical Physics 51, 2024, 3110–3123).", ""]
-    write_text_atomic(RESULTS / "roi_crop_probe.md", "\n".join(lines))
-    write_text_atomic(RESULTS / "roi_crop_probe.json", json.dumps(json_safe({"folds": records}), indent=2) + "\n")
+    write_probe_results("roi_crop_probe", lines, records)
+
+
+def write_probe_results(name: str, lines: list[str], records: list[dict[str, Any]]) -> None:
+    """A probe's table as results/NAME.md and its fold records as results/NAME.json, and the table printed."""
+    write_text_atomic(RESULTS / f"{name}.md", "\n".join(lines))
+    write_text_atomic(RESULTS / f"{name}.json", json.dumps(json_safe({"folds": records}), indent=2) + "\n")
     print("\n".join(lines))
 
 
-def main() -> None:
-    parser = probe_parser(__doc__, threads=False)
+def probe_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The command line of a crop probe: ``--work``, ``--fold``, ``--table`` and the crop model's overrides."""
+    parser = probe_parser(doc, threads=False)
     parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--tag", default="robust", help="tag of the whole-image BUS-BRA run")
     parser.add_argument("--table", action="store_true", help="only gather the saved folds into the table")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides of the crop model")
+    return parser
+
+
+def main() -> None:
+    parser = probe_arguments(__doc__)
+    parser.add_argument("--tag", default="robust", help="tag of the whole-image BUS-BRA run")
     args = parser.parse_args()
     if args.table:
         build_table()
