@@ -49,9 +49,11 @@ from roi_crop_probe import (  # the sibling script: benchmarks/ is on sys.path
 )
 from sklearn.metrics import roc_auc_score
 
-from buscad import rundir
+from buscad import LABELS, rundir
 from buscad.data.images import read_grayscale
 from buscad.data.manifest import image_file, load_mask, read_manifest
+from buscad.evaluation.cross_dataset import malignant_given_lesion
+from buscad.evaluation.metrics import mask_dice
 from buscad.inference.predictor import Predictor
 from buscad.inference.readers import LoadedImage
 from buscad.io import json_safe, write_text_atomic
@@ -68,15 +70,6 @@ RECIPE = ["train.time_budget_minutes=null", "train.epochs=80", "train.max_time_m
           "train.recalibrate_bn=true", "data.augment.gin=0.5"]
 """The overrides of both stages (``configs/buscad_robust_cpu.yaml``): batch Dice, precise BN, GIN on half the images."""
 N_FOLDS = 4
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
-def p_lesion_malignant(probabilities: dict[str, float]) -> float:
-    return probabilities["malignant"] / (probabilities["benign"] + probabilities["malignant"])
 
 
 def crop_manifests(work: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -121,6 +114,7 @@ def pasted(whole_map: np.ndarray, crop_probability: np.ndarray,
 def cascade_rows(manifest: pd.DataFrame, whole_eval: Path, crop_model: Predictor) -> pd.DataFrame:
     """One row per image: the whole-image model's and the crop stage's masks scored, and both p(malignant | lesion)."""
     predictions = rundir.read_predictions(whole_eval).set_index("case_id")
+    p_whole = malignant_given_lesion(predictions)
     rows = []
     for _, case in manifest.iterrows():
         prediction = predictions.loc[case["case_id"]]
@@ -135,14 +129,14 @@ def cascade_rows(manifest: pd.DataFrame, whole_eval: Path, crop_model: Predictor
         crop_mask, mean_mask = crop_map > 0.5, mean_map > 0.5
         rows.append({
             "case_id": case["case_id"], "label": case["label"], "device": case.get("device", ""), "found": found,
-            "dice_whole": dice(truth, whole), "dice_crop": dice(truth, crop_mask),
-            "dice_crop_where_found": dice(truth, crop_mask if found else whole),
-            "dice_mean_where_found": dice(truth, mean_mask if found else whole),
-            "empty_crop": not crop_mask.any(),
-            "p_whole": float(prediction["prob_malignant"] / (prediction["prob_benign"] + prediction["prob_malignant"])),
-            "p_crop": p_lesion_malignant(answer.record["probabilities"]),
+            "dice_whole": mask_dice(whole, truth), "dice_crop": mask_dice(crop_mask, truth),
+            "dice_crop_where_found": mask_dice(crop_mask if found else whole, truth),
+            "dice_mean_where_found": mask_dice(mean_mask if found else whole, truth),
+            "empty_crop": not crop_mask.any(), "p_whole": float(p_whole.loc[case["case_id"]]),
+            **{f"prob_{label}": p for label, p in answer.record["probabilities"].items()},
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.assign(p_crop=malignant_given_lesion(frame)).drop(columns=[f"prob_{label}" for label in LABELS])
 
 
 def summary(rows: pd.DataFrame) -> dict[str, Any]:
@@ -165,8 +159,9 @@ def summary(rows: pd.DataFrame) -> dict[str, Any]:
 def oracle_auc(bra_crops: pd.DataFrame, crop_model: Predictor) -> float:
     """The crop model's malignancy AUC on BUS-BRA's ground-truth crops: the ranking with perfect boxes."""
     answers = crop_model.analyze_many([image_file(row) for _, row in bra_crops.iterrows()], raise_errors=True)
-    p = [p_lesion_malignant(answer.record["probabilities"]) for answer in answers]  # type: ignore[union-attr]
-    return float(roc_auc_score((bra_crops["label"] == "malignant").to_numpy(), p))
+    probabilities = pd.DataFrame([{f"prob_{label}": p for label, p in answer.record["probabilities"].items()}
+                                  for answer in answers])  # type: ignore[union-attr]
+    return float(roc_auc_score((bra_crops["label"] == "malignant").to_numpy(), malignant_given_lesion(probabilities)))
 
 
 def run_fold(work: Path, fold: int, overrides: list[str]) -> None:
@@ -182,12 +177,12 @@ def run_fold(work: Path, fold: int, overrides: list[str]) -> None:
     bra_rows = cascade_rows(read_manifest(work / "bus_bra.csv").reset_index(drop=True), whole / "external" / "bus_bra",
                             crop_model)
     busi_rows = cascade_rows(busi_test, whole, crop_model)
-    crop_info = rundir.read_run_info(crop_run) or {}
+    crop_info, whole_info = rundir.read_run_info(crop_run) or {}, whole_record(fold)
     record = {**benchmark_header("crop_cascade.py"), "fold": fold, "overrides": overrides,
-              "whole_fit_minutes": whole_record(fold)["fit_minutes"],
+              "whole_fit_minutes": whole_info["fit_minutes"],
               "crop_fit_minutes": round(crop_info["timings"]["fit_seconds"] / 60, 2),
               "crop_minutes_now": None if minutes is None else round(minutes, 2),
-              "crop_cpu": crop_info.get("machine", {}).get("cpu"), "whole_cpu": whole_record(fold).get("cpu"),
+              "crop_cpu": crop_info.get("machine", {}).get("cpu"), "whole_cpu": whole_info.get("cpu"),
               "bus_bra": summary(bra_rows), "busi": summary(busi_rows),
               "bus_bra_oracle_auc_crop": oracle_auc(bra_crops, crop_model)}
     FOLDS_DIR.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from sklearn.metrics import roc_auc_score
 from buscad import rundir
 from buscad.data.images import read_grayscale
 from buscad.data.manifest import image_file, load_mask, read_manifest, write_manifest
+from buscad.evaluation.cross_dataset import malignant_given_lesion
 from buscad.evaluation.run_eval import case_masks, eval_settings
 from buscad.io import json_safe, write_text_atomic
 from buscad.postprocess.stage_input import lesion_boxes
@@ -91,11 +92,6 @@ def read_crops(path: Path) -> pd.DataFrame:
     return crops.assign(full_lesion_pixels=crops["full_lesion_pixels"].astype(int))
 
 
-def p_malignant(frame: pd.DataFrame) -> pd.Series:
-    """p(malignant | lesion) = p(malignant) / (p(benign) + p(malignant))."""
-    return frame["prob_malignant"] / (frame["prob_benign"] + frame["prob_malignant"])
-
-
 def scores(y: np.ndarray, p: np.ndarray, dice: np.ndarray | None) -> dict[str, float | None]:
     return {"dice": float(np.mean(dice)) if dice is not None else None, "auc": float(roc_auc_score(y, p)),
             "accuracy": float(np.mean((p > 0.5) == y))}
@@ -116,7 +112,7 @@ def score_fold(crop_run: Path, whole_run: Path, crops: pd.DataFrame, fold: int) 
     whole = rundir.read_predictions(whole_run).set_index("case_id").loc[test.index]
     whole_dice = rundir.read_per_image(whole_run).set_index("case_id").loc[test.index, "dice"]
     y = (test["label"] == "malignant").to_numpy()
-    p_crop, p_whole = p_malignant(crop).to_numpy(), p_malignant(whole).to_numpy()
+    p_crop, p_whole = malignant_given_lesion(crop).to_numpy(), malignant_given_lesion(whole).to_numpy()
     return {"fold": fold, "n": len(test),
             "crops_holding_the_whole_lesion": float((test["lesion_pixels"] == test["full_lesion_pixels"]).mean()),
             "crop": scores(y, p_crop, np.array(dice)), "whole": scores(y, p_whole, whole_dice.to_numpy()),
