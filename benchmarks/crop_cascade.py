@@ -1,6 +1,7 @@
 """Segment, then look closer: a second model on the lesion crop, trained on curated BUSI, tested on BUS-BRA.
 
     python3 benchmarks/crop_cascade.py --work W --fold K    # fold K's crop model, then the cascade's scores
+    python3 benchmarks/crop_cascade.py --work W --fold K --predictor [--tta]   # the same models through buscad.Predictor
     python3 benchmarks/crop_cascade.py --work W --table     # results/crop_cascade.{md,json} from the saved folds
 
 Why: a model trained on BUSI's 283 training images outlines BUS-BRA's lesions at Dice 0.66–0.69 (issue 14,
@@ -15,7 +16,7 @@ Protocol, fold K of curated BUSI's grouped 4-fold split (every figure is out of 
   ``train.time_budget_minutes=null train.epochs=80 train.max_time_minutes=45 loss.overlap=batch
   train.recalibrate_bn=true data.augment.gin=0.5`` (must be finished; its BUS-BRA evaluation is reused);
 - crop model: the same recipe and overrides, trained on crops around the ground-truth lesion of curated BUSI's
-  lesion images (``roi_crop_probe.crop_box``: the pipeline's ``roi`` box, lesion box grown by 20 % per side, at
+  lesion images (``buscad.postprocess.stage_input.crop_box``: the pipeline's ``roi`` box, lesion box grown by 20 % per side, at
   least 1/8 of the image; the recipe's zoom and shift augmentation jitters it), fold K's training part;
 - at test time, every image: the whole-image model's thresholded map gives the box (the whole image where it
   found nothing), the crop model predicts the crop, and its probability map is pasted into the box.
@@ -27,6 +28,11 @@ the box (``mean``); the malignancy AUC (p(malignant | lesion) over lesion images
 of both; the share of BUSI's normal images left without an outline. A crop model of BUS-BRA's oracle boxes
 (ground truth) is scored too, to tell what the boxes cost. Raw masks at threshold 0.5, no refining (the
 whole-image records' Dice under the segmentation policy equals it).
+
+``--predictor`` scores the same two models as the product runs them: ``Predictor.from_checkpoint(whole,
+crop_model=crop)`` (:mod:`buscad.inference.crop_stage`) against the whole-image model alone, both reading the
+image files themselves; ``--tta`` adds the mirror image (both models). Its plain figures check the product path
+against the scoring above (which reuses the whole-image evaluation's stored maps).
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
 """
@@ -41,23 +47,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from roi_crop_probe import (  # the sibling script: benchmarks/ is on sys.path
-    crop_box,
     probe_arguments,
     read_crops,
-    write_crops,
     write_probe_results,
 )
 from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS, rundir
+from buscad.data.export import export_lesion_crops
 from buscad.data.images import read_grayscale
 from buscad.data.manifest import image_file, load_mask, read_manifest
 from buscad.evaluation.cross_dataset import malignant_given_lesion
 from buscad.evaluation.metrics import mask_dice
+from buscad.inference.crop_stage import combine
 from buscad.inference.predictor import Predictor
 from buscad.inference.readers import LoadedImage
 from buscad.io import json_safe, write_text_atomic
 from buscad.postprocess.probability import lesion_mask
+from buscad.postprocess.stage_input import crop_box, cut
+from buscad.prediction import MapResult
 from buscad.training.config import load_config
 from buscad.training.provenance import benchmark_header
 from buscad.workflows import train
@@ -65,6 +73,7 @@ from buscad.workflows import train
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 FOLDS_DIR = RESULTS / "crop_cascade_folds"
+PREDICTOR_DIR = RESULTS / "crop_cascade_predictor"
 WHOLE_TAG = "cascw"
 RECIPE = ["train.time_budget_minutes=null", "train.epochs=80", "train.max_time_minutes=45", "loss.overlap=batch",
           "train.recalibrate_bn=true", "data.augment.gin=0.5"]
@@ -76,12 +85,9 @@ def crop_manifests(work: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Crops around the ground truth: curated BUSI's lesion images (training) and BUS-BRA's (the oracle test)."""
     out = work / "crop_cascade"
     busi_crops, bra_crops = out / "crops_busi" / "manifest.csv", out / "crops_bus_bra" / "manifest.csv"
-    if not busi_crops.is_file():
-        busi = read_manifest(work / "busi_curated_folds.csv").reset_index(drop=True)
-        write_crops(busi[busi["label"] != "normal"].reset_index(drop=True), -1, {}, busi_crops.parent)
-    if not bra_crops.is_file():
-        bra = read_manifest(work / "bus_bra.csv").reset_index(drop=True).assign(fold=-2)  # no fold: all are tests
-        write_crops(bra, -1, {}, bra_crops.parent)
+    for manifest, crops in ((work / "busi_curated_folds.csv", busi_crops), (work / "bus_bra.csv", bra_crops)):
+        if not crops.is_file():  # what `buscad data export M.csv --format crops -o DIR` writes
+            export_lesion_crops(read_manifest(manifest), crops.parent, overwrite=True)
     return read_crops(busi_crops), read_crops(bra_crops)
 
 
@@ -106,9 +112,8 @@ def pasted(whole_map: np.ndarray, crop_probability: np.ndarray,
     top, left, bottom, right = box
     crop_map = np.zeros_like(whole_map)
     crop_map[top:bottom, left:right] = crop_probability
-    mean_map = whole_map.copy()
-    mean_map[top:bottom, left:right] = (whole_map[top:bottom, left:right] + crop_probability) / 2
-    return crop_map, mean_map
+    mean = combine(MapResult(whole_map, None), MapResult(crop_probability, None), box, LABELS)
+    return crop_map, mean.probability_map
 
 
 def cascade_rows(manifest: pd.DataFrame, whole_eval: Path, crop_model: Predictor) -> pd.DataFrame:
@@ -121,10 +126,10 @@ def cascade_rows(manifest: pd.DataFrame, whole_eval: Path, crop_model: Predictor
         truth = load_mask(case)
         whole_map = rundir.read_probability_mask(whole_eval, str(prediction["mask_file"]), truth.shape)
         whole = lesion_mask(whole_map, 0.5)
-        top, left, bottom, right = crop_box(whole)
-        gray = np.ascontiguousarray(read_grayscale(image_file(case))[top:bottom, left:right])
+        box = crop_box(whole)
+        gray = cut(read_grayscale(image_file(case)), box)
         answer = crop_model.analyze(LoadedImage(gray, gray, None, str(case["case_id"]), "raster"))
-        crop_map, mean_map = pasted(whole_map, answer.probability_map, (top, left, bottom, right))
+        crop_map, mean_map = pasted(whole_map, answer.probability_map, box)
         found = bool(whole.any())
         crop_mask, mean_mask = crop_map > 0.5, mean_map > 0.5
         rows.append({
@@ -164,11 +169,73 @@ def oracle_auc(bra_crops: pd.DataFrame, crop_model: Predictor) -> float:
     return float(roc_auc_score((bra_crops["label"] == "malignant").to_numpy(), malignant_given_lesion(probabilities)))
 
 
-def run_fold(work: Path, fold: int, overrides: list[str]) -> None:
+def whole_run(work: Path, fold: int) -> Path:
+    """Fold K's finished whole-image run (its BUS-BRA evaluation is reused)."""
     whole = rundir.layout(work / "runs" / f"{WHOLE_TAG}_busi").fold(fold).root
     if not rundir.has_evaluation(whole / "external" / "bus_bra"):
         raise SystemExit(f"{whole}: not finished; run generalization.py run --train busi --fold {fold} --tag "
                          f"{WHOLE_TAG} {' '.join(RECIPE)} first")
+    return whole
+
+
+def predictor_rows(manifest: pd.DataFrame, whole: Predictor, cascade: Predictor, tta: bool) -> pd.DataFrame:
+    """One row per image through :class:`buscad.Predictor`: the whole-image model alone and with its crop stage."""
+    files = [image_file(case) for _, case in manifest.iterrows()]
+    rows = []
+    pairs = zip(manifest.iterrows(), whole.iter_analyze(files, tta=tta, raise_errors=True),
+                cascade.iter_analyze(files, tta=tta, raise_errors=True))
+    for (_, case), alone, both in pairs:
+        truth = load_mask(case)
+        found, closer = lesion_mask(alone.probability_map, 0.5), lesion_mask(both.probability_map, 0.5)  # type: ignore[union-attr]
+        rows.append({"case_id": case["case_id"], "label": case["label"], "device": case.get("device", ""),
+                     "found": bool(found.any()), "empty_cascade": not closer.any(),
+                     "dice_whole": mask_dice(found, truth), "dice_cascade": mask_dice(closer, truth),
+                     "p_whole": _p_malignant(alone.record), "p_cascade": _p_malignant(both.record)})  # type: ignore[union-attr]
+    return pd.DataFrame(rows)
+
+
+def _p_malignant(record: dict[str, Any]) -> float:
+    return float(malignant_given_lesion(pd.DataFrame([{f"prob_{k}": v for k, v in record["probabilities"].items()}]))[0])
+
+
+def predictor_summary(rows: pd.DataFrame) -> dict[str, Any]:
+    lesions, normals = rows[rows["label"] != "normal"], rows[rows["label"] == "normal"]
+    y = (lesions["label"] == "malignant").to_numpy()
+    out: dict[str, Any] = {"n_lesion_images": len(lesions), "n_normal_images": len(normals),
+                           "dice_whole": float(lesions["dice_whole"].mean()),
+                           "dice_cascade": float(lesions["dice_cascade"].mean()),
+                           "auc_whole": float(roc_auc_score(y, lesions["p_whole"])),
+                           "auc_cascade": float(roc_auc_score(y, lesions["p_cascade"]))}
+    if len(normals):
+        out |= {"normals_empty_whole": float((~normals["found"]).mean()),
+                "normals_empty_cascade": float(normals["empty_cascade"].mean())}
+    return out
+
+
+def run_predictor(work: Path, fold: int, tta: bool) -> None:
+    """Fold K's two models scored through ``Predictor`` (the product path), with or without the mirror."""
+    best = rundir.layout(whole_run(work, fold)).best_checkpoint
+    crop = rundir.layout(work / "crop_cascade" / f"crop_f{fold}").best_checkpoint
+    whole = Predictor.from_checkpoint(best, threads=2)
+    cascade = Predictor.from_checkpoint(best, threads=2, crop_model=crop)
+    busi = read_manifest(work / "busi_curated_folds.csv")
+    tests = {"bus_bra": read_manifest(work / "bus_bra.csv").reset_index(drop=True),
+             "busi": busi[busi["fold"] == fold].reset_index(drop=True)}
+    start = time.perf_counter()
+    frames = {name: predictor_rows(manifest, whole, cascade, tta) for name, manifest in tests.items()}
+    name = f"fold_{fold}{'_tta' if tta else ''}"
+    record = {**benchmark_header("crop_cascade.py"), "fold": fold, "tta": tta,
+              "scoring_minutes": round((time.perf_counter() - start) / 60, 2), "cascade_model_id": cascade.model_id,
+              **{test: predictor_summary(frame) for test, frame in frames.items()}}
+    PREDICTOR_DIR.mkdir(parents=True, exist_ok=True)
+    pd.concat([frame.assign(dataset=test.replace("_", "-")) for test, frame in frames.items()]).to_csv(
+        PREDICTOR_DIR / f"{name}.csv", index=False, float_format="%.6g")
+    write_text_atomic(PREDICTOR_DIR / f"{name}.json", json.dumps(json_safe(record), indent=2) + "\n")
+    print(json.dumps(json_safe(record), indent=2))
+
+
+def run_fold(work: Path, fold: int, overrides: list[str]) -> None:
+    whole = whole_run(work, fold)
     _, bra_crops = crop_manifests(work)
     crop_run, minutes = train_crop_model(work, fold, overrides)
     crop_model = Predictor.from_checkpoint(rundir.layout(crop_run).best_checkpoint, threads=2)
@@ -234,6 +301,7 @@ def build_table() -> None:
         if whole_protocol:
             lines.append(f"| {test.replace('_', '-')} | mean ± std | "
                          + " | ".join(mean_std([r[test][key] for r in records]) for key, _ in COLUMNS) + " | — |")
+    lines += predictor_table()
     lines += ["", "BUSI normal images left without an outline (whole-image model / crop model run on the whole image): "
               + "; ".join(f"fold {r['fold']}: {r['busi']['normals_empty_whole']:.2f} / {r['busi']['normals_empty_crop']:.2f}"
                           for r in records) + ".",
@@ -248,9 +316,44 @@ def build_table() -> None:
     write_probe_results("crop_cascade", lines, records)
 
 
+PREDICTOR_COLUMNS = (("dice_whole", "Dice, whole"), ("dice_cascade", "Dice, with crop stage"),
+                     ("auc_whole", "AUC, whole"), ("auc_cascade", "AUC, with crop stage"))
+
+
+def predictor_table() -> list[str]:
+    """The ``--predictor`` scores: plain and mirrored, per fold, with the mean once all folds are in."""
+    records = [json.loads(path.read_text()) for path in sorted(PREDICTOR_DIR.glob("fold_*.json"))]
+    if not records:
+        return []
+    lines = ["", "## Through buscad.Predictor (the product path: `--predictor`, `--predictor --tta`)", "",
+             "`Predictor.from_checkpoint(whole, crop_model=crop)` against the whole-image model alone, same "
+             "models as above; lesion images, raw masks at 0.5. Mirror: both models average the image and its "
+             "mirror image.", "",
+             "| test set | mirror | fold | " + " | ".join(name for _, name in PREDICTOR_COLUMNS) + " |",
+             "|---|---|---|" + "---|" * len(PREDICTOR_COLUMNS)]
+    for test in ("bus_bra", "busi"):
+        for tta in (False, True):
+            group = sorted((r for r in records if r["tta"] == tta), key=lambda r: r["fold"])
+            for r in group:
+                lines.append(f"| {test.replace('_', '-')} | {'yes' if tta else 'no'} | {r['fold']} | "
+                             + " | ".join(f"{r[test][key]:.3f}" for key, _ in PREDICTOR_COLUMNS) + " |")
+            if sorted(r["fold"] for r in group) == list(range(N_FOLDS)):
+                lines.append(f"| {test.replace('_', '-')} | {'yes' if tta else 'no'} | mean ± std | "
+                             + " | ".join(mean_std([r[test][key] for r in group]) for key, _ in PREDICTOR_COLUMNS)
+                             + " |")
+    empty = [f"fold {r['fold']}{' mirror' if r['tta'] else ''}: {r['busi']['normals_empty_whole']:.2f} / "
+             f"{r['busi']['normals_empty_cascade']:.2f}" for r in records]
+    return [*lines, "", f"BUSI normal images left without an outline (whole / with crop stage): {'; '.join(empty)}."]
+
+
 def main() -> None:
-    args = probe_arguments(__doc__).parse_args()
-    if not args.table:
+    parser = probe_arguments(__doc__)
+    parser.add_argument("--predictor", action="store_true", help="score fold K's models through buscad.Predictor")
+    parser.add_argument("--tta", action="store_true", help="with --predictor: the image and its mirror image")
+    args = parser.parse_args()
+    if args.predictor:
+        run_predictor(args.work, args.fold, args.tta)
+    elif not args.table:
         run_fold(args.work, args.fold, args.overrides)
     build_table()
 

@@ -9,7 +9,7 @@ rank at AUC 0.92 (results/descriptors_bus_bra.md) — is drawn at about a third 
 the lesion, resampled to the same 128 px, shows it at about 1.8 times that detail for the same compute.
 
 Protocol (one official BUS-BRA fold K, the recipe's own run ``TAG_bus-bra`` of ``generalization.py`` must
-exist): every image is cut to the square box of :func:`buscad.postprocess.stage_input.lesion_boxes` (the
+exist): every image is cut to the square box of :func:`buscad.postprocess.stage_input.crop_box` (the
 pipeline's ``roi`` definition: lesion box side grown by 20 % on each side, at least 1/8 of the image) at
 its original resolution. Training and validation images are cut around their ground-truth mask; test
 images around the lesion that the whole-image fold-K model predicted (before refining), as a cascade
@@ -32,18 +32,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from generalization import probe_parser  # the sibling script: benchmarks/ is on sys.path
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from buscad import rundir
-from buscad.data.images import read_grayscale
-from buscad.data.manifest import image_file, load_mask, read_manifest, write_manifest
+from buscad.data.export import export_lesion_crops
+from buscad.data.manifest import read_manifest
 from buscad.evaluation.cross_dataset import malignant_given_lesion
 from buscad.evaluation.run_eval import case_masks, eval_settings
 from buscad.io import json_safe, write_text_atomic
-from buscad.postprocess.stage_input import lesion_boxes
+from buscad.postprocess.stage_input import crop_box
 from buscad.training.config import load_config
 from buscad.training.provenance import benchmark_header
 from buscad.workflows import train
@@ -51,13 +49,6 @@ from buscad.workflows import train
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 FOLDS_DIR = RESULTS / "roi_crop_probe_folds"
-MARGIN, MIN_ROI = 0.2, 0.125  # the pipeline's roi defaults (configs/pipeline_unet_mobilenet.yaml)
-
-
-def crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right) integer pixel box of the pipeline's roi crop of ``mask`` (whole image if empty)."""
-    x0, y0, x1, y1 = lesion_boxes(torch.from_numpy(mask[None, None].astype(np.float32)), MARGIN, MIN_ROI)[0].tolist()
-    return round(y0), round(x0), round(y1), round(x1)
 
 
 def predicted_masks(run: Path, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -68,22 +59,11 @@ def predicted_masks(run: Path, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def write_crops(manifest: pd.DataFrame, fold: int, boxes_from: dict[str, np.ndarray], out: Path) -> pd.DataFrame:
-    """Crop every image and mask (test fold: around ``boxes_from``; others: around the truth); the crop manifest."""
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for _, case in manifest.iterrows():
-        truth = load_mask(case)
-        top, left, bottom, right = crop_box(boxes_from[case["case_id"]] if case["fold"] == fold else truth)
-        name = f"{case['case_id'].replace('/', '_')}.png"  # BUSI's case numbers repeat across classes
-        Image.fromarray(read_grayscale(image_file(case))[top:bottom, left:right]).save(out / "images" / name)
-        Image.fromarray(truth[top:bottom, left:right].astype(np.uint8) * 255).save(out / "masks" / name)
-        rows.append({**case.to_dict(), "root": str(out), "image_path": f"images/{name}", "mask_paths": f"masks/{name}",
-                     "width": right - left, "height": bottom - top, "pixel_spacing_mm": np.nan,
-                     "lesion_pixels": int(truth[top:bottom, left:right].sum()), "full_lesion_pixels": int(truth.sum())})
-    frame = pd.DataFrame(rows)
-    write_manifest(frame, out / "manifest.csv")
-    return frame
+    """Crop every lesion image and mask (test fold: around the mask in ``boxes_from``, the whole image where it is
+    empty; others: around the truth, as ``buscad data export --format crops`` does); the crop manifest."""
+    test = manifest.loc[manifest["fold"] == fold, "case_id"]
+    boxes = {case_id: crop_box(boxes_from[case_id]) for case_id in test}
+    return read_crops(export_lesion_crops(manifest, out, overwrite=True, boxes=boxes))
 
 
 def read_crops(path: Path) -> pd.DataFrame:

@@ -45,3 +45,21 @@ def test_summary_scores_lesion_images_only_and_reports_normals_apart(cascade):
     assert out["auc_mean"] == 1.0  # 0.65 vs 0.40
     assert out["lesions_found_by_whole"] == 0.5
     assert (out["normals_empty_whole"], out["normals_empty_crop"]) == (1.0, 0.0)
+
+
+def test_predictor_summary_scores_lesion_images_and_says_what_the_crop_stage_did_to_normals(cascade):
+    rows = pd.DataFrame([
+        {"label": "malignant", "found": True, "empty_cascade": False, "dice_whole": 0.6, "dice_cascade": 0.8,
+         "p_whole": 0.3, "p_cascade": 0.7},
+        {"label": "benign", "found": True, "empty_cascade": False, "dice_whole": 0.4, "dice_cascade": 0.5,
+         "p_whole": 0.4, "p_cascade": 0.2},
+        {"label": "normal", "found": True, "empty_cascade": True, "dice_whole": 0.0, "dice_cascade": 1.0,
+         "p_whole": 0.5, "p_cascade": 0.5},
+        {"label": "normal", "found": False, "empty_cascade": True, "dice_whole": 1.0, "dice_cascade": 1.0,
+         "p_whole": 0.5, "p_cascade": 0.5},
+    ])
+    out = cascade.predictor_summary(rows)
+    assert (out["n_lesion_images"], out["n_normal_images"]) == (2, 2)
+    assert out["dice_whole"] == pytest.approx(0.5) and out["dice_cascade"] == pytest.approx(0.65)
+    assert (out["auc_whole"], out["auc_cascade"]) == (0.0, 1.0)
+    assert (out["normals_empty_whole"], out["normals_empty_cascade"]) == (0.5, 1.0)

@@ -105,3 +105,7 @@ def test_export_nnunet_and_monai(synthetic_manifest, tmp_path):
     result = runner.invoke(app, ["data", "export", str(folded), "--format", "monai", "-o", str(tmp_path / "monai")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "monai" / "datalist.json").is_file()
+    result = runner.invoke(app, ["data", "export", str(folded), "--format", "crops", "-o", str(tmp_path / "crops")])
+    assert result.exit_code == 0, result.output
+    assert "lesion crops of" in result.output and "buscad train CONFIG.yaml data.manifest=" in result.output
+    assert (tmp_path / "crops" / "manifest.csv").is_file()

@@ -14,6 +14,7 @@ from buscad.data.export import (
     CASES_FILE,
     case_identifier,
     case_identifiers,
+    export_lesion_crops,
     export_monai,
     export_nnunet,
 )
@@ -21,6 +22,7 @@ from buscad.data.images import read_grayscale
 from buscad.data.manifest import load_mask, read_manifest
 from buscad.data.splits import kfold_split
 from buscad.errors import DataError
+from buscad.postprocess.stage_input import crop_box
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +98,28 @@ def test_nnunet_export_passes_nnunetv2_integrity_check(folded: pd.DataFrame, tmp
     verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
     target = export_nnunet(folded, tmp_path, dataset_id=778, name="Synth")
     verify.verify_dataset_integrity(str(target), num_processes=1)
+
+
+def test_lesion_crops_cut_image_and_mask_around_the_lesion_and_keep_the_folds(folded: pd.DataFrame,
+                                                                               tmp_path: Path) -> None:
+    path = export_lesion_crops(folded, tmp_path / "crops")
+    crops = read_manifest(path)
+    lesions = folded[[load_mask(row).any() for _, row in folded.iterrows()]]
+    assert 0 < len(crops) == len(lesions) < len(folded), "images without a lesion are left out"
+    assert list(crops["case_id"]) == list(lesions["case_id"]) and list(crops["fold"]) == list(lesions["fold"])
+    for (_, crop), (_, case) in zip(crops.iterrows(), lesions.iterrows()):
+        truth = load_mask(case)
+        top, left, bottom, right = crop_box(truth)
+        assert crop["crop_box"] == f"{top},{left},{bottom},{right}"
+        image = read_grayscale(Path(case["root"]) / case["image_path"])
+        np.testing.assert_array_equal(read_grayscale(Path(crop["root"]) / crop["image_path"]),
+                                      image[top:bottom, left:right])
+        np.testing.assert_array_equal(load_mask(crop), truth[top:bottom, left:right])
+        assert (crop["width"], crop["height"]) == (right - left, bottom - top)
+        assert crop["lesion_pixels"] == truth[top:bottom, left:right].sum() and int(crop["full_lesion_pixels"]) == truth.sum()
+    normal = folded[[not load_mask(row).any() for _, row in folded.iterrows()]].iloc[:1]
+    boxed = read_manifest(export_lesion_crops(normal, tmp_path / "boxed", boxes={normal["case_id"].iloc[0]: (2, 3, 12, 9)}))
+    assert (boxed["width"].iloc[0], boxed["height"].iloc[0]) == (6, 10), "a given box is cut even without a lesion"
+    with pytest.raises(DataError, match="no lesion image to crop"):
+        export_lesion_crops(normal, tmp_path / "none")
+    assert not (tmp_path / "none").exists()

@@ -283,21 +283,24 @@ def dedup(
 class ExportFormat(str, Enum):
     nnunet = "nnunet"
     monai = "monai"
+    crops = "crops"
 
 
 @app.command()
 @user_errors
 def export(
     manifest: Annotated[Path, typer.Argument(help="Manifest CSV (with a fold column for nnU-Net's splits).")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="nnunet (v2 raw dataset) or monai (datalist).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="nnunet (v2 raw dataset), monai (datalist) "
+                                              "or crops (lesion crops for a crop model, with their manifest).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write into (nnU-Net: its nnUNet_raw).")],
     dataset_id: Annotated[int, typer.Option("--dataset-id", min=1, max=999,
                                             help="nnU-Net dataset number (custom datasets: 500 and up).")] = 501,
     name: Annotated[str, typer.Option("--name", help="nnU-Net dataset name (letters, digits, '-').")] = "BUSCAD",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
 ) -> None:
-    """Export a manifest for nnU-Net v2 or MONAI: grayscale images, merged 0/1 masks, the manifest's folds."""
-    from buscad.data.export import export_monai, export_nnunet
+    """Export a manifest for nnU-Net v2 or MONAI (grayscale images, merged 0/1 masks, the manifest's folds), or
+    as lesion crops: a manifest of crops around each lesion, to train a model for ``buscad predict --crop-model``."""
+    from buscad.data.export import export_lesion_crops, export_monai, export_nnunet
     from buscad.data.manifest import read_manifest
 
     frame = read_manifest(manifest)
@@ -307,6 +310,12 @@ def export(
         console.print(f"{len(frame)} cases written to {target} ({splits}); next: nnUNetv2_plan_and_preprocess -d "
                       f"{dataset_id} --verify_dataset_integrity, then copy splits_final.json to "
                       f"$nnUNet_preprocessed/{target.name}/ (docs/benchmarks.md)", highlight=False, soft_wrap=True)
+    elif fmt is ExportFormat.crops:
+        crops = export_lesion_crops(frame, output, overwrite=overwrite)
+        kept = len(read_manifest(crops))
+        console.print(f"{kept} lesion crops of {len(frame)} cases written to {crops} ({len(frame) - kept} without a "
+                      f"lesion left out); train a crop model on it: buscad train CONFIG.yaml "
+                      f"data.manifest={crops}", highlight=False, soft_wrap=True)
     else:
         datalist = export_monai(frame, output, overwrite=overwrite)
         console.print(f"{len(frame)} cases written to {datalist}", highlight=False, soft_wrap=True)

@@ -44,6 +44,12 @@ def predict(
                      "model (buscad models info). Repeat it, or give a buscad cv folder (all its fold models), "
                      "for an ensemble: the models' probabilities averaged."),
     ] = None,
+    crop_model: Annotated[
+        list[Path] | None,
+        typer.Option("--crop-model", help="A second model trained on lesion crops (repeatable, or a buscad cv "
+                     "folder): every lesion found is predicted again on its crop, and the two answers averaged "
+                     "(docs/generalization.md, section 13)."),
+    ] = None,
     mode: Annotated[
         InferenceMode, typer.Option("--mode", help="resize, sliding window, or the published 256 px patches.")
     ] = InferenceMode.resize,
@@ -103,7 +109,7 @@ def predict(
     spacing = _spacing_option(pixel_spacing)
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
                                           threads=threads, batch_size=batch_size,
-                                          max_pixels=int(max_image_mpx * 1e6))
+                                          max_pixels=int(max_image_mpx * 1e6), crop_model=crop_model or None)
     card = predictor.model_card() if report or dicom_out is not None else None
     dicom = None if dicom_out is None or card is None else _DicomRequest(dicom_out, dicom_for_raster, card)
     report_card = card if report else None

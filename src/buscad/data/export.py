@@ -1,4 +1,5 @@
-"""Manifests out to the field's other tools: an nnU-Net v2 raw dataset and a MONAI datalist.
+"""Manifests out to the field's other tools (an nnU-Net v2 raw dataset, a MONAI datalist) and to buscad's own
+crop models (lesion crops).
 
 So that a researcher can run nnU-Net (or any MONAI pipeline) on exactly buscad's curated, leakage-free
 folds and score its masks with buscad's metrics (``buscad evaluate-predictions``). Both exports write the
@@ -17,6 +18,11 @@ nnU-Net v2 layout (documentation/dataset_format.md of MIC-DKFZ/nnUNet)::
         splits_final.json       one {"train": [...], "val": [...]} per manifest fold (val = the test fold);
                                 copy it to $nnUNet_preprocessed/DatasetNNN_NAME/ after planning
         buscad_identifiers.csv        case_id ↔ identifier, dataset, label, fold
+
+Lesion crops (:func:`export_lesion_crops`): every lesion image cut to the box a crop stage cuts at inference
+(:func:`buscad.postprocess.stage_input.crop_box` around the ground truth), with its mask cut alike, and a buscad
+manifest of them that keeps every column of the input (folds, patients, duplicate groups), so a crop model
+trains with ``buscad train`` / ``buscad cv`` on the same leakage-free splits (docs/generalization.md §13).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,8 +42,9 @@ import pandas as pd
 from PIL import Image
 
 from buscad.data.images import read_grayscale
-from buscad.data.manifest import image_file, load_mask
+from buscad.data.manifest import image_file, load_mask, write_manifest
 from buscad.errors import DataError
+from buscad.postprocess.stage_input import PixelBox, crop_box, cut
 
 NNUNET_LABELS = {"background": 0, "lesion": 1}
 NNUNET_CHANNEL = "_0000"
@@ -122,6 +129,45 @@ def export_monai(frame: pd.DataFrame, out_dir: str | os.PathLike[str], *, overwr
         _write_json(stage / "datalist.json", datalist)
         cases_table(frame, identifiers).to_csv(stage / CASES_FILE, index=False)
     return target / "datalist.json"
+
+
+CROPS_MANIFEST = "manifest.csv"
+
+
+def export_lesion_crops(frame: pd.DataFrame, out_dir: str | os.PathLike[str], *, overwrite: bool = False,
+                        boxes: Mapping[str, PixelBox] | None = None) -> Path:
+    """Write ``out_dir/manifest.csv`` with ``images/ID.png`` and ``masks/ID.png``: each lesion image and its
+    merged mask cut to the crop around its lesion; return the manifest's path.
+
+    Images without a lesion (normal) are left out: the crop stage only runs where a lesion was found.
+    ``boxes`` maps a case id to the box to cut instead (e.g. around a model's predicted lesion for test cases,
+    as the crop stage would see them); such a case is kept even when its own mask is empty. Columns added:
+    ``crop_box`` (``top,left,bottom,right`` in the original image) and ``full_lesion_pixels`` (the whole
+    mask's, to tell how much of the lesion a crop holds). Built under a temporary name, like the other exports.
+    """
+    boxes = boxes or {}
+    identifiers = case_identifiers(frame)
+    target = Path(out_dir)
+    with _staged(target, overwrite) as stage:
+        for folder in ("images", "masks"):
+            (stage / folder).mkdir()
+        rows = []
+        for (_, row), identifier in zip(frame.iterrows(), identifiers):
+            image, mask = case_arrays(row)
+            box = boxes.get(str(row["case_id"])) or (crop_box(mask) if mask.any() else None)
+            if box is None:
+                continue
+            crop, crop_mask = cut(image, box), cut(mask, box)
+            _write_png(stage / "images" / f"{identifier}.png", crop)
+            _write_png(stage / "masks" / f"{identifier}.png", crop_mask * 255)
+            rows.append({**row.to_dict(), "root": str(stage.resolve()), "image_path": f"images/{identifier}.png",
+                         "mask_paths": f"masks/{identifier}.png", "n_masks": 1, "width": crop.shape[1],
+                         "height": crop.shape[0], "lesion_pixels": int(crop_mask.sum()),  # spacing: unchanged
+                         "crop_box": ",".join(map(str, box)), "full_lesion_pixels": int(mask.sum())})
+        if not rows:
+            raise DataError("no lesion image to crop: every mask is empty")
+        write_manifest(pd.DataFrame(rows), stage / CROPS_MANIFEST)
+    return target / CROPS_MANIFEST
 
 
 def case_arrays(row: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@
 One object serves the CLI (``buscad predict``), the Python API (``buscad.Predictor``) and the HTTP
 service, so all three return the same record (docs/architecture.md, "Prediction record"). Steps: read
 (:mod:`~buscad.inference.readers`), map (:mod:`~buscad.inference.tiling`, optionally
-:mod:`~buscad.inference.tta`), threshold at the spec's ``seg_threshold``, refine and flag
+:mod:`~buscad.inference.tta`; with a crop model, a second look at the lesion: :mod:`~buscad.inference.crop_stage`),
+threshold at the spec's ``seg_threshold``, refine and flag
 (:func:`buscad.postprocess.refine.refine_prediction`), measure (:mod:`~buscad.inference.measure`).
 """
 
@@ -23,6 +24,7 @@ from buscad.checkpoint import ModelSpec, load_bundle
 from buscad.data.preprocess import Preprocessing
 from buscad.ensemble import ModelPath, check_compatible, ensemble_identity, mean_results, model_files
 from buscad.errors import BuscadError, DataError, ModelError
+from buscad.inference.crop_stage import cascade_identity, check_labels, combine
 from buscad.inference.input_checks import input_flags
 from buscad.inference.measure import measure_lesions, parse_spacing
 from buscad.inference.readers import LoadedImage, read_image
@@ -32,6 +34,7 @@ from buscad.postprocess.descriptors import describe_lesion
 from buscad.postprocess.probability import lesion_mask
 from buscad.postprocess.refine import refine_prediction
 from buscad.postprocess.regions import shared_outlines
+from buscad.postprocess.stage_input import crop_box, cut
 from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resize
 
 Backend = Literal["torch", "onnx", "openvino"]
@@ -60,7 +63,7 @@ class Predictor:
 
     def __init__(self, runner: Runner, spec: ModelSpec, *, model_id: str, checksum: str, backend: Backend,
                  path: Path, mode: str = "resize", batch_size: int = 8, max_pixels: int | None = None,
-                 members: Sequence[LoadedModel] = ()) -> None:
+                 members: Sequence[LoadedModel] = (), crop_stage: Predictor | None = None) -> None:
         _check_mode(mode)
         self.max_pixels = max_pixels
         self.runner = runner
@@ -73,11 +76,16 @@ class Predictor:
         self.batch_size = batch_size
         self.members = list(members)
         """An ensemble's models (each calibrated; ``runner`` and ``spec`` are the first's); empty for one model."""
+        self.crop_stage: Predictor | None = None
+        """The model (or ensemble) that looks again at the lesion's crop (:mod:`~buscad.inference.crop_stage`)."""
+        if crop_stage is not None:
+            self._attach_crop_stage(crop_stage)
 
     @classmethod
     def from_checkpoint(cls, path: ModelPath | Sequence[ModelPath], *, backend: Backend | None = None,
                         mode: str = "resize", threads: int | None = None, batch_size: int = 8,
-                        precision: str = "auto", max_pixels: int | None = None) -> Predictor:
+                        precision: str = "auto", max_pixels: int | None = None,
+                        crop_model: ModelPath | Sequence[ModelPath] | None = None) -> Predictor:
         """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime, or OpenVINO with ``backend="openvino"``;
         the backend is chosen from the suffix by default).
 
@@ -86,8 +94,11 @@ class Predictor:
         one network pass per member. ``precision`` (PyTorch and OpenVINO): ``auto`` (bf16 where the CPU has
         bf16 units), ``32-true`` or ``bf16-mixed``. A spec's fitted ``temperature`` calibrates the class
         probabilities (each member's its own). ``max_pixels`` is the decoded-pixel budget of every image read
-        (:mod:`buscad.data.limits`).
+        (:mod:`buscad.data.limits`). ``crop_model`` (one file, several, or a cross-validation directory) adds a
+        second look at every lesion found (:mod:`~buscad.inference.crop_stage`), on the same backend.
         """
+        crop_stage = None if crop_model is None else cls.from_checkpoint(
+            crop_model, backend=backend, threads=threads, batch_size=batch_size, precision=precision)
         paths = model_files(path)
         if not paths:
             raise ModelError("no model given")
@@ -101,11 +112,21 @@ class Predictor:
         first = members[0]
         if len(members) == 1:
             return cls(first.runner, first.spec, model_id=first.model_id, checksum=first.checksum, backend=chosen,
-                       path=paths[0], mode=mode, batch_size=batch_size, max_pixels=max_pixels)
+                       path=paths[0], mode=mode, batch_size=batch_size, max_pixels=max_pixels, crop_stage=crop_stage)
         check_compatible([member.spec for member in members], paths)
         model_id, checksum = ensemble_identity([member.checksum for member in members])
         return cls(first.runner, first.spec, model_id=model_id, checksum=checksum, backend=chosen, path=paths[0],
-                   mode=mode, batch_size=batch_size, max_pixels=max_pixels, members=members)
+                   mode=mode, batch_size=batch_size, max_pixels=max_pixels, members=members, crop_stage=crop_stage)
+
+    def _attach_crop_stage(self, crop: Predictor) -> None:
+        """Make ``crop`` this predictor's second look; the pair answers under an identity of its own."""
+        check_labels(self.spec.labels, crop.spec.labels, str(crop.path))
+        if not crop._has("segmentation", True):
+            raise ModelError(f"{crop.path}: a crop model must segment (it has no segmentation head)")
+        if crop.crop_stage is not None:
+            raise ModelError(f"{crop.path}: a crop model cannot have a crop stage of its own")
+        self.crop_stage = crop
+        self.model_id, self.checksum = cascade_identity(self.checksum, crop.checksum)
 
     def predict(self, source: Source, **kwargs: Any) -> dict[str, Any]:
         """The prediction record of one image (same keys as ``results.jsonl``, without output paths)."""
@@ -180,14 +201,28 @@ class Predictor:
         if not images:
             return []
         if not tta:
-            return [(result, None) for result in self._predict_images(images, mode)]
+            return self._look_closer(images, [(result, None) for result in self._predict_images(images, mode)], tta)
         flat = [variant for image in images for variant in variants(image)]
         results = self._predict_images(flat, mode)
         n = len(FLIPS)
         merged: list[TTAResult] = [
             merge(results[i * n : (i + 1) * n], self.spec.seg_threshold) for i in range(len(images))
         ]
-        return [(item.result, item.disagreement) for item in merged]
+        return self._look_closer(images, [(item.result, item.disagreement) for item in merged], tta)
+
+    def _look_closer(self, images: list[np.ndarray], maps: list[tuple[MapResult, float | None]],
+                     tta: bool) -> list[tuple[MapResult, float | None]]:
+        """With a crop stage: each lesion found predicted again on its crop, the answers merged
+        (:func:`~buscad.inference.crop_stage.combine`); the TTA disagreement stays the whole-image model's."""
+        if self.crop_stage is None:
+            return maps
+        boxes = [crop_box(found) if (found := lesion_mask(result.probability_map, self.spec.seg_threshold)).any()
+                 else None for result, _ in maps]
+        wanted = [i for i, box in enumerate(boxes) if box is not None]
+        crops = self.crop_stage._maps([cut(images[i], boxes[i]) for i in wanted], "resize", tta)  # type: ignore[arg-type]
+        answers = {i: crop for i, (crop, _) in zip(wanted, crops)}
+        return [(combine(result, answers.get(i), boxes[i], self.spec.labels), disagreement)
+                for i, (result, disagreement) in enumerate(maps)]
 
     def _models(self) -> list[tuple[Runner, ModelSpec]]:
         """Every model that answers: the ensemble's members, or the one model."""
@@ -272,7 +307,8 @@ class Predictor:
             "thresholds": {"segmentation": spec.seg_threshold, "uncertainty": spec.uncertainty_threshold,
                            "min_lesion_pixels": spec.min_lesion_pixels, "tta_disagreement": TTA_THRESHOLD},
             "training_data": data_name(spec.training_data),
-            "validation_metrics": {} if self.members else dict(spec.validation_metrics),  # the members' are per member
+            # an ensemble's are per member; a cascade's were never measured on the pair
+            "validation_metrics": {} if self.members or self.crop_stage else dict(spec.validation_metrics),
             "version": spec.buscad_version,
             "checksum": self.checksum,
             "backend": self.backend,
@@ -282,8 +318,16 @@ class Predictor:
             "refine_policy": spec.refine_policy,
             "temperature": spec.temperature,
             "normal_from_mask": spec.normal_from_mask,
-            **({"ensemble": [member.card() for member in self.members]} if self.members else _release_fields(self.path)),
+            **({"ensemble": [member.card() for member in self.members]} if self.members
+               else {} if self.crop_stage else _release_fields(self.path)),
+            **({"crop_stage": self.crop_stage.stage_card()} if self.crop_stage is not None else {}),
         }
+
+    def stage_card(self) -> dict[str, Any]:
+        """What the model card of a cascade says of its crop model (or crop ensemble)."""
+        files = [member.path.name for member in self.members] or [self.path.name]
+        return {"files": files, "model_id": self.model_id, "checksum": self.checksum, "architecture": self.spec.name,
+                "preprocessing": self.spec.preprocessing.to_dict(), "temperature": self.spec.temperature}
 
     @classmethod
     def default(cls, **kwargs: Any) -> Predictor:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -91,6 +92,25 @@ def suppress_background(images: torch.Tensor, masks: torch.Tensor, dilation_px: 
     black = images.amin(dim=(2, 3), keepdim=True)
     has_lesion = masks.amax(dim=(2, 3), keepdim=True) > 0.5
     return torch.where(has_lesion & (region < 0.5), black, images)
+
+
+PixelBox = tuple[int, int, int, int]
+"""(top, left, bottom, right) in whole pixels, bottom and right exclusive."""
+ROI_MARGIN, ROI_MIN = 0.2, 0.125
+"""The ``roi`` defaults (configs/pipeline_unet_mobilenet.yaml), which buscad's crop models are trained on."""
+
+
+def crop_box(mask: np.ndarray, margin: float = ROI_MARGIN, min_roi: float = ROI_MIN) -> PixelBox:
+    """The ``roi`` crop of one 2-D lesion ``mask`` (numpy) as a pixel box; the whole image when the mask is empty.
+    What a crop model is trained on and what the crop stage cuts (:mod:`buscad.inference.crop_stage`)."""
+    x0, y0, x1, y1 = lesion_boxes(torch.from_numpy(mask[None, None].astype(np.float32)), margin, min_roi)[0].tolist()
+    return round(y0), round(x0), round(y1), round(x1)
+
+
+def cut(image: np.ndarray, box: PixelBox) -> np.ndarray:
+    """The box's pixels of ``image``, contiguous (a reader or a PNG writer wants its own buffer)."""
+    top, left, bottom, right = box
+    return np.ascontiguousarray(image[top:bottom, left:right])
 
 
 def resample(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
