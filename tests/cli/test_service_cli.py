@@ -137,6 +137,25 @@ def test_worker_processes_load_every_model_of_an_ensemble(serve_checkpoint: Path
     assert card["model_id"].startswith("ensemble2-") and len(card["ensemble"]) == 2
 
 
+def test_a_worker_process_loads_the_crop_stage(serve_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`buscad serve M --crop-model C --workers N`: each worker answers as the whole-image model with its crop stage."""
+    from fastapi.testclient import TestClient
+
+    from buscad.service.app import ENV_OPTIONS, app_from_environment
+
+    options = {"model_path": [str(serve_checkpoint)], "crop_model": [str(serve_checkpoint)], "warmup": False}
+    monkeypatch.setenv(ENV_OPTIONS, json.dumps(options))
+    with TestClient(app_from_environment()) as client:
+        card = client.get("/v1/model").json()
+    assert card["model_id"].startswith("cascade-") and card["crop_stage"]["files"] == [serve_checkpoint.name]
+
+
+def test_a_missing_crop_model_is_one_line(serve_checkpoint: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", str(serve_checkpoint), "--crop-model", str(tmp_path / "crop.ckpt")])
+    assert result.exit_code == 1 and "crop.ckpt: model file not found" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.skipif(os.name != "posix", reason="uvicorn worker processes are tested on POSIX")
 @pytest.mark.slow
 def test_serve_with_worker_processes(serve_checkpoint: Path) -> None:

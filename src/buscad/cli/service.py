@@ -40,6 +40,7 @@ def serve(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_image_mpx: float = DEFAULT_MAX_PIXELS / 1e6,
     max_inflight_mpx: float = 100.0,
+    crop_models: list[Path] | None = None,
 ) -> None:
     """Load the model once (per worker process) and run uvicorn until interrupted."""
     import uvicorn
@@ -56,7 +57,7 @@ def serve(
         fail("--max-image-mpx and --max-inflight-mpx must be positive numbers")
     if not 1 <= port <= 65535:
         fail(f"--port must be from 1 to 65535, got {port}")
-    for file in model_files(models):  # a cv folder's fold checkpoints; an unfinished fold is named
+    for file in model_files([*models, *(crop_models or [])]):  # a cv folder's fold checkpoints; an unfinished fold is named
         if not file.is_file():
             fail(f"{file}: model file not found")
     keys = ApiKeys.load(api_keys_file)
@@ -76,6 +77,7 @@ def serve(
         "max_image_pixels": int(max_image_mpx * 1e6), "max_inflight_mpx": max_inflight_mpx,
         "api_keys": ["sha256:" + d.hex() for d in keys.digests],  # digests only, never the keys
         "allowed_hosts": hosts, "allowed_origins": list(allowed_origins or []),
+        "crop_model": [str(path.resolve()) for path in crop_models] if crop_models else None,
     }
     network: dict[str, Any] = {"host": host, "port": port, "max_connections": max_connections,
                "forwarded_allow_ips": forwarded_allow_ips}
@@ -116,6 +118,11 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="CPU threads per inference (default: the library's).")
         ] = None,
         mode: Annotated[str, typer.Option(help="Inference mode: resize, sliding or patches.")] = "resize",
+        crop_model: Annotated[
+            list[Path] | None,
+            typer.Option("--crop-model", help="A second model trained on lesion crops (repeatable, or a buscad cv "
+                         "folder): every lesion found is predicted again on its crop (buscad predict --crop-model)."),
+        ] = None,
         backend: Annotated[
             BackendName | None,
             typer.Option(help=BACKEND_HELP),
@@ -165,6 +172,7 @@ def register(app: typer.Typer) -> None:
             max_connections=max_connections,
             max_image_mpx=max_image_mpx,
             max_inflight_mpx=max_inflight_mpx,
+            crop_models=crop_model,
         )
 
     @app.command("serve-key")

@@ -233,11 +233,12 @@ ERRORS = {
 
 def load_predictor(
     model_path: ModelPath | Sequence[ModelPath], *, backend: Backend | None, mode: str, threads: int | None,
-    max_pixels: int | None = None,
+    max_pixels: int | None = None, crop_model: ModelPath | Sequence[ModelPath] | None = None,
 ) -> PredictorLike:
     from buscad.inference.predictor import Predictor
 
-    return Predictor.from_checkpoint(model_path, backend=backend, mode=mode, threads=threads, max_pixels=max_pixels)
+    return Predictor.from_checkpoint(model_path, backend=backend, mode=mode, threads=threads, max_pixels=max_pixels,
+                                     crop_model=crop_model)
 
 
 def request_cost(form: AnalyzeForm) -> float:
@@ -310,9 +311,11 @@ def create_app(
     allowed_origins: Sequence[str] = (),
     body_timeout_s: float = BODY_TIMEOUT_S,
     body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
+    crop_model: ModelPath | Sequence[ModelPath] | None = None,
 ) -> FastAPI:
     """Build the service for one model (a checkpoint or an ONNX file; several, or a ``buscad cv`` folder, for an
-    ensemble: :mod:`buscad.ensemble`), loaded here, once.
+    ensemble: :mod:`buscad.ensemble`), loaded here, once; ``crop_model`` adds a crop stage
+    (:mod:`buscad.inference.crop_stage`).
 
     ``predictor`` may be given instead of ``model_path`` (an already loaded model). Raises
     :class:`~buscad.errors.ModelError` when the model cannot be loaded.
@@ -335,7 +338,7 @@ def create_app(
         if model_path is None:
             raise ValueError("create_app needs model_path or predictor")
         predictor = load_predictor(model_path, backend=backend, mode=mode, threads=threads,
-                                   max_pixels=max_image_pixels)
+                                   max_pixels=max_image_pixels, crop_model=crop_model)
     keys = api_keys if isinstance(api_keys, ApiKeys) else ApiKeys.parse(api_keys or (), "api_keys")
     policy = Policy(keys, tuple(allowed_hosts) if allowed_hosts is not None else None, tuple(allowed_origins))
     limit_bytes = int(max_upload_mb * 2**20)
