@@ -190,12 +190,13 @@ def predictor_rows(manifest: pd.DataFrame, whole: Predictor, cascade: Predictor,
         rows.append({"case_id": case["case_id"], "label": case["label"], "device": case.get("device", ""),
                      "found": bool(found.any()), "empty_cascade": not closer.any(),
                      "dice_whole": mask_dice(found, truth), "dice_cascade": mask_dice(closer, truth),
-                     "p_whole": _p_malignant(alone.record), "p_cascade": _p_malignant(both.record)})  # type: ignore[union-attr]
-    return pd.DataFrame(rows)
-
-
-def _p_malignant(record: dict[str, Any]) -> float:
-    return float(malignant_given_lesion(pd.DataFrame([{f"prob_{k}": v for k, v in record["probabilities"].items()}]))[0])
+                     **{f"{stage}_prob_{label}": p for stage, answer in (("whole", alone), ("cascade", both))
+                        for label, p in answer.record["probabilities"].items()}})  # type: ignore[union-attr]
+    frame = pd.DataFrame(rows)
+    for stage in ("whole", "cascade"):  # p(malignant | lesion) of each stage, for the whole table at once
+        columns = {f"{stage}_prob_{label}": f"prob_{label}" for label in LABELS}
+        frame[f"p_{stage}"] = malignant_given_lesion(frame[list(columns)].rename(columns=columns))
+    return frame.drop(columns=[f"{stage}_prob_{label}" for stage in ("whole", "cascade") for label in LABELS])
 
 
 def predictor_summary(rows: pd.DataFrame) -> dict[str, Any]:
