@@ -188,6 +188,7 @@ def test_only_rundir_spells_run_directory_names(name: str) -> None:
 @pytest.mark.parametrize(("function", "home"), [("json_safe", "buscad.io"),
                                                 ("lesion_probability", "buscad.postprocess.probability"),
                                                 ("lesion_mask", "buscad.postprocess.probability"),
+                                                ("p_malignant_given_lesion", "buscad.postprocess.probability"),
                                                 ("parse_spacing", "buscad.inference.measure"),
                                                 ("refine_prediction", "buscad.postprocess.refine")])
 def test_one_definition(function: str, home: str) -> None:

@@ -33,6 +33,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from buscad import LABELS, rundir
 from buscad.errors import DataError
 from buscad.evaluation.calibration import calibration_metrics
+from buscad.postprocess.probability import p_malignant_given_lesion
 
 METRICS: tuple[str, ...] = (
     "dice", "dice_lesion", "iou", "hd95", "accuracy", "balanced_accuracy", "auc_malignant_vs_benign",
@@ -46,9 +47,8 @@ def _mean(values: pd.Series) -> float:
 
 
 def malignant_given_lesion(frame: pd.DataFrame) -> pd.Series:
-    """p(malignant | lesion): the class probabilities renormalised over benign and malignant."""
-    lesion = frame["prob_benign"] + frame["prob_malignant"]
-    return (frame["prob_malignant"] / lesion.where(lesion > 0)).fillna(0.5)
+    """p(malignant | lesion) of each row (:func:`buscad.postprocess.probability.p_malignant_given_lesion`)."""
+    return pd.Series(p_malignant_given_lesion(frame["prob_benign"], frame["prob_malignant"]), index=frame.index)
 
 
 def score_test_set(frame: pd.DataFrame) -> dict[str, float]:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from buscad.errors import ModelError
+from buscad.postprocess.probability import p_malignant_given_lesion
 from buscad.postprocess.stage_input import PixelBox as Box
 from buscad.prediction import MapResult
 
@@ -56,15 +57,11 @@ def _paste_mean(whole: np.ndarray, crop: np.ndarray, box: Box) -> np.ndarray:
     return out
 
 
-def _malignant_given_lesion(probabilities: np.ndarray, benign: int, malignant: int) -> float:
-    lesion = float(probabilities[benign] + probabilities[malignant])
-    return float(probabilities[malignant]) / lesion if lesion > 0 else 0.5
-
-
 def mean_lesion_class(whole: np.ndarray, crop: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """Class probabilities with the two models' p(malignant | lesion) averaged and p(normal) the whole model's."""
     benign, malignant = labels.index("benign"), labels.index("malignant")
-    share = (_malignant_given_lesion(whole, benign, malignant) + _malignant_given_lesion(crop, benign, malignant)) / 2
+    share = float(p_malignant_given_lesion(whole[benign], whole[malignant])
+                  + p_malignant_given_lesion(crop[benign], crop[malignant])) / 2
     out = whole.astype(np.float32).copy()
     lesion = whole[benign] + whole[malignant]
     out[benign], out[malignant] = lesion * (1 - share), lesion * share

@@ -86,6 +86,15 @@ def malignant_share(segmentation: np.ndarray) -> np.ndarray:
     return torch.sigmoid(seg[:, 2] - seg[:, 1]).numpy()
 
 
+def p_malignant_given_lesion(benign: np.ndarray | float, malignant: np.ndarray | float) -> np.ndarray:
+    """p(malignant | lesion) from p(benign) and p(malignant): the two renormalised over the lesion classes, 0.5
+    where they hold no mass (nothing says benign or malignant). The one definition behind the malignancy AUCs
+    (:func:`buscad.evaluation.cross_dataset.malignant_given_lesion`) and the crop stage's averaging."""
+    benign, malignant = np.asarray(benign, dtype=np.float64), np.asarray(malignant, dtype=np.float64)
+    lesion = benign + malignant
+    return np.divide(malignant, lesion, out=np.full(lesion.shape, 0.5), where=lesion > 0)
+
+
 def pixel_maps(segmentation: np.ndarray) -> np.ndarray:
     """[B, C, H, W] logits → [B, M, H, W] maps: lesion probability, plus the malignant share when C = 3."""
     lesion = lesion_probability(segmentation)[:, None]

@@ -1,0 +1,179 @@
+"""Does a crop stage help the pooled recipe of the built-in model on each dataset's held-out folds?
+
+    python3 benchmarks/pool_cascade.py run --work W --fold K    # fold K's crop model, then both models' scores
+    python3 benchmarks/pool_cascade.py table --work W           # results/pool_cascade.{md,json} from the saved folds
+
+Why: the built-in model is the pooled recipe (curated BUSI + BUS-BRA, GIN 0.25) trained on every pooled image, and
+its figures are the pooled 5-fold cross-validation's (``generalization.py --tag fulllabelsgin25r``). A crop stage
+for it must be described the same way: every pooled fold gets a crop model, and each fold's test images are scored
+by the fold's whole-image model alone and with its crop stage. A scanner vendor the pool never saw is answered by
+``held_out_vendor_cascade.py``; this script answers criterion c of issue 14 (the pool on each dataset's held-out
+folds) with and without the stage.
+
+Protocol, pooled fold K (every figure is out of fold):
+
+- whole-image model: the finished ``fulllabelsgin25r`` fold run (its overrides are read from its committed record);
+- crop model: the same recipe, overrides and fold (same test fold, same validation part) trained on
+  ``export_lesion_crops`` of the pool (``buscad data export --format crops``: crops around the ground-truth lesion;
+  normal images have none);
+- scores on fold K's test images through ``buscad.Predictor`` (the whole-image model alone, and with
+  ``crop_model=``), with and without the mirror, per dataset: lesion Dice of the raw mask at 0.5, Dice over all
+  images (an empty answer on a normal image scores 1), the share of normal images left empty, and the AUC of
+  p(malignant | lesion) over lesion images.
+
+Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
+51, 2024, 3110–3123).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from crop_cascade import mean_std, predictor_rows
+from generalization import DATASETS_CITED, POOL_OVERRIDES, REPO, RESULTS, probe_parser, run_dir
+from sklearn.metrics import roc_auc_score
+
+from buscad import rundir
+from buscad.data.export import export_lesion_crops
+from buscad.data.manifest import read_manifest
+from buscad.inference.predictor import Predictor
+from buscad.io import json_safe, write_text_atomic
+from buscad.training.config import load_config
+from buscad.training.provenance import benchmark_header
+from buscad.workflows import train
+
+WHOLE_TAG = "fulllabelsgin25r"
+"""The pooled cross-validation that describes the built-in model (``build_builtin_model.py --cv-tag``)."""
+TRAIN_SET = "busi+bus-bra"
+POOL = "pool_folds.csv"
+RECORDS = RESULTS / "pool_cascade"
+CONFIG = REPO / "configs" / "buscad_robust_cpu.yaml"
+N_FOLDS = 5
+
+
+def whole_overrides(fold: int) -> list[str]:
+    """The overrides the fold's whole-image model was trained with (its committed record)."""
+    record = RESULTS / "generalization_folds" / WHOLE_TAG / TRAIN_SET / f"fold_{fold}.json"
+    return list(json.loads(record.read_text())["overrides"])
+
+
+def pool_crops(work: Path) -> Path:
+    """Crops around the ground-truth lesion of every pooled lesion image, folds kept (written once)."""
+    crops = work / "pool_crops" / "manifest.csv"
+    if not crops.is_file():
+        export_lesion_crops(read_manifest(work / POOL), crops.parent, overwrite=True)
+    return crops
+
+
+def crop_model(work: Path, fold: int) -> tuple[Path, float]:
+    """Fold K's crop model (resumable) and its training minutes."""
+    config = load_config(CONFIG, [f"data.manifest={pool_crops(work)}", f"data.cache_dir={work / 'cache'}",
+                                  "train.progress_bar=false", *POOL_OVERRIDES, *whole_overrides(fold)])
+    run = work / "runs" / "pool_crop" / f"fold_{fold}"
+    if not rundir.has_metrics(run):
+        train(config, run, fold=fold, resume=rundir.layout(run).last_checkpoint.is_file())
+    info = rundir.read_run_info(run) or {}
+    return run, round(info["timings"]["fit_seconds"] / 60, 2)
+
+
+def summary(rows: pd.DataFrame) -> dict[str, Any]:
+    """Both stages' lesion Dice, Dice over all images, AUC over lesion images, and normals left empty."""
+    lesions, normals = rows[rows["label"] != "normal"], rows[rows["label"] == "normal"]
+    y = (lesions["label"] == "malignant").to_numpy()
+    out: dict[str, Any] = {"n": len(rows), "n_normal": len(normals)}
+    for stage in ("whole", "cascade"):
+        out[f"dice_lesion_{stage}"] = float(lesions[f"dice_{stage}"].mean())
+        out[f"dice_{stage}"] = float(rows[f"dice_{stage}"].mean())
+        out[f"auc_{stage}"] = float(roc_auc_score(y, lesions[f"p_{stage}"])) if len(set(y)) == 2 else float("nan")
+        if len(normals):
+            empty = ~normals["found"] if stage == "whole" else normals["empty_cascade"]
+            out[f"normals_empty_{stage}"] = float(empty.mean())
+    return out
+
+
+def run(work: Path, fold: int) -> None:
+    whole_dir = run_dir(work, TRAIN_SET, WHOLE_TAG, fold)
+    if not rundir.has_metrics(whole_dir):
+        raise SystemExit(f"{whole_dir}: not finished; run generalization.py run --train {TRAIN_SET} --fold {fold} "
+                         f"--tag {WHOLE_TAG} {' '.join(whole_overrides(fold))} first")
+    crop_dir, crop_minutes = crop_model(work, fold)
+    best, crop_best = rundir.layout(whole_dir).best_checkpoint, rundir.layout(crop_dir).best_checkpoint
+    whole = Predictor.from_checkpoint(best, threads=2)
+    cascade = Predictor.from_checkpoint(best, threads=2, crop_model=crop_best)
+    pool = read_manifest(work / POOL)
+    test = pool[pool["fold"] == fold].reset_index(drop=True)
+    whole_record = json.loads((RESULTS / "generalization_folds" / WHOLE_TAG / TRAIN_SET / f"fold_{fold}.json")
+                              .read_text())
+    record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold,
+                              "recipe": [*POOL_OVERRIDES, *whole_overrides(fold)],
+                              "whole_fit_minutes": whole_record["fit_minutes"], "whole_cpu": whole_record.get("cpu"),
+                              "crop_fit_minutes": crop_minutes}
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    for tta in (False, True):
+        start = time.perf_counter()
+        rows = predictor_rows(test, whole, cascade, tta).assign(dataset=test["dataset"].to_numpy())
+        key = "mirror" if tta else "plain"
+        record[key] = {"scoring_minutes": round((time.perf_counter() - start) / 60, 2),
+                       **{str(dataset): summary(part) for dataset, part in rows.groupby("dataset")}}
+        rows.to_csv(RECORDS / f"fold_{fold}_{key}.csv", index=False, float_format="%.6g")
+    write_text_atomic(RECORDS / f"fold_{fold}.json", json.dumps(json_safe(record), indent=2) + "\n")
+    print(json.dumps(json_safe(record), indent=2))
+
+
+COLUMNS = (("dice_lesion_whole", "lesion Dice, whole"), ("dice_lesion_cascade", "lesion Dice, with crop stage"),
+           ("dice_whole", "Dice (all images), whole"), ("dice_cascade", "Dice (all images), with crop stage"),
+           ("auc_whole", "AUC, whole"), ("auc_cascade", "AUC, with crop stage"))
+
+
+def build_table() -> None:
+    records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("fold_*.json"))]
+    folds = [r["fold"] for r in records]
+    status = ("all folds" if sorted(folds) == list(range(N_FOLDS))
+              else f"folds {folds} of {N_FOLDS}: NOT a whole protocol yet, no mean is reported")
+    lines = ["# A crop stage for the pooled recipe (the built-in model's), on each dataset's held-out folds", "",
+             "Pooled 5-fold cross-validation of curated BUSI + BUS-BRA (`generalization.py --tag "
+             f"{WHOLE_TAG}`, the built-in model's figures); each fold's whole-image model alone and with a crop model "
+             "of the same recipe and fold, through `buscad.Predictor`, raw masks at 0.5 "
+             "(`python3 benchmarks/pool_cascade.py run --work W --fold K`, then `table`; 2 CPU cores). "
+             f"{status}.", "",
+             "| test images | mirror | fold | " + " | ".join(name for _, name in COLUMNS) + " |",
+             "|---|---|---|" + "---|" * len(COLUMNS)]
+    datasets = sorted({k for r in records for k in r["plain"] if k != "scoring_minutes"})
+    for dataset in datasets:
+        for key in ("plain", "mirror"):
+            for r in records:
+                s = r[key][dataset]
+                lines.append(f"| {dataset} (n={s['n']}) | {'yes' if key == 'mirror' else 'no'} | {r['fold']} | "
+                             + " | ".join(f"{s[c]:.3f}" for c, _ in COLUMNS) + " |")
+            if status == "all folds":
+                lines.append(f"| {dataset} | {'yes' if key == 'mirror' else 'no'} | mean ± std | "
+                             + " | ".join(mean_std([r[key][dataset][c] for r in records]) for c, _ in COLUMNS) + " |")
+    normals = [(r["fold"], r["plain"][d]) for r in records for d in datasets if "normals_empty_whole" in r["plain"][d]]
+    if normals:
+        lines += ["", "Normal images left without an outline (no mirror): " + "; ".join(
+            f"fold {f}: {s['normals_empty_whole']:.3f} → {s['normals_empty_cascade']:.3f} (n={s['n_normal']})"
+            for f, s in normals) + "."]
+    lines += ["", "Training minutes per fold (whole-image + crop model): " + "; ".join(
+        f"fold {r['fold']}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} ({r['machine'].get('cpu', '?')})"
+        for r in records) + ".", "", DATASETS_CITED, ""]
+    write_text_atomic(RESULTS / "pool_cascade.md", "\n".join(lines))
+    write_text_atomic(RESULTS / "pool_cascade.json", json.dumps(json_safe({"folds": records}), indent=2) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = probe_parser(__doc__.splitlines()[0], threads=False)
+    parser.add_argument("step", choices=("run", "table"))
+    parser.add_argument("--fold", type=int, default=0)
+    args = parser.parse_args()
+    if args.step == "run":
+        run(args.work, args.fold)
+    build_table()
+
+
+if __name__ == "__main__":
+    main()
