@@ -178,8 +178,10 @@ def whole_run(work: Path, fold: int) -> Path:
     return whole
 
 
-def predictor_rows(manifest: pd.DataFrame, whole: Predictor, cascade: Predictor, tta: bool) -> pd.DataFrame:
-    """One row per image through :class:`buscad.Predictor`: the whole-image model alone and with its crop stage."""
+def predictor_rows(manifest: pd.DataFrame, whole: Predictor, cascade: Predictor, tta: bool,
+                   keep_probabilities: bool = False) -> pd.DataFrame:
+    """One row per image through :class:`buscad.Predictor`: the whole-image model alone and with its crop stage
+    (with ``keep_probabilities``, each stage's class probabilities too: ``whole_prob_normal``, ...)."""
     files = [image_file(case) for _, case in manifest.iterrows()]
     rows = []
     pairs = zip(manifest.iterrows(), whole.iter_analyze(files, tta=tta, raise_errors=True),
@@ -196,6 +198,8 @@ def predictor_rows(manifest: pd.DataFrame, whole: Predictor, cascade: Predictor,
     for stage in ("whole", "cascade"):  # p(malignant | lesion) of each stage, for the whole table at once
         columns = {f"{stage}_prob_{label}": f"prob_{label}" for label in LABELS}
         frame[f"p_{stage}"] = malignant_given_lesion(frame[list(columns)].rename(columns=columns))
+    if keep_probabilities:
+        return frame
     return frame.drop(columns=[f"{stage}_prob_{label}" for stage in ("whole", "cascade") for label in LABELS])
 
 

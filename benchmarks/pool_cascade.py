@@ -19,7 +19,9 @@ Protocol, pooled fold K (every figure is out of fold):
 - scores on fold K's test images through ``buscad.Predictor`` (the whole-image model alone, and with
   ``crop_model=``), with and without the mirror, per dataset: lesion Dice of the raw mask at 0.5, Dice over all
   images (an empty answer on a normal image scores 1), the share of normal images left empty, and the AUC of
-  p(malignant | lesion) over lesion images.
+  p(malignant | lesion) over lesion images. The rows keep both stages' class probabilities (uncalibrated: fold
+  models carry no temperature) and the record both models' validation temperatures, so the calibrated figures of
+  a shipped cascade can be computed out of fold from the committed files.
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -34,7 +36,15 @@ from typing import Any
 
 import pandas as pd
 from crop_cascade import mean_std, predictor_rows
-from generalization import DATASETS_CITED, POOL_OVERRIDES, REPO, RESULTS, probe_parser, run_dir
+from generalization import (
+    DATASETS_CITED,
+    POOL_OVERRIDES,
+    REPO,
+    RESULTS,
+    probe_parser,
+    run_dir,
+    validation_temperature,
+)
 from sklearn.metrics import roc_auc_score
 
 from buscad import rundir
@@ -111,11 +121,14 @@ def run(work: Path, fold: int) -> None:
     record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold,
                               "recipe": [*POOL_OVERRIDES, *whole_overrides(fold)],
                               "whole_fit_minutes": whole_record["fit_minutes"], "whole_cpu": whole_record.get("cpu"),
-                              "crop_fit_minutes": crop_minutes}
+                              "crop_fit_minutes": crop_minutes,
+                              "whole_validation_temperature": whole_record.get("validation_temperature"),
+                              "crop_validation_temperature": validation_temperature(crop_dir)}
     RECORDS.mkdir(parents=True, exist_ok=True)
     for tta in (False, True):
         start = time.perf_counter()
-        rows = predictor_rows(test, whole, cascade, tta).assign(dataset=test["dataset"].to_numpy())
+        rows = predictor_rows(test, whole, cascade, tta, keep_probabilities=True).assign(
+            dataset=test["dataset"].to_numpy())
         key = "mirror" if tta else "plain"
         record[key] = {"scoring_minutes": round((time.perf_counter() - start) / 60, 2),
                        **{str(dataset): summary(part) for dataset, part in rows.groupby("dataset")}}
