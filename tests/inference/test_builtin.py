@@ -51,6 +51,88 @@ def test_missing_pieces_are_named(tmp_path):
         release_info(tmp_path)
 
 
+# ------------------------------------------------------------------ a release with a crop stage
+@pytest.fixture(scope="module")
+def cascade_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A release whose whole-image model finds a lesion everywhere, with a crop stage."""
+    from buscad.inference.onnx import export_onnx
+    from tests.helpers import make_checkpoint
+
+    folder = tmp_path_factory.mktemp("cascade_weights")
+    made = tmp_path_factory.mktemp("checkpoints")
+    whole = export_onnx(make_checkpoint(made / "whole.ckpt", lesion_bias=30.0), folder / "whole.onnx").path
+    crop = export_onnx(make_checkpoint(made / "crop.ckpt", seed=2, image_size=32), folder / "crop.onnx").path
+    (folder / "card.md").write_text("# Cascade card\n")
+    (folder / "release.json").write_text(json.dumps({
+        "name": "tiny", "file": "whole.onnx", "sha256": sha256_of(whole), "version": "0.0.2", "card": "card.md",
+        "crop_stage": {"file": "crop.onnx", "sha256": sha256_of(crop)}}))
+    return folder
+
+
+@pytest.fixture
+def released(cascade_weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The package's weights folder pointed at :func:`cascade_weights_dir`."""
+    monkeypatch.setattr("buscad.inference.builtin._weights_dir", lambda: cascade_weights_dir)
+    return cascade_weights_dir
+
+
+def test_a_crop_stage_is_verified_like_the_model(cascade_weights_dir, weights_dir, tmp_path):
+    model = builtin_model(cascade_weights_dir)
+    assert model.crop_path == cascade_weights_dir / "crop.onnx" and model.crop_sha256 == sha256_of(model.crop_path)
+    assert builtin_model(weights_dir).crop_path is None  # a release without one
+    copy = tmp_path / "weights"
+    shutil.copytree(cascade_weights_dir, copy)
+    data = bytearray((copy / "crop.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "crop.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"crop\.onnx: built-in model is corrupted"):
+        builtin_model(copy)
+    info = json.loads((copy / "release.json").read_text())
+    (copy / "release.json").write_text(json.dumps(info | {"crop_stage": {"file": "crop.onnx"}}))
+    with pytest.raises(ModelError, match="'crop_stage' must name a 'file' and its 'sha256'"):
+        builtin_model(copy)
+
+
+def test_the_default_predictor_runs_the_released_crop_stage(released):
+    from buscad.inference.predictor import Predictor
+
+    both = Predictor.default(threads=2)
+    card = both.model_card()
+    assert both.crop_stage is not None and card["model_id"].startswith("cascade-")
+    assert card["release"]["version"] == "0.0.2"
+    assert card["release"]["crop_stage_sha256"] == sha256_of(released / "crop.onnx")
+    alone = Predictor.default(threads=2, crop_model=None)
+    assert alone.crop_stage is None and "release" not in alone.model_card()  # not the model as released
+    mixed = Predictor.default(threads=2, crop_model=released / "whole.onnx")
+    assert "release" not in mixed.model_card()
+
+
+def test_commands_take_the_released_crop_stage_unless_told_otherwise(released, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from buscad.cli.main import app
+    from buscad.inference.builtin import resolve_models
+    from buscad.inference.predictor import Predictor
+    from tests.helpers import speckle_image
+
+    assert resolve_models(None, None) == ([released / "whole.onnx"], [released / "crop.onnx"])
+    assert resolve_models(None, None, crop_stage=False) == ([released / "whole.onnx"], None)
+    assert resolve_models(None, [tmp_path / "c.ckpt"]) == ([released / "whole.onnx"], [tmp_path / "c.ckpt"])
+    assert resolve_models([tmp_path / "m.ckpt"], None) == ([tmp_path / "m.ckpt"], None)
+    Image.fromarray(speckle_image(30, 45, seed=1)).save(tmp_path / "scan.png")
+    ids = {}
+    for flag in ("--crop-stage", "--no-crop-stage"):
+        out = tmp_path / flag
+        result = CliRunner().invoke(app, ["predict", str(tmp_path / "scan.png"), "-o", str(out), flag])
+        assert result.exit_code == 0, result.output
+        ids[flag] = json.loads((out / "results.jsonl").read_text())["model_id"]
+    assert ids["--crop-stage"] == Predictor.default().model_id
+    assert ids["--no-crop-stage"] == Predictor.default(crop_model=None).model_id != ids["--crop-stage"]
+    result = CliRunner().invoke(app, ["models", "info"])
+    assert result.exit_code == 0 and f"crop stage: {released / 'crop.onnx'}" in result.output
+
+
 # ------------------------------------------------------------------ the model shipped in the package
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 EXPECTED = Path(__file__).resolve().parents[1] / "data" / "builtin_examples.json"

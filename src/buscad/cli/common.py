@@ -25,6 +25,11 @@ BACKEND_HELP = ("torch, onnx or openvino (an .onnx file, 2x faster on Intel CPUs
                 "suffix).")
 
 
+CROP_STAGE_HELP = ("With the built-in model: its crop stage, a second look at each lesion found, where the release "
+                   "ships one (buscad models info); --no-crop-stage: the whole-image model alone, about twice as "
+                   "fast on images with a lesion.")
+
+
 console = Console()
 err_console = Console(stderr=True)
 

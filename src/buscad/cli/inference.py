@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from buscad.cli.common import BACKEND_HELP, BackendName, console, err_console, fail, user_errors
+from buscad.cli.common import BACKEND_HELP, CROP_STAGE_HELP, BackendName, console, err_console, fail, user_errors
 from buscad.data.limits import DEFAULT_MAX_PIXELS
 
 FAILED_EXIT = 2
@@ -50,6 +50,9 @@ def predict(
                      "folder): every lesion found is predicted again on its crop, and the two answers averaged "
                      "(docs/generalization.md, section 13)."),
     ] = None,
+    crop_stage: Annotated[
+        bool, typer.Option("--crop-stage/--no-crop-stage", help=CROP_STAGE_HELP),
+    ] = True,
     mode: Annotated[
         InferenceMode, typer.Option("--mode", help="resize, sliding window, or the published 256 px patches.")
     ] = InferenceMode.resize,
@@ -98,18 +101,18 @@ def predict(
     Without --model the built-in model analyses the images (its card: buscad models info). With --dicom-out,
     an input whose DICOM files cannot be written fails as a whole (nothing of it is kept).
     """
-    from buscad.inference.builtin import MODEL_SUFFIXES, resolve_model
+    from buscad.inference.builtin import MODEL_SUFFIXES, resolve_models
     from buscad.inference.predictor import Predictor
 
     if not model and len(inputs) > 1 and Path(inputs[0]).suffix.lower() in MODEL_SUFFIXES:
         model, inputs = [Path(inputs[0])], inputs[1:]
     if dicom_for_raster and dicom_out is None:
         fail("--dicom-for-raster needs --dicom-out DIR")
-    checkpoint = model or resolve_model(None)
+    checkpoint, crop = resolve_models(model, crop_model, crop_stage)
     spacing = _spacing_option(pixel_spacing)
     predictor = Predictor.from_checkpoint(checkpoint, backend=backend.value if backend else None, mode=mode.value,
                                           threads=threads, batch_size=batch_size,
-                                          max_pixels=int(max_image_mpx * 1e6), crop_model=crop_model or None)
+                                          max_pixels=int(max_image_mpx * 1e6), crop_model=crop)
     card = predictor.model_card() if report or dicom_out is not None else None
     dicom = None if dicom_out is None or card is None else _DicomRequest(dicom_out, dicom_for_raster, card)
     report_card = card if report else None

@@ -62,8 +62,11 @@ def info_command(
         typer.echo(json.dumps(card, indent=1, default=str))
         return
     if not model:
-        typer.echo(builtin_model().card)
-        typer.echo(f"file: {predictor.path}  sha256: {card['release']['sha256']}")
+        builtin = builtin_model()
+        typer.echo(builtin.card)
+        typer.echo(f"file: {predictor.path}  sha256: {builtin.sha256}")
+        if builtin.crop_path is not None:
+            typer.echo(f"crop stage: {builtin.crop_path}  sha256: {builtin.crop_sha256}")
         return
     for key in ("model_id", "architecture", "input_size", "labels", "training_data", "refine_policy", "temperature",
                 "normal_from_mask", "validation_metrics", "version", "checksum", "backend"):

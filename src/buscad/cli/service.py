@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from buscad.cli.common import BACKEND_HELP, BackendName, err_console, fail, user_errors
+from buscad.cli.common import BACKEND_HELP, CROP_STAGE_HELP, BackendName, err_console, fail, user_errors
 from buscad.data.limits import DEFAULT_MAX_PIXELS
 from buscad.ensemble import model_files
 from buscad.service.security import ENV_KEYS, ApiKeys, default_allowed_hosts, is_loopback, key_digest, new_key
@@ -123,6 +123,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--crop-model", help="A second model trained on lesion crops (repeatable, or a buscad cv "
                          "folder): every lesion found is predicted again on its crop (buscad predict --crop-model)."),
         ] = None,
+        crop_stage: Annotated[bool, typer.Option("--crop-stage/--no-crop-stage", help=CROP_STAGE_HELP)] = True,
         backend: Annotated[
             BackendName | None,
             typer.Option(help=BACKEND_HELP),
@@ -153,10 +154,11 @@ def register(app: typer.Typer) -> None:
                                                         "(503 + Retry-After beyond).")] = 100.0,
     ) -> None:
         """Serve the HTTP API (/v1/analyze, /v1/model, /docs) and the web page (/) for one model or ensemble."""
-        from buscad.inference.builtin import resolve_model
+        from buscad.inference.builtin import resolve_models
 
+        models, crop_models = resolve_models(model, crop_model, crop_stage)
         serve(
-            list(model) if model else [resolve_model(None)],
+            models,
             host=host,
             port=port,
             workers=workers,
@@ -172,7 +174,7 @@ def register(app: typer.Typer) -> None:
             max_connections=max_connections,
             max_image_mpx=max_image_mpx,
             max_inflight_mpx=max_inflight_mpx,
-            crop_models=crop_model,
+            crop_models=crop_models,
         )
 
     @app.command("serve-key")

@@ -319,7 +319,7 @@ class Predictor:
             "temperature": spec.temperature,
             "normal_from_mask": spec.normal_from_mask,
             **({"ensemble": [member.card() for member in self.members]} if self.members
-               else {} if self.crop_stage else _release_fields(self.path)),
+               else _release_fields(self.path, self.crop_stage)),
             **({"crop_stage": self.crop_stage.stage_card()} if self.crop_stage is not None else {}),
         }
 
@@ -331,10 +331,13 @@ class Predictor:
 
     @classmethod
     def default(cls, **kwargs: Any) -> Predictor:
-        """The built-in model (checksum verified at load; its card: ``buscad models info``)."""
+        """The built-in model (checksums verified at load; its card: ``buscad models info``), with its crop stage
+        where the release ships one; ``crop_model=None`` leaves that out."""
         from buscad.inference.builtin import builtin_model
 
-        return cls.from_checkpoint(builtin_model().path, **kwargs)
+        builtin = builtin_model()
+        kwargs.setdefault("crop_model", builtin.crop_path)
+        return cls.from_checkpoint(builtin.path, **kwargs)
 
 
 @dataclass
@@ -384,18 +387,26 @@ def _load_member(path: Path, backend: Backend, threads: int | None, precision: s
     return LoadedModel(calibrated(runner, spec.temperature, spec.normal_from_mask), spec, model_id, checksum, path)
 
 
-def _release_fields(path: Path) -> dict[str, Any]:
-    """``release`` and ``card_markdown`` when ``path`` is the built-in model's file, else nothing."""
+def _release_fields(path: Path, crop_stage: Predictor | None) -> dict[str, Any]:
+    """``release`` and ``card_markdown`` when ``path`` (with ``crop_stage``) is the built-in model as released —
+    its file, and its crop stage or none — else nothing: the built-in model with another crop model, or without
+    the one it ships, is no release."""
     from buscad.inference.builtin import builtin_model
 
     try:
         builtin = builtin_model(verify=False)
     except ModelError:
         return {}
-    if Path(path).resolve() != builtin.path.resolve():
+    crop_path = None if crop_stage is None or crop_stage.members else crop_stage.path
+    if Path(path).resolve() != builtin.path.resolve() or _resolved(crop_path) != _resolved(builtin.crop_path):
         return {}
-    return {"release": {"name": builtin.name, "version": builtin.version, "sha256": builtin.sha256,
+    crop = {"crop_stage_sha256": builtin.crop_sha256} if builtin.crop_sha256 else {}
+    return {"release": {"name": builtin.name, "version": builtin.version, "sha256": builtin.sha256, **crop,
                         **builtin.summary}, "card_markdown": builtin.card}
+
+
+def _resolved(path: Path | None) -> Path | None:
+    return None if path is None else Path(path).resolve()
 
 
 def _check_mode(mode: str) -> None:
