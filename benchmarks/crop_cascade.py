@@ -58,7 +58,7 @@ from buscad.data.export import export_lesion_crops
 from buscad.data.images import read_grayscale
 from buscad.data.manifest import image_file, load_mask, read_manifest
 from buscad.evaluation.cross_dataset import malignant_given_lesion
-from buscad.evaluation.metrics import mask_dice
+from buscad.evaluation.metrics import mask_dice, segmentation_metrics
 from buscad.inference.crop_stage import combine
 from buscad.inference.predictor import Predictor
 from buscad.inference.readers import LoadedImage
@@ -179,9 +179,10 @@ def whole_run(work: Path, fold: int) -> Path:
 
 
 def predictor_rows(manifest: pd.DataFrame, whole: Predictor, cascade: Predictor, tta: bool,
-                   keep_probabilities: bool = False) -> pd.DataFrame:
+                   full: bool = False) -> pd.DataFrame:
     """One row per image through :class:`buscad.Predictor`: the whole-image model alone and with its crop stage
-    (with ``keep_probabilities``, each stage's class probabilities too: ``whole_prob_normal``, ...)."""
+    (``full``: each stage's class probabilities, ``whole_prob_normal``, ..., and its raw mask's pixels, IoU and
+    HD95 too, ``pixels_whole``, ``iou_whole``, ``hd95_whole``, ...: what an evaluation record holds)."""
     files = [image_file(case) for _, case in manifest.iterrows()]
     rows = []
     pairs = zip(manifest.iterrows(), whole.iter_analyze(files, tta=tta, raise_errors=True),
@@ -193,14 +194,24 @@ def predictor_rows(manifest: pd.DataFrame, whole: Predictor, cascade: Predictor,
                      "found": bool(found.any()), "empty_cascade": not closer.any(),
                      "dice_whole": mask_dice(found, truth), "dice_cascade": mask_dice(closer, truth),
                      **{f"{stage}_prob_{label}": p for stage, answer in (("whole", alone), ("cascade", both))
-                        for label, p in answer.record["probabilities"].items()}})  # type: ignore[union-attr]
+                        for label, p in answer.record["probabilities"].items()},  # type: ignore[union-attr]
+                     **(_surface_columns({"whole": found, "cascade": closer}, truth) if full else {})})
     frame = pd.DataFrame(rows)
     for stage in ("whole", "cascade"):  # p(malignant | lesion) of each stage, for the whole table at once
         columns = {f"{stage}_prob_{label}": f"prob_{label}" for label in LABELS}
         frame[f"p_{stage}"] = malignant_given_lesion(frame[list(columns)].rename(columns=columns))
-    if keep_probabilities:
+    if full:
         return frame
     return frame.drop(columns=[f"{stage}_prob_{label}" for stage in ("whole", "cascade") for label in LABELS])
+
+
+def _surface_columns(masks: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, float]:
+    """Each stage's raw mask: its pixels, IoU and HD95 (pixels), as ``buscad evaluate`` scores them."""
+    out: dict[str, float] = {}
+    for stage, mask in masks.items():
+        metrics = segmentation_metrics(mask, truth)
+        out |= {f"pixels_{stage}": int(mask.sum()), f"iou_{stage}": metrics["iou"], f"hd95_{stage}": metrics["hd95"]}
+    return out
 
 
 def predictor_summary(rows: pd.DataFrame) -> dict[str, Any]:

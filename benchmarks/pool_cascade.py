@@ -20,8 +20,9 @@ Protocol, pooled fold K (every figure is out of fold):
   ``crop_model=``), with and without the mirror, per dataset: lesion Dice of the raw mask at 0.5, Dice over all
   images (an empty answer on a normal image scores 1), the share of normal images left empty, and the AUC of
   p(malignant | lesion) over lesion images. The rows keep both stages' class probabilities (uncalibrated: fold
-  models carry no temperature) and the record both models' validation temperatures, so the calibrated figures of
-  a shipped cascade can be computed out of fold from the committed files.
+  models carry no temperature), raw-mask pixels, IoU and HD95, and the record both models' validation
+  temperatures, so that the calibrated, refined figures of a shipped cascade can be computed out of fold from the
+  committed files (``build_builtin_model.py``).
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -127,7 +128,7 @@ def run(work: Path, fold: int) -> None:
     RECORDS.mkdir(parents=True, exist_ok=True)
     for tta in (False, True):
         start = time.perf_counter()
-        rows = predictor_rows(test, whole, cascade, tta, keep_probabilities=True).assign(
+        rows = predictor_rows(test, whole, cascade, tta, full=True).assign(
             dataset=test["dataset"].to_numpy())
         key = "mirror" if tta else "plain"
         record[key] = {"scoring_minutes": round((time.perf_counter() - start) / 60, 2),

@@ -63,3 +63,32 @@ def test_predictor_summary_scores_lesion_images_and_says_what_the_crop_stage_did
     assert out["dice_whole"] == pytest.approx(0.5) and out["dice_cascade"] == pytest.approx(0.65)
     assert (out["auc_whole"], out["auc_cascade"]) == (0.0, 1.0)
     assert (out["normals_empty_whole"], out["normals_empty_cascade"]) == (0.5, 1.0)
+
+
+def test_predictor_rows_score_both_stages_as_an_evaluation_would(cascade, tmp_path):
+    from PIL import Image
+
+    from buscad.evaluation.metrics import segmentation_metrics
+    from buscad.inference.predictor import Predictor
+    from buscad.postprocess.probability import lesion_mask
+    from tests.helpers import make_checkpoint, speckle_image
+
+    truth = np.zeros((40, 50), dtype=bool)
+    truth[10:25, 15:35] = True
+    Image.fromarray(speckle_image(40, 50, seed=3, lesion=truth)).save(tmp_path / "a.png")
+    Image.fromarray(truth.astype(np.uint8) * 255).save(tmp_path / "a_mask.png")
+    manifest = pd.DataFrame([{"case_id": "a", "label": "benign", "device": "x", "root": str(tmp_path),
+                              "image_path": "a.png", "mask_paths": "a_mask.png", "height": 40, "width": 50}])
+    whole = Predictor.from_checkpoint(make_checkpoint(tmp_path / "w.ckpt", lesion_bias=3.0), precision="32-true")
+    both = Predictor.from_checkpoint(tmp_path / "w.ckpt", precision="32-true",
+                                     crop_model=make_checkpoint(tmp_path / "c.ckpt", seed=2))
+    rows = cascade.predictor_rows(manifest, whole, both, tta=False, full=True)
+    for stage, predictor in (("whole", whole), ("cascade", both)):
+        answer = predictor.analyze(tmp_path / "a.png")
+        mask = lesion_mask(answer.probability_map, 0.5)
+        expected = segmentation_metrics(mask, truth)
+        row = rows.iloc[0]
+        assert row[f"dice_{stage}"] == pytest.approx(expected["dice"])
+        assert row[f"iou_{stage}"] == pytest.approx(expected["iou"]) and row[f"pixels_{stage}"] == mask.sum()
+        assert row[f"{stage}_prob_malignant"] == pytest.approx(answer.record["probabilities"]["malignant"])
+    assert "whole_prob_normal" not in cascade.predictor_rows(manifest, whole, both, tta=False).columns
