@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from crop_cascade import mean_std, predictor_rows
 from generalization import (
@@ -48,9 +49,11 @@ from generalization import (
 )
 from sklearn.metrics import roc_auc_score
 
-from buscad import rundir
+from buscad import LABELS, rundir
 from buscad.data.export import export_lesion_crops
 from buscad.data.manifest import read_manifest
+from buscad.evaluation.calibration import apply_temperature
+from buscad.inference.crop_stage import mean_lesion_class
 from buscad.inference.predictor import Predictor
 from buscad.io import json_safe, write_text_atomic
 from buscad.training.config import load_config
@@ -136,6 +139,30 @@ def run(work: Path, fold: int) -> None:
         rows.to_csv(RECORDS / f"fold_{fold}_{key}.csv", index=False, float_format="%.6g")
     write_text_atomic(RECORDS / f"fold_{fold}.json", json.dumps(json_safe(record), indent=2) + "\n")
     print(json.dumps(json_safe(record), indent=2))
+
+
+def stage_records(rows: pd.DataFrame, stage: str, whole_temperature: float, crop_temperature: float) -> pd.DataFrame:
+    """``rows`` (one fold's :func:`crop_cascade.predictor_rows` with ``full``) as an evaluation record of ``stage``
+    (``whole`` or ``cascade``) with calibrated class probabilities: the columns ``build_builtin_model.py`` and
+    ``generalization.refined_records`` read (``prob_*``, ``pred_pixels_raw``, ``dice_raw``, ``iou_raw``,
+    ``hd95_raw``), as the shipped models with their temperatures would answer.
+
+    The fold models carry no temperature, so the rows hold uncalibrated answers. The whole-image model's are
+    scaled by its temperature; where it found a lesion, the crop model's p(malignant | lesion) is recovered from the
+    cascade's (their mean) and scaled by the crop model's temperature, and the two are merged by the library's own
+    :func:`~buscad.inference.crop_stage.mean_lesion_class`: what ``Predictor`` computes with both temperatures."""
+    whole = apply_temperature(rows[[f"whole_prob_{label}" for label in LABELS]].to_numpy(float), whole_temperature)
+    probabilities = whole
+    if stage == "cascade":
+        crop_share = np.clip(2 * rows["p_cascade"].to_numpy(float) - rows["p_whole"].to_numpy(float), 1e-6, 1 - 1e-6)
+        crop = apply_temperature(np.c_[np.zeros(len(rows)), 1 - crop_share, crop_share], crop_temperature)
+        probabilities = np.array([mean_lesion_class(w, c, LABELS) if found else w
+                                  for w, c, found in zip(whole, crop, rows["found"])])
+    return pd.DataFrame({"case_id": rows["case_id"], "dataset": rows["dataset"], "device": rows["device"],
+                         "label": rows["label"], "pred_pixels_raw": rows[f"pixels_{stage}"],
+                         "dice_raw": rows[f"dice_{stage}"], "iou_raw": rows[f"iou_{stage}"],
+                         "hd95_raw": rows[f"hd95_{stage}"],
+                         **{f"prob_{label}": probabilities[:, i] for i, label in enumerate(LABELS)}})
 
 
 COLUMNS = (("dice_lesion_whole", "lesion Dice, whole"), ("dice_lesion_cascade", "lesion Dice, with crop stage"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -30,3 +31,34 @@ def test_crop_models_use_the_whole_models_committed_overrides() -> None:
     module = load_benchmark("pool_cascade")
     overrides = module.whole_overrides(0)
     assert "data.augment.gin=0.25" in overrides and "loss.partial_labels=false" in overrides
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + np.exp(-x))
+
+
+def test_stage_records_calibrate_both_models_as_the_predictor_would() -> None:
+    module = load_benchmark("pool_cascade")
+    z = np.array([0.2, 0.5, 1.0])  # the whole-image model's logits; the crop model's differ by 0.6 (m - b)
+    whole = _softmax(z)
+    p_whole, p_crop = _sigmoid(0.5), _sigmoid(0.6)
+    rows = pd.DataFrame({"case_id": ["a", "b"], "dataset": "d", "device": "x", "label": "benign",
+                         "found": [True, False], "p_whole": p_whole, "p_cascade": [(p_whole + p_crop) / 2, p_whole],
+                         **{f"whole_prob_{label}": whole[i] for i, label in enumerate(("normal", "benign", "malignant"))},
+                         **{f"{key}_{stage}": value for stage in ("whole", "cascade")
+                            for key, value in (("pixels", 10), ("dice", 0.5), ("iou", 1 / 3), ("hd95", 2.0))}})
+    out = module.stage_records(rows, "cascade", whole_temperature=2.0, crop_temperature=0.5)
+    calibrated = _softmax(z / 2)
+    share = (_sigmoid(0.25) + _sigmoid(1.2)) / 2  # each model's (m - b) logit gap over its own temperature
+    lesion = 1 - calibrated[0]
+    expected = [calibrated[0], lesion * (1 - share), lesion * share]
+    assert out.loc[0, ["prob_normal", "prob_benign", "prob_malignant"]].to_numpy(float) == pytest.approx(expected)
+    assert out.loc[1, ["prob_normal", "prob_benign", "prob_malignant"]].to_numpy(float) == pytest.approx(calibrated)
+    alone = module.stage_records(rows, "whole", whole_temperature=2.0, crop_temperature=0.5)
+    assert alone.loc[0, ["prob_normal", "prob_benign", "prob_malignant"]].to_numpy(float) == pytest.approx(calibrated)
+    assert list(out["dice_raw"]) == [0.5, 0.5] and list(out["pred_pixels_raw"]) == [10, 10]
