@@ -4,6 +4,13 @@
     python3 benchmarks/build_builtin_model.py --train-release W --version V [key=value ...]  # all pooled images
     python3 benchmarks/build_builtin_model.py --run W/runs/release --cv-work W --version V
 
+With a crop stage (a second model on each lesion found, ``buscad.inference.crop_stage``), described by the pooled
+cross-validation's crop folds (``benchmarks/pool_cascade.py run --fold K`` for every K):
+
+    python3 benchmarks/build_builtin_model.py --train-release W --crop --version V [key=value ...]  # RELEASE_crop
+    python3 benchmarks/build_builtin_model.py --run W/runs/release --crop-run W/runs/release_crop --cv-work W \
+        --cv-tag fulllabelsgin25r --version V
+
 The release run trains on every pooled image (curated BUSI + BUS-BRA) except a patient-grouped 10 %
 validation part, with the pooled cross-validation's recipe and settings, so that cross-validation
 describes it. Steps (each printed and recorded in ``src/buscad/weights/release.json`` and
@@ -20,7 +27,11 @@ describes it. Steps (each printed and recorded in ``src/buscad/weights/release.j
 3. Write the checkpoint with temperature and policy in its spec, export ONNX, quantize to int8 when the
    int8 model agrees with the float one (mask Dice and class agreement ≥ 0.95 on validation images),
    and copy the file into the package with its sha256.
-4. Analyse ``examples/images`` with the shipped file and store the record the tests pin
+   With ``--crop-run`` the crop model is shipped the same way (its own validation temperature, int8 when it
+   agrees, ``buscad-bus-crop.onnx``, named in ``release.json``'s ``crop_stage``), and steps 1–2 score the cascade:
+   ``pool_cascade.py``'s out-of-fold rows, each fold's two models calibrated by their own temperatures, after
+   checking that its whole-image answers reproduce the fold's evaluation record.
+4. Analyse ``examples/images`` with the shipped release and store the record the tests pin
    (``tests/data/builtin_examples.json``).
 The model card (``docs/model_card.md``, copied to the package) is written by hand from
 ``benchmarks/results/builtin_model.json`` and ``benchmarks/results/generalization.md``.
@@ -41,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pool_cascade  # the sibling script: the crop stage's out-of-fold records
 from generalization import (  # the sibling script (benchmarks/ is on sys.path)
     POOL_OVERRIDES,
     probabilities,
@@ -52,6 +64,7 @@ from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS, rundir
 from buscad.checkpoint import load_bundle, save_bundle
+from buscad.data.export import export_lesion_crops
 from buscad.data.manifest import image_file, read_manifest, write_manifest
 from buscad.data.splits import check_no_leakage, ratio_split
 from buscad.evaluation.calibration import apply_temperature, calibration_metrics
@@ -68,6 +81,7 @@ EXAMPLES = REPO / "examples" / "images"
 EXPECTED = REPO / "tests" / "data" / "builtin_examples.json"
 CARD = REPO / "docs" / "model_card.md"
 MODEL_FILE = "buscad-bus.onnx"
+CROP_FILE = "buscad-bus-crop.onnx"
 
 
 def with_policy(test: pd.DataFrame, policy: str) -> pd.DataFrame:
@@ -136,10 +150,11 @@ def held_out_figures(test: pd.DataFrame, policy: str) -> dict[str, dict[str, flo
     return figures
 
 
-def example_records(model_path: Path) -> list[dict]:
+def example_records() -> list[dict]:
+    """The shipped release's answers on ``examples/images`` (its crop stage included)."""
     from buscad.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(model_path)
+    predictor = Predictor.default()
     records = []
     for path in sorted(EXAMPLES.glob("*.png")):
         result = predictor.analyze(path)
@@ -167,14 +182,25 @@ def release_manifest(work: Path) -> Path:
     return path
 
 
-def train_release(work: Path, overrides: list[str], name: str = "release") -> Path:
-    """Train the release model (``WORK/runs/NAME``) on :func:`release_manifest` with the pooled
-    cross-validation's recipe and settings (``benchmarks/generalization.py``; give the cross-validation's
-    own overrides too), so the cross-validation figures describe it."""
+def release_crops(work: Path) -> Path:
+    """Crops around the ground-truth lesion of :func:`release_manifest`'s lesion images, its split kept: what the
+    release's crop model trains on (``buscad data export --format crops``)."""
+    crops = work / "release_crops" / "manifest.csv"
+    if not crops.is_file():
+        export_lesion_crops(read_manifest(release_manifest(work)), crops.parent, overwrite=True)
+    return crops
+
+
+def train_release(work: Path, overrides: list[str], name: str = "release", crop: bool = False) -> Path:
+    """Train the release model (``WORK/runs/NAME``) on :func:`release_manifest` — or, with ``crop``, its crop
+    stage (``WORK/runs/NAME_crop``) on :func:`release_crops` — with the pooled cross-validation's recipe and
+    settings (``benchmarks/generalization.py``; give the cross-validation's own overrides too), so the
+    cross-validation figures (``pool_cascade.py`` for the crop stage) describe it."""
+    manifest = release_crops(work) if crop else release_manifest(work)
     config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
-                         [f"data.manifest={release_manifest(work)}", f"data.cache_dir={work / 'cache'}",
+                         [f"data.manifest={manifest}", f"data.cache_dir={work / 'cache'}",
                           "train.progress_bar=false", *POOL_OVERRIDES, *overrides])
-    directory = work / "runs" / name
+    directory = work / "runs" / (f"{name}_crop" if crop else name)
     if not (rundir.layout(directory).best_checkpoint.is_file() and (rundir.read_run_info(directory) or {}).get("timings")):
         train(config, directory, resume=rundir.layout(directory).last_checkpoint.is_file())
     return directory
@@ -199,6 +225,47 @@ def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[i
     if not frames:
         raise SystemExit(f"{folder}: no fold records (run benchmarks/generalization.py first)")
     return pd.concat(frames, ignore_index=True), temperatures
+
+
+def cascade_cv_table(work: Path, calibrate: bool) -> tuple[pd.DataFrame, dict[int, dict[str, float]]]:
+    """Out-of-fold rows of the cascade (``pool_cascade.py``'s committed folds, all of them), as evaluation records
+    with ``fold`` and ``birads`` (:func:`pool_cascade.stage_records`; ``calibrate``: both models' temperatures,
+    else none), and each fold's two temperatures. Checked first: the whole-image model through ``Predictor``
+    reproduces its own evaluation record (masks and probabilities) on every image."""
+    pool = read_manifest(work / "pool_folds.csv").set_index("case_id")
+    frames, temperatures = [], {}
+    for fold in range(pool_cascade.N_FOLDS):
+        record_path = pool_cascade.RECORDS / f"fold_{fold}.json"
+        if not record_path.is_file():
+            raise SystemExit(f"{record_path}: missing; run pool_cascade.py run --fold {fold} (all folds are needed)")
+        record = json.loads(record_path.read_text())
+        rows = pd.read_csv(pool_cascade.RECORDS / f"fold_{fold}_plain.csv")
+        evaluated = checked_whole_stage(rows, fold)
+        whole_t, crop_t = record["whole_validation_temperature"], record["crop_validation_temperature"]
+        temperatures[fold] = {"whole": whole_t, "crop": crop_t}
+        frame = pool_cascade.stage_records(rows, "cascade", whole_t if calibrate else 1.0, crop_t if calibrate else 1.0)
+        frame["truth_pixels"] = evaluated["truth_pixels"].to_numpy()
+        frame["birads"] = pool.loc[frame["case_id"], "birads"].to_numpy() if "birads" in pool.columns else ""
+        frame["fold"] = fold
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True), temperatures
+
+
+def checked_whole_stage(rows: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The fold's evaluation record for ``rows``' images, after checking that the rows' whole-image answers are the
+    record's (raw masks and class probabilities): otherwise the cascade's figures would not describe the same
+    model."""
+    record = pd.read_csv(REPO / "benchmarks" / "results" / "generalization_folds" / pool_cascade.WHOLE_TAG /
+                         pool_cascade.TRAIN_SET / f"fold_{fold}.csv").set_index("case_id").loc[rows["case_id"]]
+    whole = pool_cascade.stage_records(rows, "whole", 1.0, 1.0).set_index("case_id")
+    dice = float(np.abs(whole["dice_raw"] - record["dice_raw"]).max())
+    probability = float(np.abs(whole[[f"prob_{c}" for c in LABELS]].to_numpy()
+                               - record[[f"prob_{c}" for c in LABELS]].to_numpy()).max())
+    print(f"fold {fold}: Predictor vs evaluation record, max |Δ| Dice {dice:.4f}, class probability {probability:.4f}")
+    if dice > 0.05 or probability > 0.05:
+        raise SystemExit(f"fold {fold}: the Predictor's whole-image answers differ from the fold's evaluation record "
+                         f"(max |Δ| Dice {dice:.3f}, probability {probability:.3f}); not the same model")
+    return record
 
 
 def run_test_table(run: Path) -> pd.DataFrame:
@@ -240,8 +307,8 @@ def summarise_folds(test: pd.DataFrame, policy: str) -> dict[str, dict[str, dict
     return out
 
 
-def ship(run: Path, temperature: float, policy: str, training_data: str) -> tuple[Path, dict]:
-    """Checkpoint with temperature and policy → ONNX → int8 when it agrees → the package's weights."""
+def ship(run: Path, temperature: float, policy: str, training_data: str, file_name: str = MODEL_FILE) -> tuple[Path, dict]:
+    """Checkpoint with temperature and policy → ONNX → int8 when it agrees → the package's weights (``file_name``)."""
     cases = rundir.read_cases(run)
     bundle = load_bundle(rundir.layout(run).best_checkpoint)
     spec = dataclasses.replace(bundle.spec, temperature=temperature, refine_policy=policy,
@@ -262,9 +329,7 @@ def ship(run: Path, temperature: float, policy: str, training_data: str) -> tupl
             print(f"int8 refused: {exc}")
             shipped, quantization = float_path, {"type": "float32", "int8_refused": str(exc)}
         WEIGHTS.mkdir(parents=True, exist_ok=True)
-        for old in WEIGHTS.glob("*.onnx"):
-            old.unlink()
-        target = WEIGHTS / MODEL_FILE
+        target = WEIGHTS / file_name
         shutil.copyfile(shipped, target)
     return target, quantization
 
@@ -283,10 +348,15 @@ def describe_training(run: Path) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="the training run to ship (release run or a pooled fold)")
+    parser.add_argument("--crop-run", type=Path,
+                        help="ship this crop model as the release's crop stage (with --cv-work: the figures are the "
+                             "cascade's, from pool_cascade.py's folds)")
     parser.add_argument("--cv-work", type=Path, metavar="WORK",
                         help="take the held-out figures from the pooled cross-validation in WORK")
     parser.add_argument("--train-release", type=Path, metavar="WORK",
                         help="train the release model on all pooled images of WORK (generalization.py's --work)")
+    parser.add_argument("--crop", action="store_true",
+                        help="with --train-release: train the release's crop stage (RELEASE-NAME_crop) instead")
     parser.add_argument("--release-name", default="release", help="run directory name under WORK/runs")
     parser.add_argument("--cv-tag", default="robust",
                         help="tag of the pooled cross-validation whose fold records give the figures")
@@ -296,20 +366,30 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
     if args.train_release:
-        print(f"release model trained in {train_release(args.train_release, args.overrides, args.release_name)}")
+        trained = train_release(args.train_release, args.overrides, args.release_name, crop=args.crop)
+        print(f"release {'crop ' if args.crop else ''}model trained in {trained}")
         return
     if args.run is None:
         parser.error("--run is required (or --train-release)")
+    if args.crop_run and args.cv_work and args.cv_tag != pool_cascade.WHOLE_TAG:
+        parser.error(f"--crop-run's figures come from pool_cascade.py, whose folds are --cv-tag {pool_cascade.WHOLE_TAG}")
     run = args.run
 
     temperature = validation_temperature(run)
-    if args.cv_work:
+    crop_temperature = validation_temperature(args.crop_run) if args.crop_run else None
+    if args.cv_work and args.crop_run:
+        test, fold_temperatures = cascade_cv_table(args.cv_work, calibrate=False)
+        scaled, _ = cascade_cv_table(args.cv_work, calibrate=True)
+    elif args.cv_work:
         test, fold_temperatures = cv_test_table(args.cv_work, args.cv_tag)
+        scaled = calibrated(test, fold_temperatures)
     else:
+        if args.crop_run:
+            parser.error("--crop-run needs --cv-work (the cascade's figures are out of fold)")
         test, fold_temperatures = run_test_table(run), {0: temperature}
+        scaled = calibrated(test, fold_temperatures)
     policies = policy_table(test)
     policy = choose_policy(policies)
-    scaled = calibrated(test, fold_temperatures)
     ece = {dataset: {"before": calibration_metrics(probabilities(test.loc[part.index]), truth_index(part))["ece"],
                      "after": calibration_metrics(probabilities(part), truth_index(part))["ece"]}
            for dataset, part in scaled.groupby("dataset")}
@@ -318,28 +398,44 @@ def main() -> None:
     classes = per_class(with_policy(scaled, policy))
 
     trained_on, held_out = describe_training(run)
+    for stale in WEIGHTS.glob("*.onnx"):
+        stale.unlink()
     target, quantization = ship(run, temperature, policy, "curated BUSI + BUS-BRA (pool)")
+    release = {"name": args.name, "version": args.version, "file": MODEL_FILE, "sha256": sha256_of(target),
+               "card": "model_card.md", "summary": {"trained_on": trained_on, "held_out": held_out}}
     summary = {
         "trained_on": trained_on, "held_out": held_out,
-        "temperature": round(temperature, 4), "fold_temperatures": {k: round(v, 4) for k, v in fold_temperatures.items()},
+        "temperature": round(temperature, 4),
+        "fold_temperatures": {k: round(v, 4) if isinstance(v, float) else v for k, v in fold_temperatures.items()},
         "refine_policy": policy, "quantization": quantization,
         "held_out_figures": figures, "fold_mean_std": folds, "per_class": classes, "ece": ece, "policies": policies,
-        "training": {k: v for k, v in (rundir.read_run_info(run) or {}).items() if k in ("epochs_run", "precision",
-                                                                                     "timings", "git_commit")},
+        "training": training_record(run),
         "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python3 benchmarks/build_builtin_model.py " + shlex.join(sys.argv[1:]),
     }
-    release = {"name": args.name, "version": args.version, "file": MODEL_FILE, "sha256": sha256_of(target),
-               "card": "model_card.md", "summary": {"trained_on": trained_on, "held_out": held_out}}
+    if args.crop_run:
+        crop_target, crop_quantization = ship(args.crop_run, crop_temperature, policy, "curated BUSI + BUS-BRA (pool), "
+                                              "lesion crops", file_name=CROP_FILE)
+        release["crop_stage"] = {"file": CROP_FILE, "sha256": sha256_of(crop_target)}
+        summary["crop_stage"] = {"trained_on": describe_training(args.crop_run)[0],
+                                 "temperature": round(crop_temperature, 4), "quantization": crop_quantization,
+                                 "training": training_record(args.crop_run)}
     (WEIGHTS / RELEASE_FILE).write_text(json.dumps(release, indent=2) + "\n")
     (REPO / "benchmarks" / "results" / "builtin_model.json").write_text(
         json.dumps(summary, indent=2, default=str) + "\n")
 
     # 4. the examples' pinned record
     EXPECTED.parent.mkdir(parents=True, exist_ok=True)
-    EXPECTED.write_text(json.dumps(example_records(target), indent=2) + "\n")
+    EXPECTED.write_text(json.dumps(example_records(), indent=2) + "\n")
     print(json.dumps(summary, indent=2, default=str))
-    print(f"{target}: {target.stat().st_size / 1e6:.2f} MB, sha256 {release['sha256']}")
+    for path in WEIGHTS.glob("*.onnx"):
+        print(f"{path}: {path.stat().st_size / 1e6:.2f} MB, sha256 {sha256_of(path)}")
+
+
+def training_record(run: Path) -> dict:
+    """What the run's ``run_info.json`` says of its training: epochs, precision, timings, commit."""
+    return {k: v for k, v in (rundir.read_run_info(run) or {}).items()
+            if k in ("epochs_run", "precision", "timings", "git_commit")}
 
 
 if __name__ == "__main__":
