@@ -7,7 +7,7 @@
 With a crop stage (a second model on each lesion found, ``buscad.inference.crop_stage``), described by the pooled
 cross-validation's crop folds (``benchmarks/pool_cascade.py run --fold K`` for every K):
 
-    python3 benchmarks/build_builtin_model.py --train-release W --crop --version V [key=value ...]  # RELEASE_crop
+    python3 benchmarks/build_builtin_model.py --train-release W --crop --release-name R --version V  # R_crop
     python3 benchmarks/build_builtin_model.py --run W/runs/release --crop-run W/runs/release_crop --cv-work W \
         --cv-tag fulllabelsgin25r --version V
 
@@ -192,14 +192,20 @@ def release_crops(work: Path) -> Path:
 
 
 def train_release(work: Path, overrides: list[str], name: str = "release", crop: bool = False) -> Path:
-    """Train the release model (``WORK/runs/NAME``) on :func:`release_manifest` — or, with ``crop``, its crop
-    stage (``WORK/runs/NAME_crop``) on :func:`release_crops` — with the pooled cross-validation's recipe and
-    settings (``benchmarks/generalization.py``; give the cross-validation's own overrides too), so the
-    cross-validation figures (``pool_cascade.py`` for the crop stage) describe it."""
-    manifest = release_crops(work) if crop else release_manifest(work)
-    config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
-                         [f"data.manifest={manifest}", f"data.cache_dir={work / 'cache'}",
-                          "train.progress_bar=false", *POOL_OVERRIDES, *overrides])
+    """Train the release model (``WORK/runs/NAME``) on :func:`release_manifest` with the pooled
+    cross-validation's recipe and settings (``benchmarks/generalization.py``; give the cross-validation's own
+    overrides too), so the cross-validation figures describe it. With ``crop``: its crop stage
+    (``WORK/runs/NAME_crop``) on :func:`release_crops`, with the finished release run's own configuration (the
+    crop folds of ``pool_cascade.py`` take their fold models' overrides in the same way)."""
+    if crop:
+        release = work / "runs" / name
+        if not (rundir.read_run_info(release) or {}).get("timings"):
+            raise SystemExit(f"{release}: train the release model first (--train-release without --crop)")
+        config = load_config(release / "config.yaml", [f"data.manifest={release_crops(work)}", *overrides])
+    else:
+        config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
+                             [f"data.manifest={release_manifest(work)}", f"data.cache_dir={work / 'cache'}",
+                              "train.progress_bar=false", *POOL_OVERRIDES, *overrides])
     directory = work / "runs" / (f"{name}_crop" if crop else name)
     if not (rundir.layout(directory).best_checkpoint.is_file() and (rundir.read_run_info(directory) or {}).get("timings")):
         train(config, directory, resume=rundir.layout(directory).last_checkpoint.is_file())
