@@ -93,7 +93,7 @@ def test_a_crop_stage_is_verified_like_the_model(cascade_weights_dir, weights_di
         builtin_model(copy)
 
 
-def test_the_default_predictor_runs_the_released_crop_stage(released):
+def test_the_default_predictor_runs_the_released_crop_stage(released, weights_dir, monkeypatch):
     from buscad.inference.predictor import Predictor
 
     both = Predictor.default(threads=2)
@@ -103,8 +103,12 @@ def test_the_default_predictor_runs_the_released_crop_stage(released):
     assert card["release"]["crop_stage_sha256"] == sha256_of(released / "crop.onnx")
     alone = Predictor.default(threads=2, crop_model=None)
     assert alone.crop_stage is None and "release" not in alone.model_card()  # not the model as released
-    mixed = Predictor.default(threads=2, crop_model=released / "whole.onnx")
-    assert "release" not in mixed.model_card()
+    for other in (released / "whole.onnx", [released / "crop.onnx", released / "whole.onnx"]):  # one, or an ensemble
+        assert "release" not in Predictor.default(threads=2, crop_model=other).model_card()
+    monkeypatch.setattr("buscad.inference.builtin._weights_dir", lambda: weights_dir)  # a release without one
+    assert "release" in Predictor.default(threads=2).model_card()
+    ensemble = [released / "crop.onnx", released / "whole.onnx"]
+    assert "release" not in Predictor.default(threads=2, crop_model=ensemble).model_card()
 
 
 def test_commands_take_the_released_crop_stage_unless_told_otherwise(released, tmp_path):

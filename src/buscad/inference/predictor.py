@@ -397,7 +397,9 @@ def _release_fields(path: Path, crop_stage: Predictor | None) -> dict[str, Any]:
         builtin = builtin_model(verify=False)
     except ModelError:
         return {}
-    crop_path = None if crop_stage is None or crop_stage.members else crop_stage.path
+    if crop_stage is not None and crop_stage.members:
+        return {}  # a crop ensemble: no release ships one
+    crop_path = None if crop_stage is None else crop_stage.path
     if Path(path).resolve() != builtin.path.resolve() or _resolved(crop_path) != _resolved(builtin.crop_path):
         return {}
     crop = {"crop_stage_sha256": builtin.crop_sha256} if builtin.crop_sha256 else {}
