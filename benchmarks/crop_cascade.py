@@ -292,6 +292,13 @@ def whole_minutes(fold: int) -> float:
     return float(record.get("minutes_at_median_epoch", record["fit_minutes"]))
 
 
+def training_minutes(records: list[dict[str, Any]], unit: str) -> str:
+    """The line saying each record's (fold's or seed's) training minutes, whole-image + crop model, and its CPU."""
+    return "Training minutes (whole-image + crop model): " + "; ".join(
+        f"{unit} {r[unit]}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} ({r['machine'].get('cpu', '?')})"
+        for r in records) + "."
+
+
 def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 

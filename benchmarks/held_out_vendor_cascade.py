@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from crop_cascade import mean_std, predictor_rows
+from crop_cascade import mean_std, predictor_rows, training_minutes
 from generalization import DATASETS_CITED, REPO, RESULTS, probe_parser
 from held_out_vendor import RECIPE, vendor_manifest
 from held_out_vendor import run as run_whole
+from roi_crop_probe import write_probe_results
 from sklearn.metrics import roc_auc_score
 
 from buscad import rundir
@@ -134,12 +135,8 @@ def build_table() -> None:
                 lines.append(f"| {group} | {'yes' if key == 'mirror' else 'no'} | gain, paired by seed | | "
                              + " | | ".join(mean_std(paired_gains(records, key, group, metric)) for metric in ("dice", "auc"))
                              + " |")
-    lines += ["", "Training minutes (whole-image + crop model): " + "; ".join(
-        f"seed {r['seed']}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} ({r['machine'].get('cpu', '?')})"
-        for r in records) + ".", "", DATASETS_CITED, ""]
-    write_text_atomic(RESULTS / "held_out_vendor_cascade.md", "\n".join(lines))
-    write_text_atomic(RESULTS / "held_out_vendor_cascade.json", json.dumps(json_safe({"seeds": records}), indent=2) + "\n")
-    print("\n".join(lines))
+    lines += ["", training_minutes(records, "seed"), "", DATASETS_CITED, ""]
+    write_probe_results("held_out_vendor_cascade", lines, records, key="seeds")
 
 
 def main() -> None:

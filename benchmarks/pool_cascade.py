@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from crop_cascade import mean_std, predictor_rows
+from crop_cascade import mean_std, predictor_rows, training_minutes
 from generalization import (
     DATASETS_CITED,
     POOL_OVERRIDES,
@@ -47,6 +47,7 @@ from generalization import (
     run_dir,
     validation_temperature,
 )
+from roi_crop_probe import write_probe_results
 from sklearn.metrics import roc_auc_score
 
 from buscad import LABELS, rundir
@@ -198,12 +199,8 @@ def build_table() -> None:
         lines += ["", "Normal images left without an outline (no mirror): " + "; ".join(
             f"fold {f}: {s['normals_empty_whole']:.3f} → {s['normals_empty_cascade']:.3f} (n={s['n_normal']})"
             for f, s in normals) + "."]
-    lines += ["", "Training minutes per fold (whole-image + crop model): " + "; ".join(
-        f"fold {r['fold']}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} ({r['machine'].get('cpu', '?')})"
-        for r in records) + ".", "", DATASETS_CITED, ""]
-    write_text_atomic(RESULTS / "pool_cascade.md", "\n".join(lines))
-    write_text_atomic(RESULTS / "pool_cascade.json", json.dumps(json_safe({"folds": records}), indent=2) + "\n")
-    print("\n".join(lines))
+    lines += ["", training_minutes(records, "fold"), "", DATASETS_CITED, ""]
+    write_probe_results("pool_cascade", lines, records)
 
 
 def main() -> None:

@@ -146,10 +146,11 @@ def build_table() -> None:
     write_probe_results("roi_crop_probe", lines, records)
 
 
-def write_probe_results(name: str, lines: list[str], records: list[dict[str, Any]]) -> None:
-    """A probe's table as results/NAME.md and its fold records as results/NAME.json, and the table printed."""
+def write_probe_results(name: str, lines: list[str], records: list[dict[str, Any]], key: str = "folds") -> None:
+    """A probe's table as results/NAME.md and its records (``{KEY: records}``, fold or seed records) as
+    results/NAME.json, and the table printed."""
     write_text_atomic(RESULTS / f"{name}.md", "\n".join(lines))
-    write_text_atomic(RESULTS / f"{name}.json", json.dumps(json_safe({"folds": records}), indent=2) + "\n")
+    write_text_atomic(RESULTS / f"{name}.json", json.dumps(json_safe({key: records}), indent=2) + "\n")
     print("\n".join(lines))
 
 
