@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from generalization import probe_parser
 from roi_crop_probe import (  # the sibling script: benchmarks/ is on sys.path
     probe_arguments,
     read_crops,
@@ -290,6 +292,18 @@ def whole_minutes(fold: int) -> float:
     """The whole-image model's training minutes at its median epoch time."""
     record = whole_record(fold)
     return float(record.get("minutes_at_median_epoch", record["fit_minutes"]))
+
+
+def run_or_table(doc: str | None, unit: str, run: Callable[[Path, int], None], table: Callable[[], None]) -> None:
+    """The command line of a cascade benchmark: ``run --work W --UNIT K`` (one fold's or seed's models and
+    scores, then the table) or ``table`` (the table from the saved records)."""
+    parser = probe_parser(doc, threads=False)
+    parser.add_argument("step", choices=("run", "table"))
+    parser.add_argument(f"--{unit}", type=int, default=0)
+    args = parser.parse_args()
+    if args.step == "run":
+        run(args.work, getattr(args, unit))
+    table()
 
 
 def training_minutes(records: list[dict[str, Any]], unit: str) -> str:

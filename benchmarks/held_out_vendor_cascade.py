@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from crop_cascade import mean_std, predictor_rows, training_minutes
-from generalization import DATASETS_CITED, REPO, RESULTS, probe_parser
+from crop_cascade import mean_std, predictor_rows, run_or_table, training_minutes
+from generalization import DATASETS_CITED, REPO, RESULTS
 from held_out_vendor import RECIPE, vendor_manifest
 from held_out_vendor import run as run_whole
 from roi_crop_probe import write_probe_results
@@ -140,13 +140,7 @@ def build_table() -> None:
 
 
 def main() -> None:
-    parser = probe_parser(__doc__.splitlines()[0], threads=False)
-    parser.add_argument("step", choices=("run", "table"))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    if args.step == "run":
-        run(args.work, args.seed)
-    build_table()
+    run_or_table(__doc__.splitlines()[0], "seed", run, build_table)
 
 
 if __name__ == "__main__":

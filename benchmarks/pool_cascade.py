@@ -37,13 +37,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from crop_cascade import mean_std, predictor_rows, training_minutes
+from crop_cascade import mean_std, predictor_rows, run_or_table, training_minutes
 from generalization import (
     DATASETS_CITED,
     POOL_OVERRIDES,
     REPO,
     RESULTS,
-    probe_parser,
     run_dir,
     validation_temperature,
 )
@@ -204,13 +203,7 @@ def build_table() -> None:
 
 
 def main() -> None:
-    parser = probe_parser(__doc__.splitlines()[0], threads=False)
-    parser.add_argument("step", choices=("run", "table"))
-    parser.add_argument("--fold", type=int, default=0)
-    args = parser.parse_args()
-    if args.step == "run":
-        run(args.work, args.fold)
-    build_table()
+    run_or_table(__doc__.splitlines()[0], "fold", run, build_table)
 
 
 if __name__ == "__main__":
