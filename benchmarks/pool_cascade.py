@@ -69,10 +69,14 @@ CONFIG = REPO / "configs" / "buscad_robust_cpu.yaml"
 N_FOLDS = 5
 
 
+def whole_record(fold: int) -> dict[str, Any]:
+    """The fold's whole-image run as its committed record says (overrides, minutes, validation temperature)."""
+    return json.loads((RESULTS / "generalization_folds" / WHOLE_TAG / TRAIN_SET / f"fold_{fold}.json").read_text())
+
+
 def whole_overrides(fold: int) -> list[str]:
     """The overrides the fold's whole-image model was trained with (its committed record)."""
-    record = RESULTS / "generalization_folds" / WHOLE_TAG / TRAIN_SET / f"fold_{fold}.json"
-    return list(json.loads(record.read_text())["overrides"])
+    return list(whole_record(fold)["overrides"])
 
 
 def pool_crops(work: Path) -> Path:
@@ -120,13 +124,12 @@ def run(work: Path, fold: int) -> None:
     cascade = Predictor.from_checkpoint(best, threads=2, crop_model=crop_best)
     pool = read_manifest(work / POOL)
     test = pool[pool["fold"] == fold].reset_index(drop=True)
-    whole_record = json.loads((RESULTS / "generalization_folds" / WHOLE_TAG / TRAIN_SET / f"fold_{fold}.json")
-                              .read_text())
+    trained = whole_record(fold)
     record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold,
-                              "recipe": [*POOL_OVERRIDES, *whole_overrides(fold)],
-                              "whole_fit_minutes": whole_record["fit_minutes"], "whole_cpu": whole_record.get("cpu"),
+                              "recipe": [*POOL_OVERRIDES, *trained["overrides"]],
+                              "whole_fit_minutes": trained["fit_minutes"], "whole_cpu": trained.get("cpu"),
                               "crop_fit_minutes": crop_minutes,
-                              "whole_validation_temperature": whole_record.get("validation_temperature"),
+                              "whole_validation_temperature": trained.get("validation_temperature"),
                               "crop_validation_temperature": validation_temperature(crop_dir)}
     RECORDS.mkdir(parents=True, exist_ok=True)
     for tta in (False, True):
