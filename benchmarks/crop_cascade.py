@@ -294,16 +294,21 @@ def whole_minutes(fold: int) -> float:
     return float(record.get("minutes_at_median_epoch", record["fit_minutes"]))
 
 
-def run_or_table(doc: str | None, unit: str, run: Callable[[Path, int], None], table: Callable[[], None]) -> None:
+def run_or_table(doc: str | None, unit: str, run: Callable[..., None], table: Callable[..., None],
+                 variants: tuple[str, ...] = ()) -> None:
     """The command line of a cascade benchmark: ``run --work W --UNIT K`` (one fold's or seed's models and
-    scores, then the table) or ``table`` (the table from the saved records)."""
+    scores, then the table) or ``table`` (the table from the saved records). With ``variants``, ``--variant V``
+    (default the first) is passed on to both as their last argument."""
     parser = probe_parser(doc, threads=False)
     parser.add_argument("step", choices=("run", "table"))
     parser.add_argument(f"--{unit}", type=int, default=0)
+    if variants:
+        parser.add_argument("--variant", choices=variants, default=variants[0])
     args = parser.parse_args()
+    chosen = (args.variant,) if variants else ()
     if args.step == "run":
-        run(args.work, getattr(args, unit))
-    table()
+        run(args.work, getattr(args, unit), *chosen)
+    table(*chosen)
 
 
 def training_minutes(records: list[dict[str, Any]], unit: str) -> str:

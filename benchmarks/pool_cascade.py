@@ -2,6 +2,7 @@
 
     python3 benchmarks/pool_cascade.py run --work W --fold K    # fold K's crop model, then both models' scores
     python3 benchmarks/pool_cascade.py table --work W           # results/pool_cascade.{md,json} from the saved folds
+    python3 benchmarks/pool_cascade.py run --work W --fold K --variant finetune   # results/pool_cascade_finetune.*
 
 Why: the built-in model is the pooled recipe (curated BUSI + BUS-BRA, GIN 0.25) trained on every pooled image, and
 its figures are the pooled 5-fold cross-validation's (``generalization.py --tag fulllabelsgin25r``). A crop stage
@@ -15,7 +16,9 @@ Protocol, pooled fold K (every figure is out of fold):
 - whole-image model: the finished ``fulllabelsgin25r`` fold run (its overrides are read from its committed record);
 - crop model: the same recipe, overrides and fold (same test fold, same validation part) trained on
   ``export_lesion_crops`` of the pool (``buscad data export --format crops``: crops around the ground-truth lesion;
-  normal images have none);
+  normal images have none). Variant ``scratch`` (the default) trains it from random weights for the recipe's 16
+  epochs, which doubles the fold's training time; variant ``finetune`` starts it from the fold's whole-image model
+  (``model.weights``) and trains it for ``FINETUNE_EPOCHS`` epochs, so that both models fit one fold's 30 minutes;
 - scores on fold K's test images through ``buscad.Predictor`` (the whole-image model alone, and with
   ``crop_model=``), with and without the mirror, per dataset: lesion Dice of the raw mask at 0.5, Dice over all
   images (an empty answer on a normal image scores 1), the share of normal images left empty, and the AUC of
@@ -65,6 +68,10 @@ WHOLE_TAG = "fulllabelsgin25r"
 TRAIN_SET = "busi+bus-bra"
 POOL = "pool_folds.csv"
 RECORDS = RESULTS / "pool_cascade"
+"""The records of the ``scratch`` crop models, those of the built-in model's crop stage."""
+VARIANTS = ("scratch", "finetune")
+FINETUNE_EPOCHS = 6
+"""Crop epochs from the whole-image model's weights: about 7 min on 2 cores, so whole + crop stay under 30 min."""
 CONFIG = REPO / "configs" / "buscad_robust_cpu.yaml"
 N_FOLDS = 5
 
@@ -87,11 +94,26 @@ def pool_crops(work: Path) -> Path:
     return crops
 
 
-def crop_model(work: Path, fold: int) -> tuple[Path, float]:
+def records_dir(variant: str) -> Path:
+    return RECORDS if variant == "scratch" else RESULTS / f"pool_cascade_{variant}"
+
+
+def crop_overrides(whole_dir: Path, variant: str) -> list[str]:
+    """What a variant's crop model changes in the fold's recipe (``finetune``: the whole-image model's weights as
+    its start, fewer epochs)."""
+    if variant == "scratch":
+        return []
+    return [f"model.weights={rundir.layout(whole_dir).best_checkpoint}", f"train.epochs={FINETUNE_EPOCHS}"]
+
+
+def crop_model(work: Path, fold: int, variant: str = "scratch") -> tuple[Path, float]:
     """Fold K's crop model (resumable) and its training minutes."""
+    whole_dir = run_dir(work, TRAIN_SET, WHOLE_TAG, fold)
     config = load_config(CONFIG, [f"data.manifest={pool_crops(work)}", f"data.cache_dir={work / 'cache'}",
-                                  "train.progress_bar=false", *POOL_OVERRIDES, *whole_overrides(fold)])
-    run = work / "runs" / "pool_crop" / f"fold_{fold}"
+                                  "train.progress_bar=false", *POOL_OVERRIDES, *whole_overrides(fold),
+                                  *crop_overrides(whole_dir, variant)])
+    name = "pool_crop" if variant == "scratch" else f"pool_crop_{variant}"
+    run = work / "runs" / name / f"fold_{fold}"
     if not rundir.has_metrics(run):
         train(config, run, fold=fold, resume=rundir.layout(run).last_checkpoint.is_file())
     info = rundir.read_run_info(run) or {}
@@ -113,12 +135,12 @@ def summary(rows: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def run(work: Path, fold: int) -> None:
+def run(work: Path, fold: int, variant: str = "scratch") -> None:
     whole_dir = run_dir(work, TRAIN_SET, WHOLE_TAG, fold)
     if not rundir.has_metrics(whole_dir):
         raise SystemExit(f"{whole_dir}: not finished; run generalization.py run --train {TRAIN_SET} --fold {fold} "
                          f"--tag {WHOLE_TAG} {' '.join(whole_overrides(fold))} first")
-    crop_dir, crop_minutes = crop_model(work, fold)
+    crop_dir, crop_minutes = crop_model(work, fold, variant)
     best, crop_best = rundir.layout(whole_dir).best_checkpoint, rundir.layout(crop_dir).best_checkpoint
     whole = Predictor.from_checkpoint(best, threads=2)
     cascade = Predictor.from_checkpoint(best, threads=2, crop_model=crop_best)
@@ -126,12 +148,14 @@ def run(work: Path, fold: int) -> None:
     test = pool[pool["fold"] == fold].reset_index(drop=True)
     trained = whole_record(fold)
     record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold,
-                              "recipe": [*POOL_OVERRIDES, *trained["overrides"]],
+                              "recipe": [*POOL_OVERRIDES, *trained["overrides"]], "variant": variant,
+                              "crop_overrides": crop_overrides(whole_dir, variant),
                               "whole_fit_minutes": trained["fit_minutes"], "whole_cpu": trained.get("cpu"),
                               "crop_fit_minutes": crop_minutes,
                               "whole_validation_temperature": trained.get("validation_temperature"),
                               "crop_validation_temperature": validation_temperature(crop_dir)}
-    RECORDS.mkdir(parents=True, exist_ok=True)
+    records = records_dir(variant)
+    records.mkdir(parents=True, exist_ok=True)
     for tta in (False, True):
         start = time.perf_counter()
         rows = predictor_rows(test, whole, cascade, tta, full=True).assign(
@@ -139,8 +163,8 @@ def run(work: Path, fold: int) -> None:
         key = "mirror" if tta else "plain"
         record[key] = {"scoring_minutes": round((time.perf_counter() - start) / 60, 2),
                        **{str(dataset): summary(part) for dataset, part in rows.groupby("dataset")}}
-        rows.to_csv(RECORDS / f"fold_{fold}_{key}.csv", index=False, float_format="%.6g")
-    write_text_atomic(RECORDS / f"fold_{fold}.json", json.dumps(json_safe(record), indent=2) + "\n")
+        rows.to_csv(records / f"fold_{fold}_{key}.csv", index=False, float_format="%.6g")
+    write_text_atomic(records / f"fold_{fold}.json", json.dumps(json_safe(record), indent=2) + "\n")
     print(json.dumps(json_safe(record), indent=2))
 
 
@@ -173,16 +197,22 @@ COLUMNS = (("dice_lesion_whole", "lesion Dice, whole"), ("dice_lesion_cascade", 
            ("auc_whole", "AUC, whole"), ("auc_cascade", "AUC, with crop stage"))
 
 
-def build_table() -> None:
-    records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("fold_*.json"))]
+VARIANT_TITLES = {"scratch": "a crop model of the same recipe and fold",
+                  "finetune": f"a crop model started from the fold's whole-image model and trained "
+                              f"{FINETUNE_EPOCHS} epochs on the same fold's crops"}
+
+
+def build_table(variant: str = "scratch") -> None:
+    records = [json.loads(p.read_text()) for p in sorted(records_dir(variant).glob("fold_*.json"))]
     folds = [r["fold"] for r in records]
     status = ("all folds" if sorted(folds) == list(range(N_FOLDS))
               else f"folds {folds} of {N_FOLDS}: NOT a whole protocol yet, no mean is reported")
     lines = ["# A crop stage for the pooled recipe (the built-in model's), on each dataset's held-out folds", "",
              "Pooled 5-fold cross-validation of curated BUSI + BUS-BRA (`generalization.py --tag "
-             f"{WHOLE_TAG}`, the built-in model's figures); each fold's whole-image model alone and with a crop model "
-             "of the same recipe and fold, through `buscad.Predictor`, raw masks at 0.5 "
-             "(`python3 benchmarks/pool_cascade.py run --work W --fold K`, then `table`; 2 CPU cores). "
+             f"{WHOLE_TAG}`, the built-in model's figures); each fold's whole-image model alone and with "
+             f"{VARIANT_TITLES[variant]}, through `buscad.Predictor`, raw masks at 0.5 "
+             f"(`python3 benchmarks/pool_cascade.py run --work W --fold K --variant {variant}`, then `table`; "
+             "2 CPU cores). "
              f"{status}.", "",
              "| test images | mirror | fold | " + " | ".join(name for _, name in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
@@ -202,11 +232,11 @@ def build_table() -> None:
             f"fold {f}: {s['normals_empty_whole']:.3f} → {s['normals_empty_cascade']:.3f} (n={s['n_normal']})"
             for f, s in normals) + "."]
     lines += ["", training_minutes(records, "fold"), "", DATASETS_CITED, ""]
-    write_probe_results("pool_cascade", lines, records)
+    write_probe_results(records_dir(variant).name, lines, records)
 
 
 def main() -> None:
-    run_or_table(__doc__.splitlines()[0], "fold", run, build_table)
+    run_or_table(__doc__.splitlines()[0], "fold", run, build_table, VARIANTS)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,17 @@ def test_crop_models_use_the_whole_models_committed_overrides() -> None:
     assert "data.augment.gin=0.25" in overrides and "loss.partial_labels=false" in overrides
 
 
+def test_the_finetune_variant_starts_from_the_folds_whole_image_model(tmp_path) -> None:
+    module = load_benchmark("pool_cascade")
+    whole_dir = tmp_path / "fold_0"
+    assert module.crop_overrides(whole_dir, "scratch") == []
+    weights, epochs = module.crop_overrides(whole_dir, "finetune")
+    assert weights == f"model.weights={whole_dir / 'checkpoints' / 'best.ckpt'}"
+    assert epochs == f"train.epochs={module.FINETUNE_EPOCHS}" and module.FINETUNE_EPOCHS < 16
+    assert module.records_dir("scratch") == module.RECORDS
+    assert module.records_dir("finetune").name == "pool_cascade_finetune"
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max())
     return e / e.sum()
