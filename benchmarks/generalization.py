@@ -220,13 +220,18 @@ def rescore_records(train_set: str, fold: int, config_path: Path, source_tag: st
     print(f"{target_csv}: fold {fold} of {source_tag} rescored from its records with {settings.refine_policy}")
 
 
+REFINED_COLUMNS = ("pred_label", "dice", "iou", "hd95")
+"""What refining writes: records rebuilt from raw columns alone (``pool_cascade.stage_records``) gain them."""
+
+
 def refined_records(table: pd.DataFrame, settings: Any) -> pd.DataFrame:
     """Per-image records (any refining policy) as the ``settings`` refine them, from their raw columns: each row's
     refined label and whether its mask survives come from the library's rule (``refine_with``) applied to its
     probabilities and a stand-in mask, empty or not as the raw mask was; a surviving mask keeps the raw metrics, a
     cleared one scores as an empty mask. Exact while ``settings.min_lesion_pixels`` is 0."""
+    columns = [*table.columns, *(c for c in REFINED_COLUMNS if c not in table.columns)]
     return pd.DataFrame([_refined_record(row, settings) for row in table.to_dict("records")],
-                        columns=table.columns, index=table.index)
+                        columns=columns, index=table.index)
 
 
 def _refined_record(row: dict[str, Any], settings: Any) -> dict[str, Any]:

@@ -73,3 +73,22 @@ def test_stage_records_calibrate_both_models_as_the_predictor_would() -> None:
     alone = module.stage_records(rows, "whole", whole_temperature=2.0, crop_temperature=0.5)
     assert alone.loc[0, ["prob_normal", "prob_benign", "prob_malignant"]].to_numpy(float) == pytest.approx(calibrated)
     assert list(out["dice_raw"]) == [0.5, 0.5] and list(out["pred_pixels_raw"]) == [10, 10]
+
+
+def test_stage_records_can_be_refined_into_labels_and_scores() -> None:
+    """``build_builtin_model.py`` refines the cascade's rebuilt records under each policy: they have no
+    ``pred_label``/``dice`` of their own, and refining must add them."""
+    from buscad.training.config import EvalConfig
+
+    module, generalization = load_benchmark("pool_cascade"), load_benchmark("generalization")
+    rows = pd.DataFrame({"case_id": ["lesion", "empty"], "dataset": "d", "device": "x", "label": "malignant",
+                         "found": [True, False], "p_whole": 0.7, "p_cascade": [0.8, 0.7],
+                         "whole_prob_normal": [0.1, 0.8], "whole_prob_benign": [0.3, 0.06],
+                         "whole_prob_malignant": [0.6, 0.14],
+                         **{f"{key}_{stage}": [value, empty] for stage in ("whole", "cascade")
+                            for key, value, empty in (("pixels", 10, 0), ("dice", 0.5, 0.0), ("iou", 1 / 3, 0.0),
+                                                      ("hd95", 2.0, math.nan))}})
+    records = module.stage_records(rows, "cascade", 1.0, 1.0).assign(truth_pixels=12)
+    refined = generalization.refined_records(records, EvalConfig(refine_policy="published"))
+    assert list(refined["pred_label"]) == ["malignant", "normal"]
+    assert list(refined["dice"]) == [0.5, 0.0] and math.isnan(refined.loc[1, "hd95"])
