@@ -69,6 +69,7 @@ from buscad.data.manifest import image_file, read_manifest, write_manifest
 from buscad.data.splits import check_no_leakage, ratio_split
 from buscad.evaluation.calibration import apply_temperature, calibration_metrics
 from buscad.evaluation.cross_dataset import fold_test_table, score_test_set
+from buscad.hardware import cpu_name
 from buscad.inference.builtin import RELEASE_FILE, sha256_of
 from buscad.inference.onnx import export_onnx, load_onnx
 from buscad.inference.quantize import preprocessed_batch, quantize_onnx
@@ -162,6 +163,28 @@ def example_records() -> list[dict]:
                         "label": result.record["label"], "lesion_pixels": int(result.mask.sum()),
                         "probabilities": result.record["probabilities"]})
     return records
+
+
+def release_latency(repeats: int = 20) -> dict[str, float]:
+    """Median milliseconds of one ``analyze`` of each example image by the shipped release, with and without its
+    crop stage (2 threads, after a warm-up): what the stage costs a user."""
+    import statistics
+    import time
+
+    from buscad.inference.predictor import Predictor
+
+    out = {}
+    for stage, predictor in (("whole", Predictor.default(crop_model=None, threads=2)),
+                             ("with_crop_stage", Predictor.default(threads=2))):
+        times = []
+        for path in sorted(EXAMPLES.glob("*.png")):
+            predictor.analyze(path)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                predictor.analyze(path)
+                times.append(time.perf_counter() - start)
+        out[f"{stage}_ms"] = round(1000 * statistics.median(times), 1)
+    return out
 
 
 RELEASE_VAL_FRACTION = 0.1
@@ -433,6 +456,11 @@ def main() -> None:
     # 4. the examples' pinned record
     EXPECTED.parent.mkdir(parents=True, exist_ok=True)
     EXPECTED.write_text(json.dumps(example_records(), indent=2) + "\n")
+    if args.crop_run:
+        summary["latency"] = {**release_latency(), "cpu": cpu_name(), "threads": 2,
+                              "what": "median of buscad.Predictor.default().analyze on each examples/images file"}
+        (REPO / "benchmarks" / "results" / "builtin_model.json").write_text(
+            json.dumps(summary, indent=2, default=str) + "\n")
     print(json.dumps(summary, indent=2, default=str))
     for path in WEIGHTS.glob("*.onnx"):
         print(f"{path}: {path.stat().st_size / 1e6:.2f} MB, sha256 {sha256_of(path)}")
