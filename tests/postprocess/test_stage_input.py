@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from buscad.postprocess.stage_input import MODES, input_channels, lesion_boxes, stage_input, suppress_background
+from buscad.postprocess.stage_input import (
+    MODES,
+    crop_box,
+    input_channels,
+    lesion_boxes,
+    stage_input,
+    suppress_background,
+)
 
 
 def _mask(size: int = 64, rows: slice = slice(10, 20), cols: slice = slice(20, 30)) -> torch.Tensor:
@@ -31,6 +39,19 @@ def test_box_stays_inside_the_image_and_respects_the_minimum_side() -> None:
     assert dot.tolist() == [[36.5, 36.5, 44.5, 44.5]]  # 1.4 px grown to 0.125 · 64 = 8 px
     huge = lesion_boxes(_mask(rows=slice(0, 64), cols=slice(0, 64)), margin=0.5, min_roi=0.1)
     assert huge.tolist() == [[0.0, 0.0, 64.0, 64.0]]  # never larger than the image
+
+
+def test_crop_box_is_lesion_boxes_rounded_for_any_mask() -> None:
+    """The numpy box of the crop stage and the torch box of the exported pipeline are one geometry."""
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        height, width = rng.integers(20, 90, size=2)
+        mask = np.zeros((height, width), dtype=bool)
+        for _ in range(rng.integers(0, 3)):  # none, one or two blobs
+            top, left = rng.integers(0, height), rng.integers(0, width)
+            mask[top:top + rng.integers(1, 30), left:left + rng.integers(1, 30)] = True
+        x0, y0, x1, y1 = lesion_boxes(torch.from_numpy(mask[None, None].astype(np.float32)))[0].tolist()
+        assert crop_box(mask) == (round(y0), round(x0), round(y1), round(x1))
 
 
 def test_each_image_of_a_batch_gets_its_own_box_and_an_empty_mask_the_whole_image() -> None:

@@ -62,13 +62,20 @@ def lesion_boxes(masks: torch.Tensor, margin: float = 0.2, min_roi: float = 0.12
     y1 = torch.where(rows, ys, -1).amax(dim=1).float() + 1
     x0 = torch.where(cols, xs, width).amin(dim=1).float()
     x1 = torch.where(cols, xs, -1).amax(dim=1).float() + 1
+    return square_boxes(y0, y1, x0, x1, ~rows.any(dim=1), height, width, margin, min_roi)
+
+
+def square_boxes(y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, empty: torch.Tensor,
+                 height: int, width: int, margin: float, min_roi: float) -> torch.Tensor:
+    """``[B, 4]`` square crops ``(x0, y0, x1, y1)`` around the lesions' tight boxes (``[B]`` float edges; ``empty``:
+    no lesion, the whole image) in a ``height`` x ``width`` image: :func:`lesion_boxes`' geometry, shared with
+    :func:`crop_box`, which finds the tight box in numpy."""
     full_h, full_w = torch.full_like(y0, height), torch.full_like(x0, width)
     limit = torch.minimum(full_h, full_w)
     side = torch.maximum(y1 - y0, x1 - x0) * (1.0 + 2.0 * margin)
     side = torch.minimum(torch.maximum(side, limit * min_roi), limit)
     top = torch.minimum(torch.clamp((y0 + y1 - side) / 2, min=0.0), full_h - side)
     left = torch.minimum(torch.clamp((x0 + x1 - side) / 2, min=0.0), full_w - side)
-    empty = ~rows.any(dim=1)
     zero = torch.zeros_like(top)
     top, left = torch.where(empty, zero, top), torch.where(empty, zero, left)
     bottom = torch.where(empty, full_h, top + side)
@@ -102,9 +109,18 @@ ROI_MARGIN, ROI_MIN = 0.2, 0.125
 
 def crop_box(mask: np.ndarray, margin: float = ROI_MARGIN, min_roi: float = ROI_MIN) -> PixelBox:
     """The ``roi`` crop of one 2-D lesion ``mask`` (numpy) as a pixel box; the whole image when the mask is empty.
-    What a crop model is trained on and what the crop stage cuts (:mod:`buscad.inference.crop_stage`)."""
-    x0, y0, x1, y1 = lesion_boxes(torch.from_numpy(mask[None, None].astype(np.float32)), margin, min_roi)[0].tolist()
-    return round(y0), round(x0), round(y1), round(x1)
+    What a crop model is trained on and what the crop stage cuts (:mod:`buscad.inference.crop_stage`). The tight
+    box is found in numpy: torch's reductions over a full-size mask cost 10–30 ms per image on 2 cores, the whole
+    rest of the crop stage's bookkeeping about 1 ms."""
+    lesion = np.asarray(mask) > 0.5
+    height, width = lesion.shape
+    rows, cols = np.flatnonzero(lesion.any(axis=1)), np.flatnonzero(lesion.any(axis=0))
+    if not rows.size:
+        return 0, 0, height, width
+    y0, y1, x0, x1 = (torch.tensor([float(v)]) for v in (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1))
+    box = square_boxes(y0, y1, x0, x1, torch.tensor([False]), height, width, margin, min_roi)
+    left, top, right, bottom = box[0].tolist()
+    return round(top), round(left), round(bottom), round(right)
 
 
 def cut(image: np.ndarray, box: PixelBox) -> np.ndarray:
