@@ -31,6 +31,10 @@ describes it. Steps (each printed and recorded in ``src/buscad/weights/release.j
    agrees, ``buscad-bus-crop.onnx``, named in ``release.json``'s ``crop_stage``), and steps 1–2 score the cascade:
    ``pool_cascade.py``'s out-of-fold rows, each fold's two models calibrated by their own temperatures, after
    checking that its whole-image answers reproduce the fold's evaluation record.
+   The pair's operating point between benign and malignant is chosen on the release's validation lesion images
+   before any figure is computed: the highest p(malignant | lesion) threshold at which the pair finds as many
+   malignant lesions as the whole-image model alone at 0.5 (:func:`operating_point`), stored in the crop model's
+   spec (``malignant_threshold``), so that the crop stage never trades found cancers for its other gains.
 4. Analyse ``examples/images`` with the shipped release and store the record the tests pin
    (``tests/data/builtin_examples.json``).
 The model card (``docs/model_card.md``, copied to the package) is written by hand from
@@ -49,6 +53,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,6 +78,7 @@ from buscad.hardware import cpu_name
 from buscad.inference.builtin import RELEASE_FILE, sha256_of
 from buscad.inference.onnx import export_onnx, load_onnx
 from buscad.inference.quantize import preprocessed_batch, quantize_onnx
+from buscad.postprocess.probability import p_malignant_given_lesion
 from buscad.training.config import EvalConfig, load_config
 from buscad.workflows import train
 
@@ -85,7 +91,7 @@ MODEL_FILE = "buscad-bus.onnx"
 CROP_FILE = "buscad-bus-crop.onnx"
 
 
-def with_policy(test: pd.DataFrame, policy: str) -> pd.DataFrame:
+def with_policy(test: pd.DataFrame, policy: str, malignant_threshold: float = 0.5) -> pd.DataFrame:
     """The per-image table as the refining ``policy`` labels (and masks) it, from its raw columns whatever policy
     wrote it (:func:`generalization.refined_records`, the library's refining rule row by row).
 
@@ -93,18 +99,18 @@ def with_policy(test: pd.DataFrame, policy: str) -> pd.DataFrame:
     same, but an empty mask keeps the classifier's lesion class; ``segmentation``: a segmented lesion is
     kept and named by p(benign) vs p(malignant), an empty mask makes "normal".
     """
-    return refined_records(test, EvalConfig(refine_policy=policy))
+    return refined_records(test, EvalConfig(refine_policy=policy, malignant_threshold=malignant_threshold))
 
 
 POLICIES = ("published", "keep-class", "segmentation")
 
 
-def policy_table(test: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
+def policy_table(test: pd.DataFrame, malignant_threshold: float = 0.5) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per policy and dataset: malignant sensitivity/specificity, normal specificity, accuracy, Dice."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for policy in POLICIES:
         out[policy] = {}
-        for dataset, part in with_policy(test, policy).groupby("dataset"):
+        for dataset, part in with_policy(test, policy, malignant_threshold).groupby("dataset"):
             labels = part["pred_label"].astype(str)
             malignant, benign, normal = (part["label"] == c for c in ("malignant", "benign", "normal"))
             out[policy][dataset] = {
@@ -133,10 +139,10 @@ def choose_policy(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
     return max(allowed, key=lambda p: (round(total(p, "malignant_sensitivity"), 6), -total(p, "lesions_called_normal")))
 
 
-def held_out_figures(test: pd.DataFrame, policy: str) -> dict[str, dict[str, float]]:
+def held_out_figures(test: pd.DataFrame, policy: str, malignant_threshold: float = 0.5) -> dict[str, dict[str, float]]:
     """score_test_set per dataset with the chosen policy's labels (``test``'s probabilities are already
     calibrated: :func:`calibrated`)."""
-    table = with_policy(test, policy)
+    table = with_policy(test, policy, malignant_threshold)
     figures = {}
     for dataset, part in table.groupby("dataset"):
         metrics = score_test_set(part)
@@ -336,26 +342,34 @@ def per_class(test: pd.DataFrame) -> dict[str, dict[str, float | None]]:
                     "n": int((truth == label).sum())} for label in LABELS}
 
 
-def summarise_folds(test: pd.DataFrame, policy: str) -> dict[str, dict[str, dict[str, float | None]]]:
+def summarise_folds(test: pd.DataFrame, policy: str,
+                    malignant_threshold: float = 0.5) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per dataset: each metric's mean and std over folds, from calibrated out-of-fold rows."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for dataset, part in test.groupby("dataset"):
-        per_fold = pd.DataFrame([held_out_figures(rows, policy)[dataset] for _, rows in part.groupby("fold")])
+        per_fold = pd.DataFrame([held_out_figures(rows, policy, malignant_threshold)[dataset]
+                                 for _, rows in part.groupby("fold")])
         numeric = per_fold.select_dtypes("number")
         out[str(dataset)] = {c: {"mean": float(numeric[c].mean()), "std": float(numeric[c].std(ddof=1))
                                  if len(numeric) > 1 else 0.0} for c in numeric.columns}
     return out
 
 
-def ship(run: Path, temperature: float, policy: str, training_data: str, file_name: str = MODEL_FILE) -> tuple[Path, dict]:
-    """Checkpoint with temperature and policy → ONNX → int8 when it agrees → the package's weights (``file_name``)."""
-    cases = rundir.read_cases(run)
+def release_checkpoint(run: Path, path: Path, **spec_fields: Any) -> Path:
+    """``run``'s best checkpoint saved to ``path`` with ``spec_fields`` (temperature, policy, …) in its spec."""
     bundle = load_bundle(rundir.layout(run).best_checkpoint)
-    spec = dataclasses.replace(bundle.spec, temperature=temperature, refine_policy=policy,
-                               training_data=training_data)
+    return save_bundle(path, bundle.model, dataclasses.replace(bundle.spec, **spec_fields))
+
+
+def ship(run: Path, temperature: float, policy: str, training_data: str, file_name: str = MODEL_FILE,
+         malignant_threshold: float = 0.5) -> tuple[Path, dict]:
+    """Checkpoint with temperature, policy and operating point → ONNX → int8 when it agrees → the package's weights
+    (``file_name``)."""
+    cases = rundir.read_cases(run)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        ckpt = save_bundle(folder / "release.ckpt", bundle.model, spec)
+        ckpt = release_checkpoint(run, folder / "release.ckpt", temperature=temperature, refine_policy=policy,
+                                  training_data=training_data, malignant_threshold=malignant_threshold)
         float_path = export_onnx(ckpt, folder / "release.onnx").path
         train_files = [image_file(r) for _, r in cases[cases["split"] == "train"].sample(100, random_state=0).iterrows()]
         val_files = [image_file(r) for _, r in cases[cases["split"] == "val"].sample(100, random_state=0).iterrows()]
@@ -372,6 +386,50 @@ def ship(run: Path, temperature: float, policy: str, training_data: str, file_na
         target = WEIGHTS / file_name
         shutil.copyfile(shipped, target)
     return target, quantization
+
+
+THRESHOLD_GRID = tuple(round(0.5 - 0.01 * i, 2) for i in range(21))
+"""Operating points tried for a pair, from the likelier class (0.50) down to 0.30."""
+
+
+def operating_point(alone: np.ndarray, pair: np.ndarray, malignant: np.ndarray) -> float:
+    """The highest threshold on the pair's p(malignant | lesion) at which it finds at least as many of the malignant
+    lesions as the whole-image model alone finds at 0.5: a crop stage must not miss malignant lesions the release
+    without it would call (its other gains then come on top). The lowest of :data:`THRESHOLD_GRID` when none."""
+    found_alone = int((alone[malignant] > 0.5).sum())
+    for threshold in THRESHOLD_GRID:
+        if int((pair[malignant] >= threshold).sum()) >= found_alone:
+            return threshold
+    return THRESHOLD_GRID[-1]
+
+
+def choose_malignant_threshold(run: Path, crop_run: Path, temperature: float,
+                               crop_temperature: float) -> tuple[float, dict[str, Any]]:
+    """The pair's operating point (:func:`operating_point`) on the release's validation lesion images (never
+    trained on; also where both temperatures were fitted), both models calibrated as they ship."""
+    from buscad.inference.predictor import Predictor
+
+    cases = rundir.read_cases(run)
+    lesions = cases[(cases["split"] == "val") & cases["label"].isin(("benign", "malignant"))]
+    files = [image_file(row) for _, row in lesions.iterrows()]
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = release_checkpoint(run, Path(tmp) / "whole.ckpt", temperature=temperature)
+        crop = release_checkpoint(crop_run, Path(tmp) / "crop.ckpt", temperature=crop_temperature)
+        answers = {name: np.array([float(p_malignant_given_lesion(r.record["probabilities"]["benign"],
+                                                                   r.record["probabilities"]["malignant"]))
+                                   for r in predictor.analyze_many(files)])
+                   for name, predictor in (("alone", Predictor.from_checkpoint(whole, threads=2)),
+                                           ("pair", Predictor.from_checkpoint(whole, crop_model=crop, threads=2)))}
+    malignant = (lesions["label"] == "malignant").to_numpy()
+    threshold = operating_point(answers["alone"], answers["pair"], malignant)
+    return threshold, {"rule": "highest threshold at which the pair finds as many malignant validation lesions "
+                               "as the whole-image model at 0.5",
+                       "n_malignant": int(malignant.sum()), "n_benign": int((~malignant).sum()),
+                       "found_alone": int((answers["alone"][malignant] > 0.5).sum()),
+                       "found_pair_at_0.5": int((answers["pair"][malignant] >= 0.5).sum()),
+                       "found_pair": int((answers["pair"][malignant] >= threshold).sum()),
+                       "benign_called_malignant_alone": int((answers["alone"][~malignant] > 0.5).sum()),
+                       "benign_called_malignant_pair": int((answers["pair"][~malignant] >= threshold).sum())}
 
 
 def describe_training(run: Path) -> tuple[str, str]:
@@ -435,14 +493,18 @@ def main() -> None:
             parser.error("--crop-run needs --cv-work (the cascade's figures are out of fold)")
         test, fold_temperatures = run_test_table(run), {0: temperature}
         scaled = calibrated(test, fold_temperatures)
-    policies = policy_table(test)
+    threshold, operating = 0.5, None
+    if args.crop_run:
+        threshold, operating = choose_malignant_threshold(run, args.crop_run, temperature, crop_temperature)
+        print(f"the pair's operating point: p(malignant | lesion) >= {threshold} ({operating})")
+    policies = policy_table(test, threshold)
     policy = choose_policy(policies)
     ece = {dataset: {"before": calibration_metrics(probabilities(test.loc[part.index]), truth_index(part))["ece"],
                      "after": calibration_metrics(probabilities(part), truth_index(part))["ece"]}
            for dataset, part in scaled.groupby("dataset")}
-    figures = held_out_figures(scaled, policy)  # all held-out rows together
-    folds = summarise_folds(scaled, policy)
-    classes = per_class(with_policy(scaled, policy))
+    figures = held_out_figures(scaled, policy, threshold)  # all held-out rows together
+    folds = summarise_folds(scaled, policy, threshold)
+    classes = per_class(with_policy(scaled, policy, threshold))
 
     trained_on, held_out = describe_training(run)
     for stale in WEIGHTS.glob("*.onnx"):
@@ -462,10 +524,11 @@ def main() -> None:
     }
     if args.crop_run:
         crop_target, crop_quantization = ship(args.crop_run, crop_temperature, policy, "curated BUSI + BUS-BRA (pool), "
-                                              "lesion crops", file_name=CROP_FILE)
+                                              "lesion crops", file_name=CROP_FILE, malignant_threshold=threshold)
         release["crop_stage"] = {"file": CROP_FILE, "sha256": sha256_of(crop_target)}
         summary["crop_stage"] = {"trained_on": describe_training(args.crop_run)[0],
                                  "temperature": round(crop_temperature, 4), "quantization": crop_quantization,
+                                 "malignant_threshold": threshold, "operating_point": operating,
                                  "training": training_record(args.crop_run)}
     (WEIGHTS / RELEASE_FILE).write_text(json.dumps(release, indent=2) + "\n")
     (REPO / "benchmarks" / "results" / "builtin_model.json").write_text(

@@ -37,6 +37,9 @@ class ModelSpec:
     uncertainty_threshold: float = 0.6
     min_lesion_pixels: int = 0
     refine_policy: str = "published"
+    malignant_threshold: float = 0.5
+    """p(malignant | lesion) at which a lesion is called malignant (``eval.malignant_threshold``). A crop model's
+    sets the operating point of the pair it completes (:attr:`buscad.inference.predictor.Predictor.malignant_threshold`)."""
     temperature: float = 1.0
     """Class-probability temperature (softmax(logits / T)), fitted on held-out data; 1 = uncalibrated."""
     normal_from_mask: bool = False

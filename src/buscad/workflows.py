@@ -114,7 +114,8 @@ def config_from_spec(spec: ModelSpec, manifest: Path) -> ExperimentConfig:
                           cls_head=spec.create_kwargs.get("cls_head")  # a pipeline's stage 2 is a dense head
                           or ("dense" if spec.create_kwargs.get("cls_classes") else None)),
         eval=EvalConfig(seg_threshold=spec.seg_threshold, min_lesion_pixels=spec.min_lesion_pixels,
-                        uncertainty_threshold=spec.uncertainty_threshold, refine_policy=spec.refine_policy),
+                        uncertainty_threshold=spec.uncertainty_threshold, refine_policy=spec.refine_policy,
+                        malignant_threshold=spec.malignant_threshold),
     )
 
 

@@ -38,7 +38,7 @@ def test_writes_the_run_layout_and_evaluates(tmp_path, checkpoint, synthetic_man
     assert np.allclose(predictions[["prob_normal", "prob_benign", "prob_malignant"]].sum(axis=1), 1, atol=1e-5)
     stored = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert stored["thresholds"] == {"seg_threshold": 0.4, "min_lesion_pixels": 3, "uncertainty_threshold": 0.5,
-                                    "refine_policy": "published"}
+                                    "malignant_threshold": 0.5, "refine_policy": "published"}
     assert isinstance(stored["dice"], float) and isinstance(stored["accuracy"], float)
     assert metrics["n_images"] == 24
     assert json.loads((out / "run_info.json").read_text())["model_id"].startswith("unet-")

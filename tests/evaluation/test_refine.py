@@ -157,3 +157,24 @@ def test_a_model_without_outlines_keeps_its_label_under_every_policy(policy: str
     assert result.flags == {"inconsistent": False, "uncertain": False} and result.reasons == []
     normal = refine_prediction(_probs(0.5, 0.3, 0.2), _mask(0), policy=policy, outlines=False)
     assert normal.refined_label == "normal" and normal.flags["uncertain"] and not normal.flags["inconsistent"]
+
+
+def test_the_malignant_threshold_moves_only_the_benign_malignant_call() -> None:
+    # p(malignant | lesion) = 0.35 / 0.8 = 0.4375: benign at the default 0.5, malignant at 0.43
+    probabilities = _probs(0.2, 0.45, 0.35)
+    assert refine_prediction(probabilities, LESION_MASK).label == "benign"
+    lowered = refine_prediction(probabilities, LESION_MASK, malignant_threshold=0.43)
+    assert lowered.label == lowered.refined_label == "malignant"
+    assert lowered.flags["uncertain"] and "top class probability 0.35 (malignant)" in lowered.reasons[0]
+    assert refine_prediction(probabilities, LESION_MASK, malignant_threshold=0.44).label == "benign"
+    raised = refine_prediction(_probs(0.05, 0.35, 0.6), LESION_MASK, malignant_threshold=0.7)
+    assert raised.label == "benign"  # 0.632 < 0.7
+    normal = refine_prediction(_probs(0.5, 0.2, 0.3), _mask(0), malignant_threshold=0.3)
+    assert normal.label == "normal"  # the normal call stays the argmax's
+
+
+def test_the_segmentation_policy_names_a_kept_lesion_at_the_operating_point() -> None:
+    probabilities = _probs(0.5, 0.3, 0.2)  # normal call, p(malignant | lesion) = 0.4
+    assert refine_prediction(probabilities, LESION_MASK, policy="segmentation").refined_label == "benign"
+    named = refine_prediction(probabilities, LESION_MASK, policy="segmentation", malignant_threshold=0.4)
+    assert named.label == "normal" and named.refined_label == "malignant" and named.flags["inconsistent"]

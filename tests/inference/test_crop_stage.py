@@ -134,3 +134,31 @@ def test_predict_cli_with_a_crop_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "scan.png"), "-o", str(tmp_path / "p"), "--model",
                                       str(whole), "--crop-model", str(tmp_path / "missing.ckpt")])
     assert result.exit_code == 1 and "missing.ckpt" in result.output and not (tmp_path / "p").exists()
+
+
+def _lesion_benign(model: object) -> None:
+    """Make the class head call every image a lesion, likelier benign (normal logit −20, benign +3)."""
+    import torch
+
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]  # type: ignore[attr-defined]
+    with torch.no_grad():
+        head.bias[0] -= 20
+        head.bias[1] += 3
+
+
+def test_the_crop_models_operating_point_is_the_pairs(tmp_path: Path) -> None:
+    """A crop model's ``malignant_threshold`` was chosen for the pair: it decides the pair's calls and card; the
+    whole-image model alone keeps its own."""
+    whole = make_checkpoint(tmp_path / "whole.ckpt", seed=1, lesion_bias=30.0, adjust=_lesion_benign)
+    crop = make_checkpoint(tmp_path / "crop.ckpt", seed=2, malignant_threshold=0.01)
+    even = make_checkpoint(tmp_path / "even.ckpt", seed=2)
+    image = tmp_path / "scan.png"
+    Image.fromarray(speckle_image(70, 90, seed=5)).save(image)
+    alone, pair = Predictor.from_checkpoint(whole), Predictor.from_checkpoint(whole, crop_model=crop)
+    assert alone.malignant_threshold == 0.5 and alone.model_card()["thresholds"]["malignant"] == 0.5
+    assert pair.malignant_threshold == 0.01 and pair.model_card()["thresholds"]["malignant"] == 0.01
+    assert alone.analyze(image).record["refined_label"] == "benign"
+    at_half = Predictor.from_checkpoint(whole, crop_model=even).analyze(image).record
+    lowered = pair.analyze(image).record
+    assert at_half["probabilities"] == lowered["probabilities"]  # the same two networks, other operating point
+    assert at_half["refined_label"] == "benign" and lowered["refined_label"] == "malignant"

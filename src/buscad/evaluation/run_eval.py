@@ -124,7 +124,7 @@ def refine_with(settings: EvalConfig, probabilities: Mapping[str, float] | None,
     for callers that score masks the evaluation will report (e.g. a threshold fitted on validation images)."""
     return refine_prediction(probabilities, raw, uncertainty_threshold=settings.uncertainty_threshold,
                              min_lesion_pixels=settings.min_lesion_pixels, policy=settings.refine_policy,
-                             outlines=segments)
+                             outlines=segments, malignant_threshold=settings.malignant_threshold)
 
 
 def evaluate_case(case: Mapping[str, Any], prediction: Mapping[str, Any], run_dir: Path,

@@ -265,6 +265,7 @@ class Predictor:
             probabilities, mask, labels=spec.labels, uncertainty_threshold=spec.uncertainty_threshold,
             min_lesion_pixels=spec.min_lesion_pixels, tta_disagreement=disagreement, tta_threshold=TTA_THRESHOLD,
             class_coded=class_coded, policy=spec.refine_policy, outlines=segments,
+            malignant_threshold=self.malignant_threshold,
         )
         pixel_spacing = spacing or image.pixel_spacing_mm
         with shared_outlines():  # the largest lesion's outline, traced for measuring, serves describing
@@ -293,6 +294,14 @@ class Predictor:
         display = image.array if image.array.ndim == 3 else image.gray  # gray: windowed, inverted if MONOCHROME1
         return Prediction(record, refined.mask, result.probability_map, display)
 
+    @property
+    def malignant_threshold(self) -> float:
+        """The operating point between benign and malignant: with a crop stage the crop model's, chosen for the pair
+        (the whole-image model alone keeps its own); else the model's."""
+        if self.crop_stage is not None:
+            return self.crop_stage.spec.malignant_threshold
+        return self.spec.malignant_threshold
+
     def model_card(self) -> dict[str, Any]:
         """What this model is and how it expects its input: for the CLI, the service and ONNX metadata."""
         spec = self.spec
@@ -305,6 +314,7 @@ class Predictor:
             "target": spec.target,
             "preprocessing": spec.preprocessing.to_dict(),
             "thresholds": {"segmentation": spec.seg_threshold, "uncertainty": spec.uncertainty_threshold,
+                           "malignant": self.malignant_threshold,
                            "min_lesion_pixels": spec.min_lesion_pixels, "tta_disagreement": TTA_THRESHOLD},
             "training_data": data_name(spec.training_data),
             # an ensemble's are per member; a cascade's were never measured on the pair

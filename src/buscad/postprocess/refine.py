@@ -22,6 +22,11 @@ ships with is measured, not assumed (``benchmarks/build_builtin_model.py``; docs
    ``tta_disagreement`` (any caller-defined disagreement in [0, 1] between test-time-augmentation
    variants, e.g. 1 − mean pairwise Dice of their masks) exceeds ``tta_threshold``.
 
+The classifier's label is its argmax, except between the two lesion classes (labels normal, benign, malignant):
+a lesion is called malignant when p(malignant | lesion) reaches ``malignant_threshold`` (0.5: the likelier
+class), the model's operating point (the built-in model's crop stage ships one chosen on validation images,
+``benchmarks/build_builtin_model.py``).
+
 Without a classifier (``probabilities`` None or all NaN) the label comes from the mask alone: ``normal``
 when empty; otherwise the majority lesion class of a class-coded mask, or :data:`LESION` for a binary one.
 """
@@ -36,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from buscad import LABELS
+from buscad.postprocess.probability import p_malignant_given_lesion
 from buscad.postprocess.regions import components, foreground, occupied_box
 
 LESION = "lesion"
@@ -45,9 +51,14 @@ NORMAL = "normal"
 REFINE_POLICIES: tuple[str, ...] = ("published", "keep-class", "segmentation")
 
 
-def _likelier_lesion_class(probabilities: Mapping[str, float] | None, labels: Sequence[str]) -> str:
-    """The lesion class (every label but the first, normal) with the highest probability."""
+def _likelier_lesion_class(probabilities: Mapping[str, float] | None, labels: Sequence[str],
+                           malignant_threshold: float = 0.5) -> str:
+    """The lesion class (every label but the first, normal) with the highest probability; benign vs malignant at
+    ``malignant_threshold``."""
     assert probabilities is not None
+    if malignant_threshold != 0.5 and tuple(labels) == LABELS:
+        share = float(p_malignant_given_lesion(probabilities["benign"], probabilities["malignant"]))
+        return "malignant" if share >= malignant_threshold else "benign"
     return max(labels[1:], key=lambda name: float(probabilities[name]))
 
 
@@ -55,7 +66,8 @@ def _likelier_lesion_class(probabilities: Mapping[str, float] | None, labels: Se
 class Refinement:
     """The refined outcome of one image.
 
-    ``label``: the classifier's argmax (None without a classifier); ``refined_label``: the label after
+    ``label``: the classifier's call (argmax; benign vs malignant at ``malignant_threshold``; None without a
+    classifier); ``refined_label``: the label after
     refining; ``mask``: the refined boolean lesion mask; ``flags``: ``inconsistent`` and ``uncertain``;
     ``reasons``: one plain-English sentence per flag or change.
     """
@@ -84,9 +96,11 @@ class Refinement:
 
 
 def _classifier_label(
-    probabilities: Mapping[str, float] | None, labels: Sequence[str]
+    probabilities: Mapping[str, float] | None, labels: Sequence[str], malignant_threshold: float = 0.5
 ) -> tuple[str | None, float]:
-    """Argmax label and its probability; (None, nan) when there is no classifier output."""
+    """The classifier's label and its probability; (None, nan) when there is no classifier output. Argmax, but a
+    lesion call with labels (normal, benign, malignant) is malignant when p(malignant | lesion) reaches
+    ``malignant_threshold``."""
     if probabilities is None:
         return None, math.nan
     missing = [name for name in labels if name not in probabilities]
@@ -98,6 +112,8 @@ def _classifier_label(
     if np.isnan(values).any():
         raise ValueError(f"probabilities are partly NaN: {dict(probabilities)}")
     index = int(np.argmax(values))
+    if index:
+        index = labels.index(_likelier_lesion_class(probabilities, labels, malignant_threshold))
     return labels[index], float(values[index])
 
 
@@ -148,6 +164,7 @@ def refine_prediction(
     class_coded: bool = False,
     policy: str = "published",
     outlines: bool = True,
+    malignant_threshold: float = 0.5,
 ) -> Refinement:
     """Refine one prediction and flag what a clinician should double-check.
 
@@ -160,7 +177,7 @@ def refine_prediction(
         raise ValueError(f"labels must start with {NORMAL!r}, got {tuple(labels)}")
     if policy not in REFINE_POLICIES:
         raise ValueError(f"unknown refine policy {policy!r} ({', '.join(REFINE_POLICIES)})")
-    label, top_probability = _classifier_label(probabilities, labels)
+    label, top_probability = _classifier_label(probabilities, labels, malignant_threshold)
     lesion, codes = _as_lesion_mask(mask, class_coded)
     reasons: list[str] = []
     flags = {"inconsistent": False, "uncertain": False}
@@ -181,7 +198,7 @@ def refine_prediction(
     elif label is None:
         refined_label = _mask_label(codes, lesion, labels)
     elif label == NORMAL and pixels and policy == "segmentation":
-        refined_label = _likelier_lesion_class(probabilities, labels)
+        refined_label = _likelier_lesion_class(probabilities, labels, malignant_threshold)
         flags["inconsistent"] = True
         reasons.append(
             f"classifier said normal (p={top_probability:.2f}) but a {pixels}-pixel lesion was segmented; "

@@ -75,7 +75,8 @@ def pipeline_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpe
         name=PIPELINE, create_kwargs=create_kwargs, preprocessing=config.data.preprocessing(), target=config.data.target,
         seg_threshold=config.eval.seg_threshold, uncertainty_threshold=config.eval.uncertainty_threshold,
         min_lesion_pixels=config.eval.min_lesion_pixels, refine_policy=config.eval.refine_policy,
-        normal_from_mask=cls_spec.normal_from_mask, training_data=training_data,
+        malignant_threshold=config.eval.malignant_threshold, normal_from_mask=cls_spec.normal_from_mask,
+        training_data=training_data,
     )
 
 

@@ -76,6 +76,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
         uncertainty_threshold=config.eval.uncertainty_threshold,
         min_lesion_pixels=config.eval.min_lesion_pixels,
         refine_policy=config.eval.refine_policy,
+        malignant_threshold=config.eval.malignant_threshold,
         normal_from_mask=config.loss.cls_images == "lesion",
         training_data=training_data,
     )

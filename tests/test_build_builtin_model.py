@@ -1,0 +1,36 @@
+"""``benchmarks/build_builtin_model.py``: the decisions the release makes from held-out answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def build():
+    return load_benchmark("build_builtin_model")
+
+
+def test_the_operating_point_keeps_the_malignant_lesions_the_model_alone_finds(build) -> None:
+    malignant = np.array([True, True, True, True, False, False])
+    alone = np.array([0.9, 0.7, 0.6, 0.3, 0.2, 0.55])  # finds 3 of 4 malignant at 0.5
+    pair = np.array([0.95, 0.8, 0.46, 0.2, 0.1, 0.3])  # finds 2 at 0.5; the third at 0.46
+    assert build.operating_point(alone, pair, malignant) == 0.46
+    assert build.operating_point(alone, alone, malignant) == 0.5  # nothing lost: the likelier class stays
+    assert build.operating_point(alone, np.array([0.9, 0.7, 0.1, 0.1, 0.0, 0.0]), malignant) == 0.3  # floor
+    assert build.THRESHOLD_GRID[0] == 0.5 and build.THRESHOLD_GRID[-1] == 0.3
+
+
+def test_the_policy_is_the_most_sensitive_that_keeps_both_specificities(build) -> None:
+    def row(sensitivity: float, specificity: float, normal: float | None, called_normal: int) -> dict:
+        return {"malignant_sensitivity": sensitivity, "malignant_specificity": specificity,
+                "normal_specificity": normal, "lesions_called_normal": called_normal}
+
+    table = {"published": {"a": row(0.70, 0.85, None, 20), "b": row(0.80, 0.85, 0.92, 40)},
+             "keep-class": {"a": row(0.71, 0.85, None, 15), "b": row(0.81, 0.85, 0.92, 39)},
+             "segmentation": {"a": row(0.75, 0.85, None, 10), "b": row(0.85, 0.85, 0.70, 20)}}
+    assert build.choose_policy(table) == "keep-class"  # segmentation finds more but loses normal specificity
+    table["segmentation"]["b"]["normal_specificity"] = 0.90
+    assert build.choose_policy(table) == "segmentation"
