@@ -32,9 +32,9 @@ describes it. Steps (each printed and recorded in ``src/buscad/weights/release.j
    ``pool_cascade.py``'s out-of-fold rows, each fold's two models calibrated by their own temperatures, after
    checking that its whole-image answers reproduce the fold's evaluation record.
    The pair's operating point between benign and malignant is chosen on the release's validation lesion images
-   before any figure is computed: the highest p(malignant | lesion) threshold at which the pair finds as many
-   malignant lesions as the whole-image model alone at 0.5 (:func:`operating_point`), stored in the crop model's
-   spec (``malignant_threshold``), so that the crop stage never trades found cancers for its other gains.
+   before any figure is computed: the highest p(malignant | lesion) threshold at which the pair calls as many
+   lesions malignant as the whole-image model alone at 0.5 (:func:`operating_point`), stored in the crop model's
+   spec (``malignant_threshold``), so that the crop stage's better ranking is not spent on fewer malignant calls.
 4. Analyse ``examples/images`` with the shipped release and store the record the tests pin
    (``tests/data/builtin_examples.json``).
 The model card (``docs/model_card.md``, copied to the package) is written by hand from
@@ -392,13 +392,17 @@ THRESHOLD_GRID = tuple(round(0.5 - 0.01 * i, 2) for i in range(21))
 """Operating points tried for a pair, from the likelier class (0.50) down to 0.30."""
 
 
-def operating_point(alone: np.ndarray, pair: np.ndarray, malignant: np.ndarray) -> float:
-    """The highest threshold on the pair's p(malignant | lesion) at which it finds at least as many of the malignant
-    lesions as the whole-image model alone finds at 0.5: a crop stage must not miss malignant lesions the release
-    without it would call (its other gains then come on top). The lowest of :data:`THRESHOLD_GRID` when none."""
-    found_alone = int((alone[malignant] > 0.5).sum())
+def operating_point(alone: np.ndarray, pair: np.ndarray) -> float:
+    """The highest threshold on the pair's p(malignant | lesion) at which it calls at least as many of the lesions
+    malignant as the whole-image model alone does at 0.5. At the same number of malignant calls a better ranking
+    (the pair's higher AUC) finds more cancers with fewer false alarms, so the crop stage's gain goes into both
+    sensitivity and specificity instead of being spent on one: averaging two models' opinions pulls them towards
+    the middle, and at 0.5 the pair calls fewer lesions malignant. Counted over all lesions, benign and malignant,
+    not over the few malignant ones, so that a handful of validation images does not swing it. The lowest of
+    :data:`THRESHOLD_GRID` when none."""
+    calls_alone = int((alone > 0.5).sum())
     for threshold in THRESHOLD_GRID:
-        if int((pair[malignant] >= threshold).sum()) >= found_alone:
+        if int((pair >= threshold).sum()) >= calls_alone:
             return threshold
     return THRESHOLD_GRID[-1]
 
@@ -421,10 +425,12 @@ def choose_malignant_threshold(run: Path, crop_run: Path, temperature: float,
                    for name, predictor in (("alone", Predictor.from_checkpoint(whole, threads=2)),
                                            ("pair", Predictor.from_checkpoint(whole, crop_model=crop, threads=2)))}
     malignant = (lesions["label"] == "malignant").to_numpy()
-    threshold = operating_point(answers["alone"], answers["pair"], malignant)
-    return threshold, {"rule": "highest threshold at which the pair finds as many malignant validation lesions "
-                               "as the whole-image model at 0.5",
+    threshold = operating_point(answers["alone"], answers["pair"])
+    return threshold, {"rule": "highest threshold at which the pair calls as many validation lesions malignant as "
+                               "the whole-image model at 0.5",
                        "n_malignant": int(malignant.sum()), "n_benign": int((~malignant).sum()),
+                       "calls_alone": int((answers["alone"] > 0.5).sum()),
+                       "calls_pair_at_0.5": int((answers["pair"] >= 0.5).sum()),
                        "found_alone": int((answers["alone"][malignant] > 0.5).sum()),
                        "found_pair_at_0.5": int((answers["pair"][malignant] >= 0.5).sum()),
                        "found_pair": int((answers["pair"][malignant] >= threshold).sum()),

@@ -13,13 +13,12 @@ def build():
     return load_benchmark("build_builtin_model")
 
 
-def test_the_operating_point_keeps_the_malignant_lesions_the_model_alone_finds(build) -> None:
-    malignant = np.array([True, True, True, True, False, False])
-    alone = np.array([0.9, 0.7, 0.6, 0.3, 0.2, 0.55])  # finds 3 of 4 malignant at 0.5
-    pair = np.array([0.95, 0.8, 0.46, 0.2, 0.1, 0.3])  # finds 2 at 0.5; the third at 0.46
-    assert build.operating_point(alone, pair, malignant) == 0.46
-    assert build.operating_point(alone, alone, malignant) == 0.5  # nothing lost: the likelier class stays
-    assert build.operating_point(alone, np.array([0.9, 0.7, 0.1, 0.1, 0.0, 0.0]), malignant) == 0.3  # floor
+def test_the_operating_point_calls_as_many_lesions_malignant_as_the_model_alone(build) -> None:
+    alone = np.array([0.9, 0.7, 0.6, 0.3, 0.2, 0.55])  # 4 malignant calls at 0.5
+    pair = np.array([0.95, 0.8, 0.46, 0.2, 0.1, 0.45])  # 2 at 0.5, 3 at 0.46, 4 at 0.45
+    assert build.operating_point(alone, pair) == 0.45
+    assert build.operating_point(alone, alone) == 0.5  # as many calls already: the likelier class stays
+    assert build.operating_point(alone, np.array([0.9, 0.7, 0.1, 0.1, 0.0, 0.0])) == 0.3  # the grid's floor
     assert build.THRESHOLD_GRID[0] == 0.5 and build.THRESHOLD_GRID[-1] == 0.3
 
 
