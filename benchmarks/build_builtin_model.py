@@ -503,7 +503,7 @@ def main() -> None:
     if args.crop_run:
         threshold, operating = choose_malignant_threshold(run, args.crop_run, temperature, crop_temperature)
         print(f"the pair's operating point: p(malignant | lesion) >= {threshold} ({operating})")
-    policies = policy_table(test, threshold)
+    policies = policy_table(scaled, threshold)  # calibrated: a threshold on p(malignant | lesion) depends on T
     policy = choose_policy(policies)
     ece = {dataset: {"before": calibration_metrics(probabilities(test.loc[part.index]), truth_index(part))["ece"],
                      "after": calibration_metrics(probabilities(part), truth_index(part))["ece"]}
