@@ -124,3 +124,21 @@ def test_every_zoo_architecture_exports_with_parity(name: str, tmp_path: Path, t
     result = export_onnx(ckpt, tmp_path / "m.onnx")
     assert result.max_abs_diff <= PARITY_TOLERANCE
     assert "classification" in result.outputs
+
+
+def _spinning(runner: object) -> str:
+    """The session's allow_spinning entry; "default" where none was set (ONNX Runtime then spins)."""
+    session = getattr(runner, "runner", runner).session  # type: ignore[attr-defined]
+    try:
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:
+        return "default"
+
+
+def test_a_crop_stage_session_sleeps_between_runs_and_the_first_model_spins(exported) -> None:
+    """Two sessions on 2 cores: the first one's spinning threads would take the cores from the second."""
+    assert _spinning(OnnxRunner(exported.path)) == "default"
+    assert _spinning(OnnxRunner(exported.path, spin_threads=False)) == "0"
+    pair = Predictor.from_checkpoint(exported.path, threads=2, crop_model=exported.path)
+    assert pair.crop_stage is not None
+    assert _spinning(pair.runner) == "default" and _spinning(pair.crop_stage.runner) == "0"

@@ -85,7 +85,8 @@ class Predictor:
     def from_checkpoint(cls, path: ModelPath | Sequence[ModelPath], *, backend: Backend | None = None,
                         mode: str = "resize", threads: int | None = None, batch_size: int = 8,
                         precision: str = "auto", max_pixels: int | None = None,
-                        crop_model: ModelPath | Sequence[ModelPath] | None = None) -> Predictor:
+                        crop_model: ModelPath | Sequence[ModelPath] | None = None,
+                        spin_threads: bool = True) -> Predictor:
         """Load a ``.ckpt`` (PyTorch) or ``.onnx`` (ONNX Runtime, or OpenVINO with ``backend="openvino"``;
         the backend is chosen from the suffix by default).
 
@@ -96,9 +97,12 @@ class Predictor:
         probabilities (each member's its own). ``max_pixels`` is the decoded-pixel budget of every image read
         (:mod:`buscad.data.limits`). ``crop_model`` (one file, several, or a cross-validation directory) adds a
         second look at every lesion found (:mod:`~buscad.inference.crop_stage`), on the same backend.
+        ``spin_threads`` (ONNX Runtime): False for a model that runs right after another; a crop stage's never
+        spins (:func:`buscad.inference.onnx._session`).
         """
         crop_stage = None if crop_model is None else cls.from_checkpoint(
-            crop_model, backend=backend, threads=threads, batch_size=batch_size, precision=precision)
+            crop_model, backend=backend, threads=threads, batch_size=batch_size, precision=precision,
+            spin_threads=False)
         paths = model_files(path)
         if not paths:
             raise ModelError("no model given")
@@ -108,7 +112,7 @@ class Predictor:
         chosen = backends.pop()
         if threads and chosen == "torch":
             torch.set_num_threads(int(threads))
-        members = [_load_member(file, chosen, threads, precision) for file in paths]
+        members = [_load_member(file, chosen, threads, precision, spin_threads) for file in paths]
         first = members[0]
         if len(members) == 1:
             return cls(first.runner, first.spec, model_id=first.model_id, checksum=first.checksum, backend=chosen,
@@ -373,7 +377,8 @@ def _backend_of(path: Path) -> Backend:
     return "onnx" if path.suffix.lower() == ".onnx" else "torch"
 
 
-def _load_member(path: Path, backend: Backend, threads: int | None, precision: str) -> LoadedModel:
+def _load_member(path: Path, backend: Backend, threads: int | None, precision: str,
+                 spin_threads: bool = True) -> LoadedModel:
     """One model file on ``backend``, its class probabilities calibrated by its fitted temperature."""
     if backend in ("onnx", "openvino") and path.suffix.lower() != ".onnx":
         raise ModelError(f"{path}: the {backend} backend runs an exported .onnx file (buscad export)")
@@ -381,7 +386,7 @@ def _load_member(path: Path, backend: Backend, threads: int | None, precision: s
     if backend == "onnx":
         from buscad.inference.onnx import load_onnx
 
-        runner, spec, model_id, checksum = load_onnx(path, threads=threads)
+        runner, spec, model_id, checksum = load_onnx(path, threads=threads, spin_threads=spin_threads)
     elif backend == "openvino":
         from buscad.inference.openvino_runner import load_openvino
 
