@@ -273,13 +273,13 @@ def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[i
     return pd.concat(frames, ignore_index=True), temperatures
 
 
-def cascade_cv_table(work: Path, calibrate: bool) -> tuple[pd.DataFrame, dict[int, dict[str, float]]]:
+def cascade_cv_table(work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, dict[str, float]]]:
     """Out-of-fold rows of the cascade (``pool_cascade.py``'s committed folds, all of them), as evaluation records
-    with ``fold`` and ``birads`` (:func:`pool_cascade.stage_records`; ``calibrate``: both models' temperatures,
-    else none), and each fold's two temperatures. Checked first: the whole-image model through ``Predictor``
+    with ``fold`` and ``birads`` (:func:`pool_cascade.stage_records`), uncalibrated and with both models'
+    temperatures, and each fold's two temperatures. Checked first: the whole-image model through ``Predictor``
     reproduces its own evaluation record (masks and probabilities) on every image."""
     pool = read_manifest(work / "pool_folds.csv").set_index("case_id")
-    frames, temperatures = [], {}
+    raw_frames, scaled_frames, temperatures = [], [], {}
     for fold in range(pool_cascade.N_FOLDS):
         record_path = pool_cascade.RECORDS / f"fold_{fold}.json"
         if not record_path.is_file():
@@ -289,12 +289,12 @@ def cascade_cv_table(work: Path, calibrate: bool) -> tuple[pd.DataFrame, dict[in
         evaluated = checked_whole_stage(rows, fold)
         whole_t, crop_t = record["whole_validation_temperature"], record["crop_validation_temperature"]
         temperatures[fold] = {"whole": whole_t, "crop": crop_t}
-        frame = pool_cascade.stage_records(rows, "cascade", whole_t if calibrate else 1.0, crop_t if calibrate else 1.0)
-        frame["truth_pixels"] = evaluated["truth_pixels"].to_numpy()
-        frame["birads"] = pool.loc[frame["case_id"], "birads"].to_numpy() if "birads" in pool.columns else ""
-        frame["fold"] = fold
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True), temperatures
+        shared = {"truth_pixels": evaluated["truth_pixels"].to_numpy(),
+                  "birads": pool.loc[rows["case_id"], "birads"].to_numpy() if "birads" in pool.columns else "",
+                  "fold": fold}
+        raw_frames.append(pool_cascade.stage_records(rows, "cascade", 1.0, 1.0).assign(**shared))
+        scaled_frames.append(pool_cascade.stage_records(rows, "cascade", whole_t, crop_t).assign(**shared))
+    return pd.concat(raw_frames, ignore_index=True), pd.concat(scaled_frames, ignore_index=True), temperatures
 
 
 def checked_whole_stage(rows: pd.DataFrame, fold: int) -> pd.DataFrame:
@@ -489,8 +489,7 @@ def main() -> None:
     temperature = validation_temperature(run)
     crop_temperature = validation_temperature(args.crop_run) if args.crop_run else None
     if args.cv_work and args.crop_run:
-        test, fold_temperatures = cascade_cv_table(args.cv_work, calibrate=False)
-        scaled, _ = cascade_cv_table(args.cv_work, calibrate=True)
+        test, scaled, fold_temperatures = cascade_cv_table(args.cv_work)
     elif args.cv_work:
         test, fold_temperatures = cv_test_table(args.cv_work, args.cv_tag)
         scaled = calibrated(test, fold_temperatures)
