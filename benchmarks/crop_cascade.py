@@ -295,17 +295,19 @@ def whole_minutes(fold: int) -> float:
 
 
 def run_or_table(doc: str | None, unit: str, run: Callable[..., None], table: Callable[..., None],
-                 variants: tuple[str, ...] = ()) -> None:
+                 variants: tuple[str, ...] = (), train_sets: tuple[str, ...] = ()) -> None:
     """The command line of a cascade benchmark: ``run --work W --UNIT K`` (one fold's or seed's models and
     scores, then the table) or ``table`` (the table from the saved records). With ``variants``, ``--variant V``
-    (default the first) is passed on to both as their last argument."""
+    (default the first) is passed on to both, and with ``train_sets`` ``--train SET`` after it (default the first)."""
     parser = probe_parser(doc, threads=False)
     parser.add_argument("step", choices=("run", "table"))
     parser.add_argument(f"--{unit}", type=int, default=0)
     if variants:
         parser.add_argument("--variant", choices=variants, default=variants[0])
+    if train_sets:
+        parser.add_argument("--train", choices=train_sets, default=train_sets[0])
     args = parser.parse_args()
-    chosen = (args.variant,) if variants else ()
+    chosen = ((args.variant,) if variants else ()) + ((args.train,) if train_sets else ())
     if args.step == "run":
         run(args.work, getattr(args, unit), *chosen)
     table(*chosen)

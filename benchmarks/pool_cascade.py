@@ -3,6 +3,8 @@
     python3 benchmarks/pool_cascade.py run --work W --fold K    # fold K's crop model, then both models' scores
     python3 benchmarks/pool_cascade.py table --work W           # results/pool_cascade.{md,json} from the saved folds
     python3 benchmarks/pool_cascade.py run --work W --fold K --variant finetune   # results/pool_cascade_finetune.*
+    python3 benchmarks/pool_cascade.py run --work W --fold K --variant finetune --train busi
+                                            # curated BUSI's folds (criterion a): results/busi_cascade_finetune.*
 
 Why: the built-in model is the pooled recipe (curated BUSI + BUS-BRA, GIN 0.25) trained on every pooled image, and
 its figures are the pooled 5-fold cross-validation's (``generalization.py --tag fulllabelsgin25r``). A crop stage
@@ -18,7 +20,8 @@ Protocol, pooled fold K (every figure is out of fold):
   ``export_lesion_crops`` of the pool (``buscad data export --format crops``: crops around the ground-truth lesion;
   normal images have none). Variant ``scratch`` (the default) trains it from random weights for the recipe's 16
   epochs, which doubles the fold's training time; variant ``finetune`` starts it from the fold's whole-image model
-  (``model.weights``) and trains it for ``FINETUNE_EPOCHS`` epochs, so that both models fit one fold's 30 minutes;
+  (``model.weights``) and trains it for ``FINETUNE_EPOCHS`` epochs (3/8 of the whole-image model's), so that both
+  models fit one fold's 30 minutes;
 - scores on fold K's test images through ``buscad.Predictor`` (the whole-image model alone, and with
   ``crop_model=``), with and without the mirror, per dataset: lesion Dice of the raw mask at 0.5, Dice over all
   images (an empty answer on a normal image scores 1), the share of normal images left empty, and the AUC of
@@ -26,6 +29,12 @@ Protocol, pooled fold K (every figure is out of fold):
   models carry no temperature), raw-mask pixels, IoU and HD95, and the record both models' validation
   temperatures, so that the calibrated, refined figures of a shipped cascade can be computed out of fold from the
   committed files (``build_builtin_model.py``).
+
+``--train busi`` and ``--train bus-bra`` run the same protocol on one dataset's cross-validation (criteria a
+and b of issue 14): the whole-image models are ``generalization.py run --train SET --tag cascft`` with the robust
+recipe's overrides (``WHOLE_RECIPES``; ``cascft``: whole-image models for the fine-tuned crop stage), and each fold's
+models are scored on its own held-out fold and on every image of the other dataset, as ``generalization.py`` tests
+them.
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -43,9 +52,12 @@ import pandas as pd
 from crop_cascade import mean_std, predictor_rows, run_or_table, training_minutes
 from generalization import (
     DATASETS_CITED,
+    EXTERNAL,
+    MANIFEST,
     POOL_OVERRIDES,
     REPO,
     RESULTS,
+    TRAIN_SETS,
     run_dir,
     validation_temperature,
 )
@@ -66,53 +78,79 @@ from buscad.workflows import train
 WHOLE_TAG = "fulllabelsgin25r"
 """The pooled cross-validation that describes the built-in model (``build_builtin_model.py --cv-tag``)."""
 TRAIN_SET = "busi+bus-bra"
-POOL = "pool_folds.csv"
+WHOLE_TAGS = {TRAIN_SET: WHOLE_TAG, "busi": "cascft", "bus-bra": "cascft"}
+"""Each training set's whole-image fold runs (``generalization.py run --train SET --tag TAG``)."""
+ROBUST = ["train.time_budget_minutes=null", "train.epochs=80", "train.max_time_minutes=45", "loss.overlap=batch",
+          "train.recalibrate_bn=true"]
+WHOLE_RECIPES = {"busi": [*ROBUST, "data.augment.gin=0.5"], "bus-bra": [*ROBUST, "train.epochs=16"]}
+"""The overrides of the single-dataset whole-image runs: curated BUSI's are ``crop_cascade.py``'s, BUS-BRA's are
+§5's (16 epochs fill its budget); the pool's are its committed record's."""
 RECORDS = RESULTS / "pool_cascade"
-"""The records of the ``scratch`` crop models, those of the built-in model's crop stage."""
+"""The records of the pool's ``scratch`` crop models, those of the built-in model's crop stage."""
 VARIANTS = ("scratch", "finetune")
-FINETUNE_EPOCHS = 6
-"""Crop epochs from the whole-image model's weights: about 7 min on 2 cores, so whole + crop stay under 30 min."""
+FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6}
+"""Crop epochs from the whole-image model's weights, 3/8 of the whole-image model's (16, 80 and 16): about 7 min on
+2 cores for the pool, so whole + crop stay under 30 min."""
 CONFIG = REPO / "configs" / "buscad_robust_cpu.yaml"
-N_FOLDS = 5
+N_FOLDS = TRAIN_SETS[TRAIN_SET]
 
 
-def whole_record(fold: int) -> dict[str, Any]:
+def whole_record(fold: int, train_set: str = TRAIN_SET) -> dict[str, Any]:
     """The fold's whole-image run as its committed record says (overrides, minutes, validation temperature)."""
-    return json.loads((RESULTS / "generalization_folds" / WHOLE_TAG / TRAIN_SET / f"fold_{fold}.json").read_text())
+    folder = RESULTS / "generalization_folds" / WHOLE_TAGS[train_set] / train_set
+    return dict(json.loads((folder / f"fold_{fold}.json").read_text()))
 
 
-def whole_overrides(fold: int) -> list[str]:
+def whole_overrides(fold: int, train_set: str = TRAIN_SET) -> list[str]:
     """The overrides the fold's whole-image model was trained with (its committed record)."""
-    return list(whole_record(fold)["overrides"])
+    return list(whole_record(fold, train_set)["overrides"])
 
 
-def pool_crops(work: Path) -> Path:
-    """Crops around the ground-truth lesion of every pooled lesion image, folds kept (written once)."""
-    crops = work / "pool_crops" / "manifest.csv"
+def set_overrides(train_set: str) -> list[str]:
+    """What ``generalization.py`` adds to every run of the training set (the pool's sampling and partial labels)."""
+    return POOL_OVERRIDES if train_set == TRAIN_SET else []
+
+
+def lesion_crops(work: Path, train_set: str = TRAIN_SET) -> Path:
+    """Crops around the ground-truth lesion of every lesion image of the training set, folds kept (written once)."""
+    name = "pool_crops" if train_set == TRAIN_SET else f"{train_set}_crops"
+    crops = work / name / "manifest.csv"
     if not crops.is_file():
-        export_lesion_crops(read_manifest(work / POOL), crops.parent, overwrite=True)
+        export_lesion_crops(read_manifest(work / MANIFEST[train_set]), crops.parent, overwrite=True)
     return crops
 
 
-def records_dir(variant: str) -> Path:
+def test_images(work: Path, train_set: str, fold: int) -> pd.DataFrame:
+    """Fold K's held-out images of the training set and every image of the other dataset (none for the pool)."""
+    manifest = read_manifest(work / MANIFEST[train_set])
+    parts = [manifest[manifest["fold"] == fold]]
+    if EXTERNAL[train_set]:
+        parts.append(read_manifest(work / EXTERNAL[train_set]))
+    return pd.concat(parts).reset_index(drop=True)
+
+
+def records_dir(variant: str, train_set: str = TRAIN_SET) -> Path:
+    if train_set != TRAIN_SET:
+        return RESULTS / f"{train_set}_cascade_{variant}"
     return RECORDS if variant == "scratch" else RESULTS / f"pool_cascade_{variant}"
 
 
-def crop_overrides(whole_dir: Path, variant: str) -> list[str]:
+def crop_overrides(whole_dir: Path, variant: str, train_set: str = TRAIN_SET) -> list[str]:
     """What a variant's crop model changes in the fold's recipe (``finetune``: the whole-image model's weights as
     its start, fewer epochs)."""
     if variant == "scratch":
         return []
-    return [f"model.weights={rundir.layout(whole_dir).best_checkpoint}", f"train.epochs={FINETUNE_EPOCHS}"]
+    return [f"model.weights={rundir.layout(whole_dir).best_checkpoint}", f"train.epochs={FINETUNE_EPOCHS[train_set]}"]
 
 
-def crop_model(work: Path, fold: int, variant: str = "scratch") -> tuple[Path, float]:
+def crop_model(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_SET) -> tuple[Path, float]:
     """Fold K's crop model (resumable) and its training minutes."""
-    whole_dir = run_dir(work, TRAIN_SET, WHOLE_TAG, fold)
-    config = load_config(CONFIG, [f"data.manifest={pool_crops(work)}", f"data.cache_dir={work / 'cache'}",
-                                  "train.progress_bar=false", *POOL_OVERRIDES, *whole_overrides(fold),
-                                  *crop_overrides(whole_dir, variant)])
-    name = "pool_crop" if variant == "scratch" else f"pool_crop_{variant}"
+    whole_dir = run_dir(work, train_set, WHOLE_TAGS[train_set], fold)
+    config = load_config(CONFIG, [f"data.manifest={lesion_crops(work, train_set)}", f"data.cache_dir={work / 'cache'}",
+                                  "train.progress_bar=false", *set_overrides(train_set),
+                                  *whole_overrides(fold, train_set), *crop_overrides(whole_dir, variant, train_set)])
+    prefix = "pool" if train_set == TRAIN_SET else train_set
+    name = f"{prefix}_crop" if variant == "scratch" else f"{prefix}_crop_{variant}"
     run = work / "runs" / name / f"fold_{fold}"
     if not rundir.has_metrics(run):
         train(config, run, fold=fold, resume=rundir.layout(run).last_checkpoint.is_file())
@@ -135,26 +173,27 @@ def summary(rows: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def run(work: Path, fold: int, variant: str = "scratch") -> None:
-    whole_dir = run_dir(work, TRAIN_SET, WHOLE_TAG, fold)
+def run(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_SET) -> None:
+    tag = WHOLE_TAGS[train_set]
+    whole_dir = run_dir(work, train_set, tag, fold)
     if not rundir.has_metrics(whole_dir):
-        raise SystemExit(f"{whole_dir}: not finished; run generalization.py run --train {TRAIN_SET} --fold {fold} "
-                         f"--tag {WHOLE_TAG} {' '.join(whole_overrides(fold))} first")
-    crop_dir, crop_minutes = crop_model(work, fold, variant)
+        recipe = whole_overrides(fold) if train_set == TRAIN_SET else WHOLE_RECIPES[train_set]
+        raise SystemExit(f"{whole_dir}: not finished; run generalization.py run --train {train_set} --fold {fold} "
+                         f"--tag {tag} {' '.join(recipe)} first")
+    crop_dir, crop_minutes = crop_model(work, fold, variant, train_set)
     best, crop_best = rundir.layout(whole_dir).best_checkpoint, rundir.layout(crop_dir).best_checkpoint
     whole = Predictor.from_checkpoint(best, threads=2)
     cascade = Predictor.from_checkpoint(best, threads=2, crop_model=crop_best)
-    pool = read_manifest(work / POOL)
-    test = pool[pool["fold"] == fold].reset_index(drop=True)
-    trained = whole_record(fold)
-    record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold,
-                              "recipe": [*POOL_OVERRIDES, *trained["overrides"]], "variant": variant,
-                              "crop_overrides": crop_overrides(whole_dir, variant),
+    test = test_images(work, train_set, fold)
+    trained = whole_record(fold, train_set)
+    record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold, "train": train_set,
+                              "recipe": [*set_overrides(train_set), *trained["overrides"]], "variant": variant,
+                              "crop_overrides": crop_overrides(whole_dir, variant, train_set),
                               "whole_fit_minutes": trained["fit_minutes"], "whole_cpu": trained.get("cpu"),
                               "crop_fit_minutes": crop_minutes,
                               "whole_validation_temperature": trained.get("validation_temperature"),
                               "crop_validation_temperature": validation_temperature(crop_dir)}
-    records = records_dir(variant)
+    records = records_dir(variant, train_set)
     records.mkdir(parents=True, exist_ok=True)
     for tta in (False, True):
         start = time.perf_counter()
@@ -197,23 +236,37 @@ COLUMNS = (("dice_lesion_whole", "lesion Dice, whole"), ("dice_lesion_cascade", 
            ("auc_whole", "AUC, whole"), ("auc_cascade", "AUC, with crop stage"))
 
 
-VARIANT_TITLES = {"scratch": "a crop model of the same recipe and fold",
-                  "finetune": f"a crop model started from the fold's whole-image model and trained "
-                              f"{FINETUNE_EPOCHS} epochs on the same fold's crops"}
+def variant_title(variant: str, train_set: str) -> str:
+    if variant == "scratch":
+        return "a crop model of the same recipe and fold"
+    return (f"a crop model started from the fold's whole-image model and trained {FINETUNE_EPOCHS[train_set]} epochs "
+            "on the same fold's crops")
 
 
-def build_table(variant: str = "scratch") -> None:
-    records = [json.loads(p.read_text()) for p in sorted(records_dir(variant).glob("fold_*.json"))]
-    folds = [r["fold"] for r in records]
-    status = ("all folds" if sorted(folds) == list(range(N_FOLDS))
-              else f"folds {folds} of {N_FOLDS}: NOT a whole protocol yet, no mean is reported")
-    lines = ["# A crop stage for the pooled recipe (the built-in model's), on each dataset's held-out folds", "",
-             "Pooled 5-fold cross-validation of curated BUSI + BUS-BRA (`generalization.py --tag "
-             f"{WHOLE_TAG}`, the built-in model's figures); each fold's whole-image model alone and with "
-             f"{VARIANT_TITLES[variant]}, through `buscad.Predictor`, raw masks at 0.5 "
-             f"(`python3 benchmarks/pool_cascade.py run --work W --fold K --variant {variant}`, then `table`; "
-             "2 CPU cores). "
-             f"{status}.", "",
+def table_heading(variant: str, train_set: str, status: str) -> list[str]:
+    """The title and protocol lines of a training set's table (``status``: which folds are done)."""
+    command = f"python3 benchmarks/pool_cascade.py run --work W --fold K --variant {variant}" + (
+        "" if train_set == TRAIN_SET else f" --train {train_set}")
+    if train_set == TRAIN_SET:
+        title = "A crop stage for the pooled recipe (the built-in model's), on each dataset's held-out folds"
+        protocol = (f"Pooled 5-fold cross-validation of curated BUSI + BUS-BRA (`generalization.py --tag {WHOLE_TAG}`, "
+                    "the built-in model's figures)")
+    else:
+        title = f"A crop stage for the robust recipe trained on {train_set} alone, on its held-out folds and the other dataset"
+        protocol = (f"{TRAIN_SETS[train_set]}-fold cross-validation of {train_set} (`generalization.py --train {train_set} "
+                    f"--tag {WHOLE_TAGS[train_set]}`, overrides {' '.join(WHOLE_RECIPES[train_set])}), "
+                    "each fold tested on its held-out "
+                    f"fold and on every image of the other dataset")
+    return [f"# {title}", "", f"{protocol}; each fold's whole-image model alone and with {variant_title(variant, train_set)}, "
+            f"through `buscad.Predictor`, raw masks at 0.5 (`{command}`, then `table`; 2 CPU cores). {status}."]
+
+
+def build_table(variant: str = "scratch", train_set: str = TRAIN_SET) -> None:
+    records = [json.loads(p.read_text()) for p in sorted(records_dir(variant, train_set).glob("fold_*.json"))]
+    folds, n_folds = [r["fold"] for r in records], TRAIN_SETS[train_set]
+    status = ("all folds" if sorted(folds) == list(range(n_folds))
+              else f"folds {folds} of {n_folds}: NOT a whole protocol yet, no mean is reported")
+    lines = [*table_heading(variant, train_set, status), "",
              "| test images | mirror | fold | " + " | ".join(name for _, name in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
     datasets = sorted({k for r in records for k in r["plain"] if k != "scoring_minutes"})
@@ -232,11 +285,11 @@ def build_table(variant: str = "scratch") -> None:
             f"fold {f}: {s['normals_empty_whole']:.3f} → {s['normals_empty_cascade']:.3f} (n={s['n_normal']})"
             for f, s in normals) + "."]
     lines += ["", training_minutes(records, "fold"), "", DATASETS_CITED, ""]
-    write_probe_results(records_dir(variant).name, lines, records)
+    write_probe_results(records_dir(variant, train_set).name, lines, records)
 
 
 def main() -> None:
-    run_or_table(__doc__.splitlines()[0], "fold", run, build_table, VARIANTS)
+    run_or_table(__doc__.splitlines()[0], "fold", run, build_table, VARIANTS, tuple(WHOLE_TAGS))
 
 
 if __name__ == "__main__":

@@ -39,9 +39,38 @@ def test_the_finetune_variant_starts_from_the_folds_whole_image_model(tmp_path) 
     assert module.crop_overrides(whole_dir, "scratch") == []
     weights, epochs = module.crop_overrides(whole_dir, "finetune")
     assert weights == f"model.weights={whole_dir / 'checkpoints' / 'best.ckpt'}"
-    assert epochs == f"train.epochs={module.FINETUNE_EPOCHS}" and module.FINETUNE_EPOCHS < 16
+    assert epochs == f"train.epochs={module.FINETUNE_EPOCHS[module.TRAIN_SET]}"
+    assert module.crop_overrides(whole_dir, "finetune", "busi")[1] == f"train.epochs={module.FINETUNE_EPOCHS['busi']}"
+
+
+def test_crop_models_fine_tune_for_three_eighths_of_their_whole_image_models_epochs() -> None:
+    module = load_benchmark("pool_cascade")
+    whole_epochs = {train_set: int([o for o in recipe if o.startswith("train.epochs=")][-1].split("=")[1])
+                    for train_set, recipe in module.WHOLE_RECIPES.items()}
+    whole_epochs[module.TRAIN_SET] = module.whole_record(0)["epochs"]
+    assert {s: e * 3 / 8 for s, e in whole_epochs.items()} == module.FINETUNE_EPOCHS
     assert module.records_dir("scratch") == module.RECORDS
     assert module.records_dir("finetune").name == "pool_cascade_finetune"
+    assert module.records_dir("finetune", "busi").name == "busi_cascade_finetune"
+
+
+def test_a_single_datasets_folds_are_tested_on_their_own_fold_and_all_of_the_other_dataset(
+        synthetic_manifest, tmp_path) -> None:
+    """Criteria a and b: fold K's models meet fold K's held-out images and every image of the other dataset, as
+    ``generalization.py`` tests them; the pool's folds meet their held-out images only."""
+    from buscad.data.manifest import read_manifest, write_manifest
+
+    module = load_benchmark("pool_cascade")
+    busi = read_manifest(synthetic_manifest).assign(fold=[str(i % 4) for i in range(24)])
+    other = read_manifest(synthetic_manifest).assign(dataset="bus-bra", case_id=lambda f: "bra/" + f["case_id"])
+    write_manifest(busi, tmp_path / module.MANIFEST["busi"])
+    write_manifest(other, tmp_path / module.EXTERNAL["busi"])
+    write_manifest(busi.assign(fold=[str(i % 5) for i in range(24)]), tmp_path / module.MANIFEST[module.TRAIN_SET])
+    test = module.test_images(tmp_path, "busi", 1)
+    assert list(test["case_id"]) == [*busi["case_id"][1::4], *other["case_id"]]
+    assert dict(test["dataset"].value_counts()) == {"busi": 6, "bus-bra": 24}
+    pooled = module.test_images(tmp_path, module.TRAIN_SET, 1)
+    assert list(pooled["case_id"]) == list(busi["case_id"][1::5])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
