@@ -255,8 +255,7 @@ def table_heading(variant: str, train_set: str, status: str) -> list[str]:
         title = f"A crop stage for the robust recipe trained on {train_set} alone, on its held-out folds and the other dataset"
         protocol = (f"{TRAIN_SETS[train_set]}-fold cross-validation of {train_set} (`generalization.py --train {train_set} "
                     f"--tag {WHOLE_TAGS[train_set]}`, overrides {' '.join(WHOLE_RECIPES[train_set])}), "
-                    "each fold tested on its held-out "
-                    f"fold and on every image of the other dataset")
+                    "each fold tested on its held-out fold and on every image of the other dataset")
     return [f"# {title}", "", f"{protocol}; each fold's whole-image model alone and with {variant_title(variant, train_set)}, "
             f"through `buscad.Predictor`, raw masks at 0.5 (`{command}`, then `table`; 2 CPU cores). {status}."]
 

@@ -41,6 +41,9 @@ def test_the_finetune_variant_starts_from_the_folds_whole_image_model(tmp_path) 
     assert weights == f"model.weights={whole_dir / 'checkpoints' / 'best.ckpt'}"
     assert epochs == f"train.epochs={module.FINETUNE_EPOCHS[module.TRAIN_SET]}"
     assert module.crop_overrides(whole_dir, "finetune", "busi")[1] == f"train.epochs={module.FINETUNE_EPOCHS['busi']}"
+    assert module.records_dir("scratch") == module.RECORDS
+    assert module.records_dir("finetune").name == "pool_cascade_finetune"
+    assert module.records_dir("finetune", "busi").name == "busi_cascade_finetune"
 
 
 def test_crop_models_fine_tune_for_three_eighths_of_their_whole_image_models_epochs() -> None:
@@ -49,9 +52,6 @@ def test_crop_models_fine_tune_for_three_eighths_of_their_whole_image_models_epo
                     for train_set, recipe in module.WHOLE_RECIPES.items()}
     whole_epochs[module.TRAIN_SET] = module.whole_record(0)["epochs"]
     assert {s: e * 3 / 8 for s, e in whole_epochs.items()} == module.FINETUNE_EPOCHS
-    assert module.records_dir("scratch") == module.RECORDS
-    assert module.records_dir("finetune").name == "pool_cascade_finetune"
-    assert module.records_dir("finetune", "busi").name == "busi_cascade_finetune"
 
 
 def test_a_single_datasets_folds_are_tested_on_their_own_fold_and_all_of_the_other_dataset(
