@@ -77,9 +77,11 @@ RESULTS = REPO / "benchmarks" / "results"
 FOLDS_DIR = RESULTS / "crop_cascade_folds"
 PREDICTOR_DIR = RESULTS / "crop_cascade_predictor"
 WHOLE_TAG = "cascw"
-RECIPE = ["train.time_budget_minutes=null", "train.epochs=80", "train.max_time_minutes=45", "loss.overlap=batch",
-          "train.recalibrate_bn=true", "data.augment.gin=0.5"]
-"""The overrides of both stages (``configs/buscad_robust_cpu.yaml``): batch Dice, precise BN, GIN on half the images."""
+ROBUST_OVERRIDES = ["train.time_budget_minutes=null", "train.epochs=80", "train.max_time_minutes=45",
+                    "loss.overlap=batch", "train.recalibrate_bn=true"]
+"""The robust recipe's single-dataset runs (``configs/buscad_robust_cpu.yaml``): 80 epochs, batch Dice, precise BN."""
+RECIPE = [*ROBUST_OVERRIDES, "data.augment.gin=0.5"]
+"""The overrides of both stages: the robust recipe with GIN on half the images."""
 N_FOLDS = 4
 
 

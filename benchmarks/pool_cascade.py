@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from crop_cascade import mean_std, predictor_rows, run_or_table, training_minutes
+from crop_cascade import RECIPE, ROBUST_OVERRIDES, mean_std, predictor_rows, run_or_table, training_minutes
 from generalization import (
     DATASETS_CITED,
     EXTERNAL,
@@ -80,9 +80,7 @@ WHOLE_TAG = "fulllabelsgin25r"
 TRAIN_SET = "busi+bus-bra"
 WHOLE_TAGS = {TRAIN_SET: WHOLE_TAG, "busi": "cascft", "bus-bra": "cascft"}
 """Each training set's whole-image fold runs (``generalization.py run --train SET --tag TAG``)."""
-ROBUST = ["train.time_budget_minutes=null", "train.epochs=80", "train.max_time_minutes=45", "loss.overlap=batch",
-          "train.recalibrate_bn=true"]
-WHOLE_RECIPES = {"busi": [*ROBUST, "data.augment.gin=0.5"], "bus-bra": [*ROBUST, "train.epochs=16"]}
+WHOLE_RECIPES = {"busi": RECIPE, "bus-bra": [*ROBUST_OVERRIDES, "train.epochs=16"]}
 """The overrides of the single-dataset whole-image runs: curated BUSI's are ``crop_cascade.py``'s, BUS-BRA's are
 §5's (16 epochs fill its budget); the pool's are its committed record's."""
 RECORDS = RESULTS / "pool_cascade"
