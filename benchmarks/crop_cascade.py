@@ -297,10 +297,11 @@ def whole_minutes(fold: int) -> float:
 
 
 def run_or_table(doc: str | None, unit: str, run: Callable[..., None], table: Callable[..., None],
-                 variants: tuple[str, ...] = (), train_sets: tuple[str, ...] = ()) -> None:
+                 variants: tuple[str, ...] = (), train_sets: tuple[str, ...] = (), whole_tags: bool = False) -> None:
     """The command line of a cascade benchmark: ``run --work W --UNIT K`` (one fold's or seed's models and
     scores, then the table) or ``table`` (the table from the saved records). With ``variants``, ``--variant V``
-    (default the first) is passed on to both, and with ``train_sets`` ``--train SET`` after it (default the first)."""
+    (default the first) is passed on to both, with ``train_sets`` ``--train SET`` after it (default the first), and
+    with ``whole_tags`` ``--whole-tag T`` last (default None: the benchmark's own whole-image runs)."""
     parser = probe_parser(doc, threads=False)
     parser.add_argument("step", choices=("run", "table"))
     parser.add_argument(f"--{unit}", type=int, default=0)
@@ -308,8 +309,12 @@ def run_or_table(doc: str | None, unit: str, run: Callable[..., None], table: Ca
         parser.add_argument("--variant", choices=variants, default=variants[0])
     if train_sets:
         parser.add_argument("--train", choices=train_sets, default=train_sets[0])
+    if whole_tags:
+        parser.add_argument("--whole-tag", default=None,
+                            help="the whole-image runs' generalization.py --tag (default: the benchmark's recipe)")
     args = parser.parse_args()
-    chosen = ((args.variant,) if variants else ()) + ((args.train,) if train_sets else ())
+    chosen = (((args.variant,) if variants else ()) + ((args.train,) if train_sets else ())
+              + ((args.whole_tag,) if whole_tags else ()))
     if args.step == "run":
         run(args.work, getattr(args, unit), *chosen)
     table(*chosen)

@@ -5,6 +5,8 @@
     python3 benchmarks/pool_cascade.py run --work W --fold K --variant finetune   # results/pool_cascade_finetune.*
     python3 benchmarks/pool_cascade.py run --work W --fold K --variant finetune --train busi
                                             # curated BUSI's folds (criterion a): results/busi_cascade_finetune.*
+    python3 benchmarks/pool_cascade.py run --work W --fold K --variant finetune --train busi --whole-tag lite0
+                                            # another recipe's whole-image models: results/busi_cascade_finetune_lite0.*
 
 Why: the built-in model is the pooled recipe (curated BUSI + BUS-BRA, GIN 0.25) trained on every pooled image, and
 its figures are the pooled 5-fold cross-validation's (``generalization.py --tag fulllabelsgin25r``). A crop stage
@@ -34,7 +36,9 @@ Protocol, pooled fold K (every figure is out of fold):
 and b of issue 14): the whole-image models are ``generalization.py run --train SET --tag cascft`` with the robust
 recipe's overrides (``WHOLE_RECIPES``; ``cascft``: whole-image models for the fine-tuned crop stage), and each fold's
 models are scored on its own held-out fold and on every image of the other dataset, as ``generalization.py`` tests
-them.
+them. ``--whole-tag T`` takes the whole-image models of another recipe (``generalization.py run --tag T``, e.g. the
+ImageNet-pretrained ``lite0``): the crop model is then trained with that recipe's config and overrides, as its
+committed fold record names them, and its records go to ``..._T``.
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -89,19 +93,28 @@ VARIANTS = ("scratch", "finetune")
 FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6}
 """Crop epochs from the whole-image model's weights, 3/8 of the whole-image model's (16, 80 and 16): about 7 min on
 2 cores for the pool, so whole + crop stay under 30 min."""
-CONFIG = REPO / "configs" / "buscad_robust_cpu.yaml"
 N_FOLDS = TRAIN_SETS[TRAIN_SET]
 
 
-def whole_record(fold: int, train_set: str = TRAIN_SET) -> dict[str, Any]:
-    """The fold's whole-image run as its committed record says (overrides, minutes, validation temperature)."""
-    folder = RESULTS / "generalization_folds" / WHOLE_TAGS[train_set] / train_set
+def whole_tag(train_set: str, tag: str | None = None) -> str:
+    """The ``generalization.py --tag`` of the whole-image runs: ``tag``, or the training set's default recipe."""
+    return tag or WHOLE_TAGS[train_set]
+
+
+def whole_record(fold: int, train_set: str = TRAIN_SET, tag: str | None = None) -> dict[str, Any]:
+    """The fold's whole-image run as its committed record says (config, overrides, minutes, validation temperature)."""
+    folder = RESULTS / "generalization_folds" / whole_tag(train_set, tag) / train_set
     return dict(json.loads((folder / f"fold_{fold}.json").read_text()))
 
 
-def whole_overrides(fold: int, train_set: str = TRAIN_SET) -> list[str]:
+def whole_overrides(fold: int, train_set: str = TRAIN_SET, tag: str | None = None) -> list[str]:
     """The overrides the fold's whole-image model was trained with (its committed record)."""
-    return list(whole_record(fold, train_set)["overrides"])
+    return list(whole_record(fold, train_set, tag)["overrides"])
+
+
+def whole_config(fold: int, train_set: str = TRAIN_SET, tag: str | None = None) -> Path:
+    """The recipe config the fold's whole-image model was trained with, in this checkout's ``configs/``."""
+    return REPO / "configs" / Path(whole_record(fold, train_set, tag)["config"]).name
 
 
 def set_overrides(train_set: str) -> list[str]:
@@ -127,10 +140,12 @@ def test_images(work: Path, train_set: str, fold: int) -> pd.DataFrame:
     return pd.concat(parts).reset_index(drop=True)
 
 
-def records_dir(variant: str, train_set: str = TRAIN_SET) -> Path:
+def records_dir(variant: str, train_set: str = TRAIN_SET, tag: str | None = None) -> Path:
     if train_set != TRAIN_SET:
-        return RESULTS / f"{train_set}_cascade_{variant}"
-    return RECORDS if variant == "scratch" else RESULTS / f"pool_cascade_{variant}"
+        folder = RESULTS / f"{train_set}_cascade_{variant}"
+    else:
+        folder = RECORDS if variant == "scratch" else RESULTS / f"pool_cascade_{variant}"
+    return folder if tag is None else folder.with_name(f"{folder.name}_{tag}")
 
 
 def crop_overrides(whole_dir: Path, variant: str, train_set: str = TRAIN_SET) -> list[str]:
@@ -141,14 +156,17 @@ def crop_overrides(whole_dir: Path, variant: str, train_set: str = TRAIN_SET) ->
     return [f"model.weights={rundir.layout(whole_dir).best_checkpoint}", f"train.epochs={FINETUNE_EPOCHS[train_set]}"]
 
 
-def crop_model(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_SET) -> tuple[Path, float]:
+def crop_model(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_SET,
+               tag: str | None = None) -> tuple[Path, float]:
     """Fold K's crop model (resumable) and its training minutes."""
-    whole_dir = run_dir(work, train_set, WHOLE_TAGS[train_set], fold)
-    config = load_config(CONFIG, [f"data.manifest={lesion_crops(work, train_set)}", f"data.cache_dir={work / 'cache'}",
-                                  "train.progress_bar=false", *set_overrides(train_set),
-                                  *whole_overrides(fold, train_set), *crop_overrides(whole_dir, variant, train_set)])
+    whole_dir = run_dir(work, train_set, whole_tag(train_set, tag), fold)
+    config = load_config(whole_config(fold, train_set, tag),
+                         [f"data.manifest={lesion_crops(work, train_set)}", f"data.cache_dir={work / 'cache'}",
+                          "train.progress_bar=false", *set_overrides(train_set),
+                          *whole_overrides(fold, train_set, tag), *crop_overrides(whole_dir, variant, train_set)])
     prefix = "pool" if train_set == TRAIN_SET else train_set
     name = f"{prefix}_crop" if variant == "scratch" else f"{prefix}_crop_{variant}"
+    name = name if tag is None else f"{name}_{tag}"
     run = work / "runs" / name / f"fold_{fold}"
     if not rundir.has_metrics(run):
         train(config, run, fold=fold, resume=rundir.layout(run).last_checkpoint.is_file())
@@ -171,27 +189,28 @@ def summary(rows: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def run(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_SET) -> None:
-    tag = WHOLE_TAGS[train_set]
-    whole_dir = run_dir(work, train_set, tag, fold)
+def run(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_SET, tag: str | None = None) -> None:
+    whole_dir = run_dir(work, train_set, whole_tag(train_set, tag), fold)
     if not rundir.has_metrics(whole_dir):
-        recipe = whole_overrides(fold) if train_set == TRAIN_SET else WHOLE_RECIPES[train_set]
+        recipe = WHOLE_RECIPES[train_set] if tag is None and train_set != TRAIN_SET else whole_overrides(
+            fold, train_set, tag)
         raise SystemExit(f"{whole_dir}: not finished; run generalization.py run --train {train_set} --fold {fold} "
-                         f"--tag {tag} {' '.join(recipe)} first")
-    crop_dir, crop_minutes = crop_model(work, fold, variant, train_set)
+                         f"--tag {whole_tag(train_set, tag)} {' '.join(recipe)} first")
+    crop_dir, crop_minutes = crop_model(work, fold, variant, train_set, tag)
     best, crop_best = rundir.layout(whole_dir).best_checkpoint, rundir.layout(crop_dir).best_checkpoint
     whole = Predictor.from_checkpoint(best, threads=2)
     cascade = Predictor.from_checkpoint(best, threads=2, crop_model=crop_best)
     test = test_images(work, train_set, fold)
-    trained = whole_record(fold, train_set)
+    trained = whole_record(fold, train_set, tag)
     record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold, "train": train_set,
+                              "whole_tag": whole_tag(train_set, tag), "config": whole_config(fold, train_set, tag).name,
                               "recipe": [*set_overrides(train_set), *trained["overrides"]], "variant": variant,
                               "crop_overrides": crop_overrides(whole_dir, variant, train_set),
                               "whole_fit_minutes": trained["fit_minutes"], "whole_cpu": trained.get("cpu"),
                               "crop_fit_minutes": crop_minutes,
                               "whole_validation_temperature": trained.get("validation_temperature"),
                               "crop_validation_temperature": validation_temperature(crop_dir)}
-    records = records_dir(variant, train_set)
+    records = records_dir(variant, train_set, tag)
     records.mkdir(parents=True, exist_ok=True)
     for tta in (False, True):
         start = time.perf_counter()
@@ -241,29 +260,31 @@ def variant_title(variant: str, train_set: str) -> str:
             "on the same fold's crops")
 
 
-def table_heading(variant: str, train_set: str, status: str) -> list[str]:
+def table_heading(variant: str, train_set: str, status: str, tag: str | None = None) -> list[str]:
     """The title and protocol lines of a training set's table (``status``: which folds are done)."""
     command = f"python3 benchmarks/pool_cascade.py run --work W --fold K --variant {variant}" + (
-        "" if train_set == TRAIN_SET else f" --train {train_set}")
+        "" if train_set == TRAIN_SET else f" --train {train_set}") + ("" if tag is None else f" --whole-tag {tag}")
+    recipe = WHOLE_RECIPES.get(train_set, []) if tag is None else whole_overrides(0, train_set, tag)
     if train_set == TRAIN_SET:
         title = "A crop stage for the pooled recipe (the built-in model's), on each dataset's held-out folds"
-        protocol = (f"Pooled 5-fold cross-validation of curated BUSI + BUS-BRA (`generalization.py --tag {WHOLE_TAG}`, "
-                    "the built-in model's figures)")
+        protocol = (f"Pooled 5-fold cross-validation of curated BUSI + BUS-BRA (`generalization.py --tag "
+                    f"{whole_tag(train_set, tag)}`" + (", the built-in model's figures)" if tag is None else ")"))
     else:
         title = f"A crop stage for the robust recipe trained on {train_set} alone, on its held-out folds and the other dataset"
         protocol = (f"{TRAIN_SETS[train_set]}-fold cross-validation of {train_set} (`generalization.py --train {train_set} "
-                    f"--tag {WHOLE_TAGS[train_set]}`, overrides {' '.join(WHOLE_RECIPES[train_set])}), "
+                    f"--tag {whole_tag(train_set, tag)}`, config {whole_config(0, train_set, tag).name}, overrides "
+                    f"{' '.join(recipe)}), "
                     "each fold tested on its held-out fold and on every image of the other dataset")
     return [f"# {title}", "", f"{protocol}; each fold's whole-image model alone and with {variant_title(variant, train_set)}, "
             f"through `buscad.Predictor`, raw masks at 0.5 (`{command}`, then `table`; 2 CPU cores). {status}."]
 
 
-def build_table(variant: str = "scratch", train_set: str = TRAIN_SET) -> None:
-    records = [json.loads(p.read_text()) for p in sorted(records_dir(variant, train_set).glob("fold_*.json"))]
+def build_table(variant: str = "scratch", train_set: str = TRAIN_SET, tag: str | None = None) -> None:
+    records = [json.loads(p.read_text()) for p in sorted(records_dir(variant, train_set, tag).glob("fold_*.json"))]
     folds, n_folds = [r["fold"] for r in records], TRAIN_SETS[train_set]
     status = ("all folds" if sorted(folds) == list(range(n_folds))
               else f"folds {folds} of {n_folds}: NOT a whole protocol yet, no mean is reported")
-    lines = [*table_heading(variant, train_set, status), "",
+    lines = [*table_heading(variant, train_set, status, tag), "",
              "| test images | mirror | fold | " + " | ".join(name for _, name in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
     datasets = sorted({k for r in records for k in r["plain"] if k != "scoring_minutes"})
@@ -282,11 +303,11 @@ def build_table(variant: str = "scratch", train_set: str = TRAIN_SET) -> None:
             f"fold {f}: {s['normals_empty_whole']:.3f} → {s['normals_empty_cascade']:.3f} (n={s['n_normal']})"
             for f, s in normals) + "."]
     lines += ["", training_minutes(records, "fold"), "", DATASETS_CITED, ""]
-    write_probe_results(records_dir(variant, train_set).name, lines, records)
+    write_probe_results(records_dir(variant, train_set, tag).name, lines, records)
 
 
 def main() -> None:
-    run_or_table(__doc__.splitlines()[0], "fold", run, build_table, VARIANTS, tuple(WHOLE_TAGS))
+    run_or_table(__doc__.splitlines()[0], "fold", run, build_table, VARIANTS, tuple(WHOLE_TAGS), whole_tags=True)
 
 
 if __name__ == "__main__":

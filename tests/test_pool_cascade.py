@@ -46,6 +46,18 @@ def test_the_finetune_variant_starts_from_the_folds_whole_image_model(tmp_path) 
     assert module.records_dir("finetune", "busi").name == "busi_cascade_finetune"
 
 
+def test_another_recipes_whole_image_models_bring_their_own_config_and_records() -> None:
+    """``--whole-tag lite0``: the crop model is trained with the config and overrides of the lite0 fold's record,
+    and its records never mix with the default recipe's."""
+    module = load_benchmark("pool_cascade")
+    assert module.whole_config(0, "busi").name == "buscad_robust_cpu.yaml"
+    lite0 = module.whole_config(0, "busi", "lite0")
+    assert lite0.name == "buscad_robust_lite0_cpu.yaml" and lite0.is_file()
+    assert "data.augment.gin=0.5" in module.whole_overrides(0, "busi", "lite0")
+    assert module.records_dir("finetune", "busi", "lite0").name == "busi_cascade_finetune_lite0"
+    assert module.records_dir("scratch", module.TRAIN_SET, "lite0").name == module.RECORDS.name + "_lite0"
+
+
 def test_crop_models_fine_tune_for_three_eighths_of_their_whole_image_models_epochs() -> None:
     module = load_benchmark("pool_cascade")
     whole_epochs = {train_set: int([o for o in recipe if o.startswith("train.epochs=")][-1].split("=")[1])
