@@ -194,8 +194,9 @@ def run(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_
     if not rundir.has_metrics(whole_dir):
         recipe = WHOLE_RECIPES[train_set] if tag is None and train_set != TRAIN_SET else whole_overrides(
             fold, train_set, tag)
+        config = "" if tag is None else f"--config configs/{whole_config(fold, train_set, tag).name} "
         raise SystemExit(f"{whole_dir}: not finished; run generalization.py run --train {train_set} --fold {fold} "
-                         f"--tag {whole_tag(train_set, tag)} {' '.join(recipe)} first")
+                         f"--tag {whole_tag(train_set, tag)} {config}{' '.join(recipe)} first")
     crop_dir, crop_minutes = crop_model(work, fold, variant, train_set, tag)
     best, crop_best = rundir.layout(whole_dir).best_checkpoint, rundir.layout(crop_dir).best_checkpoint
     whole = Predictor.from_checkpoint(best, threads=2)
