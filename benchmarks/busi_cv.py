@@ -52,7 +52,18 @@ def fold_row(table: pd.DataFrame, record: dict, fold: int) -> dict:
             "minutes": record["fit_minutes"], "images_per_second": record["images_per_second"],
             "minutes_at_median_epoch": record.get("minutes_at_median_epoch", record["fit_minutes"]),
             "refine_policy": record.get("refine_policy", "published"),
-            "epochs": record["epochs"], "precision": record["precision"], "loadavg": record.get("loadavg")}
+            "epochs": record["epochs"], "precision": record["precision"], "cpu": record.get("cpu"),
+            "loadavg": record.get("loadavg")}
+
+
+def hardware(folds: list[dict]) -> str:
+    """Where the folds ran, as their records say (older records name no CPU: those ran on an AMX Xeon)."""
+    cpus: dict[str, list[int]] = {}
+    for f in folds:
+        cpus.setdefault(f.get("cpu") or "Xeon, AVX-512 BF16", []).append(f["fold"])
+    where = "; ".join(f"{cpu}: folds {', '.join(map(str, ks))}" if len(cpus) > 1 else cpu for cpu, ks in cpus.items())
+    precisions = sorted({f["precision"] for f in folds})
+    return f"2 CPU cores ({where}), {', '.join(precisions)}"
 
 
 def build(tag: str) -> dict:
@@ -71,7 +82,7 @@ def build(tag: str) -> dict:
             "refine_policy": sorted({f["refine_policy"] for f in folds}),
             "protocol": "curated BUSI (444 images, duplicates dropped), grouped stratified 4-fold, seed 0; "
                         "refined labels; Dice with both-empty = 1",
-            "hardware": "2 CPU cores (Xeon, AVX-512 BF16), bf16 autocast", "folds": folds, "mean": mean, "std": std,
+            "hardware": hardware(folds), "folds": folds, "mean": mean, "std": std,
             "published": PUBLISHED, "target": TARGET}
 
 
