@@ -114,7 +114,12 @@ def whole_overrides(fold: int, train_set: str = TRAIN_SET, tag: str | None = Non
 
 def whole_config(fold: int, train_set: str = TRAIN_SET, tag: str | None = None) -> Path:
     """The recipe config the fold's whole-image model was trained with, in this checkout's ``configs/``."""
-    return REPO / "configs" / Path(whole_record(fold, train_set, tag)["config"]).name
+    return record_config(whole_record(fold, train_set, tag))
+
+
+def record_config(record: dict[str, Any]) -> Path:
+    """A fold record's recipe config, in this checkout's ``configs/`` (records keep the path they ran with)."""
+    return REPO / "configs" / Path(record["config"]).name
 
 
 def set_overrides(train_set: str) -> list[str]:
@@ -160,10 +165,11 @@ def crop_model(work: Path, fold: int, variant: str = "scratch", train_set: str =
                tag: str | None = None) -> tuple[Path, float]:
     """Fold K's crop model (resumable) and its training minutes."""
     whole_dir = run_dir(work, train_set, whole_tag(train_set, tag), fold)
-    config = load_config(whole_config(fold, train_set, tag),
+    trained = whole_record(fold, train_set, tag)
+    config = load_config(record_config(trained),
                          [f"data.manifest={lesion_crops(work, train_set)}", f"data.cache_dir={work / 'cache'}",
                           "train.progress_bar=false", *set_overrides(train_set),
-                          *whole_overrides(fold, train_set, tag), *crop_overrides(whole_dir, variant, train_set)])
+                          *trained["overrides"], *crop_overrides(whole_dir, variant, train_set)])
     prefix = "pool" if train_set == TRAIN_SET else train_set
     name = f"{prefix}_crop" if variant == "scratch" else f"{prefix}_crop_{variant}"
     name = name if tag is None else f"{name}_{tag}"
@@ -204,7 +210,7 @@ def run(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_
     test = test_images(work, train_set, fold)
     trained = whole_record(fold, train_set, tag)
     record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold, "train": train_set,
-                              "whole_tag": whole_tag(train_set, tag), "config": whole_config(fold, train_set, tag).name,
+                              "whole_tag": whole_tag(train_set, tag), "config": record_config(trained).name,
                               "recipe": [*set_overrides(train_set), *trained["overrides"]], "variant": variant,
                               "crop_overrides": crop_overrides(whole_dir, variant, train_set),
                               "whole_fit_minutes": trained["fit_minutes"], "whole_cpu": trained.get("cpu"),
