@@ -231,25 +231,41 @@ def release_crops(work: Path) -> Path:
     return crops
 
 
-def train_release(work: Path, overrides: list[str], name: str = "release", crop: bool = False) -> Path:
+def train_release(work: Path, overrides: list[str], name: str = "release", crop: bool = False,
+                  cv_tag: str | None = None, crop_variant: str = "scratch") -> Path:
     """Train the release model (``WORK/runs/NAME``) on :func:`release_manifest` with the pooled
-    cross-validation's recipe and settings (``benchmarks/generalization.py``; give the cross-validation's own
-    overrides too), so the cross-validation figures describe it. With ``crop``: its crop stage
-    (``WORK/runs/NAME_crop``) on :func:`release_crops`, with the finished release run's own configuration (the
-    crop folds of ``pool_cascade.py`` take their fold models' overrides in the same way)."""
+    cross-validation's recipe and settings (``benchmarks/generalization.py``), so the cross-validation figures
+    describe it: with ``cv_tag``, the config and overrides of that cross-validation's committed fold records;
+    without, ``buscad_robust_cpu.yaml`` and the overrides given. With ``crop``: its crop stage
+    (``WORK/runs/NAME_crop``) on :func:`release_crops`, with the finished release run's own configuration, and for
+    ``crop_variant`` ``finetune`` starting from the release model's weights (as ``pool_cascade.py``'s crop folds)."""
+    release = work / "runs" / name
     if crop:
-        release = work / "runs" / name
         if not (rundir.read_run_info(release) or {}).get("timings"):
             raise SystemExit(f"{release}: train the release model first (--train-release without --crop)")
-        config = load_config(release / "config.yaml", [f"data.manifest={release_crops(work)}", *overrides])
+        config = load_config(release / "config.yaml", [f"data.manifest={release_crops(work)}",
+                                                       *pool_cascade.crop_overrides(release, crop_variant),
+                                                       *overrides])
     else:
-        config = load_config(REPO / "configs" / "buscad_robust_cpu.yaml",
-                             [f"data.manifest={release_manifest(work)}", f"data.cache_dir={work / 'cache'}",
-                              "train.progress_bar=false", *POOL_OVERRIDES, *overrides])
+        recipe, recorded = REPO / "configs" / "buscad_robust_cpu.yaml", []
+        if cv_tag is not None:
+            recipe, recorded = cv_recipe(cv_tag)
+        config = load_config(recipe, [f"data.manifest={release_manifest(work)}", f"data.cache_dir={work / 'cache'}",
+                                      "train.progress_bar=false", *POOL_OVERRIDES, *recorded, *overrides])
     directory = work / "runs" / (f"{name}_crop" if crop else name)
     if not (rundir.layout(directory).best_checkpoint.is_file() and (rundir.read_run_info(directory) or {}).get("timings")):
         train(config, directory, resume=rundir.layout(directory).last_checkpoint.is_file())
     return directory
+
+
+def cv_recipe(tag: str) -> tuple[Path, list[str]]:
+    """The config and overrides of the pooled cross-validation ``tag``, the same in every committed fold record."""
+    records = [pool_cascade.whole_record(fold, pool_cascade.TRAIN_SET, tag) for fold in range(pool_cascade.N_FOLDS)]
+    recipes = {(str(pool_cascade.record_config(r)), tuple(r["overrides"])) for r in records}
+    if len(recipes) != 1:
+        raise SystemExit(f"pooled cross-validation {tag}: its folds were trained with different recipes: {recipes}")
+    config, overrides = recipes.pop()
+    return Path(config), list(overrides)
 
 
 def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[int, float]]:
@@ -273,20 +289,29 @@ def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[i
     return pd.concat(frames, ignore_index=True), temperatures
 
 
-def cascade_cv_table(work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, dict[str, float]]]:
+def cascade_records(cv_tag: str, variant: str) -> Path:
+    """Where ``pool_cascade.py run --variant VARIANT [--whole-tag CV_TAG]`` commits its crop folds."""
+    tag = None if cv_tag == pool_cascade.WHOLE_TAG else cv_tag
+    return pool_cascade.records_dir(variant, pool_cascade.TRAIN_SET, tag)
+
+
+def cascade_cv_table(work: Path, cv_tag: str = pool_cascade.WHOLE_TAG, variant: str = "scratch",
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, dict[str, float]]]:
     """Out-of-fold rows of the cascade (``pool_cascade.py``'s committed folds, all of them), as evaluation records
     with ``fold`` and ``birads`` (:func:`pool_cascade.stage_records`), uncalibrated and with both models'
     temperatures, and each fold's two temperatures. Checked first: the whole-image model through ``Predictor``
     reproduces its own evaluation record (masks and probabilities) on every image."""
     pool = read_manifest(work / "pool_folds.csv").set_index("case_id")
+    records = cascade_records(cv_tag, variant)
     raw_frames, scaled_frames, temperatures = [], [], {}
     for fold in range(pool_cascade.N_FOLDS):
-        record_path = pool_cascade.RECORDS / f"fold_{fold}.json"
+        record_path = records / f"fold_{fold}.json"
         if not record_path.is_file():
-            raise SystemExit(f"{record_path}: missing; run pool_cascade.py run --fold {fold} (all folds are needed)")
+            raise SystemExit(f"{record_path}: missing; run pool_cascade.py run --fold {fold} --variant {variant} "
+                             f"--whole-tag {cv_tag} (all folds are needed)")
         record = json.loads(record_path.read_text())
-        rows = pd.read_csv(pool_cascade.RECORDS / f"fold_{fold}_plain.csv")
-        evaluated = checked_whole_stage(rows, fold)
+        rows = pd.read_csv(records / f"fold_{fold}_plain.csv")
+        evaluated = checked_whole_stage(rows, fold, cv_tag)
         whole_t, crop_t = record["whole_validation_temperature"], record["crop_validation_temperature"]
         temperatures[fold] = {"whole": whole_t, "crop": crop_t}
         shared = {"truth_pixels": evaluated["truth_pixels"].to_numpy(),
@@ -297,11 +322,11 @@ def cascade_cv_table(work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, 
     return pd.concat(raw_frames, ignore_index=True), pd.concat(scaled_frames, ignore_index=True), temperatures
 
 
-def checked_whole_stage(rows: pd.DataFrame, fold: int) -> pd.DataFrame:
+def checked_whole_stage(rows: pd.DataFrame, fold: int, cv_tag: str = pool_cascade.WHOLE_TAG) -> pd.DataFrame:
     """The fold's evaluation record for ``rows``' images, after checking that the rows' whole-image answers are the
     record's (raw masks and class probabilities): otherwise the cascade's figures would not describe the same
     model."""
-    record = pd.read_csv(REPO / "benchmarks" / "results" / "generalization_folds" / pool_cascade.WHOLE_TAG /
+    record = pd.read_csv(REPO / "benchmarks" / "results" / "generalization_folds" / cv_tag /
                          pool_cascade.TRAIN_SET / f"fold_{fold}.csv").set_index("case_id").loc[rows["case_id"]]
     whole = pool_cascade.stage_records(rows, "whole", 1.0, 1.0).set_index("case_id")
     dice = float(np.abs(whole["dice_raw"] - record["dice_raw"]).max())
@@ -462,6 +487,9 @@ def main() -> None:
     parser.add_argument("--crop", action="store_true",
                         help="with --train-release: train the release's crop stage (RELEASE-NAME_crop) instead")
     parser.add_argument("--release-name", default="release", help="run directory name under WORK/runs")
+    parser.add_argument("--crop-variant", choices=pool_cascade.VARIANTS, default="scratch",
+                        help="the crop stage's variant: its pool_cascade.py folds, and with --train-release --crop "
+                             "whether the release's crop model starts from the release model's weights")
     parser.add_argument("--cv-tag", default="robust",
                         help="tag of the pooled cross-validation whose fold records give the figures")
     parser.add_argument("--latency", action="store_true",
@@ -477,19 +505,19 @@ def main() -> None:
     if args.version is None:
         parser.error("--version is required")
     if args.train_release:
-        trained = train_release(args.train_release, args.overrides, args.release_name, crop=args.crop)
+        tag = args.cv_tag if args.cv_tag != "robust" else None  # robust: the old explicit-overrides path
+        trained = train_release(args.train_release, args.overrides, args.release_name, crop=args.crop, cv_tag=tag,
+                                crop_variant=args.crop_variant)
         print(f"release {'crop ' if args.crop else ''}model trained in {trained}")
         return
     if args.run is None:
         parser.error("--run is required (or --train-release)")
-    if args.crop_run and args.cv_work and args.cv_tag != pool_cascade.WHOLE_TAG:
-        parser.error(f"--crop-run's figures come from pool_cascade.py, whose folds are --cv-tag {pool_cascade.WHOLE_TAG}")
     run = args.run
 
     temperature = validation_temperature(run)
     crop_temperature = validation_temperature(args.crop_run) if args.crop_run else None
     if args.cv_work and args.crop_run:
-        test, scaled, fold_temperatures = cascade_cv_table(args.cv_work)
+        test, scaled, fold_temperatures = cascade_cv_table(args.cv_work, args.cv_tag, args.crop_variant)
     elif args.cv_work:
         test, fold_temperatures = cv_test_table(args.cv_work, args.cv_tag)
         scaled = calibrated(test, fold_temperatures)

@@ -33,3 +33,21 @@ def test_the_policy_is_the_most_sensitive_that_keeps_both_specificities(build) -
     assert build.choose_policy(table) == "keep-class"  # segmentation finds more but loses normal specificity
     table["segmentation"]["b"]["normal_specificity"] = 0.90
     assert build.choose_policy(table) == "segmentation"
+
+
+def test_the_release_takes_the_cross_validations_recipe_from_its_fold_records(build, monkeypatch) -> None:
+    records = {fold: {"config": "/elsewhere/configs/buscad_robust_lite0_cpu.yaml",
+                      "overrides": ["train.epochs=16", "data.augment.gin=0.25"]} for fold in range(5)}
+    monkeypatch.setattr(build.pool_cascade, "whole_record", lambda fold, train_set, tag: records[fold])
+    config, overrides = build.cv_recipe("lite0")
+    assert config == build.REPO / "configs" / "buscad_robust_lite0_cpu.yaml"  # this checkout's copy
+    assert overrides == ["train.epochs=16", "data.augment.gin=0.25"]
+    records[3] = {**records[3], "overrides": ["train.epochs=24"]}
+    with pytest.raises(SystemExit, match="different recipes"):
+        build.cv_recipe("lite0")
+
+
+def test_the_cascade_figures_come_from_the_crop_folds_of_the_named_cross_validation(build) -> None:
+    results = build.REPO / "benchmarks" / "results"
+    assert build.cascade_records(build.pool_cascade.WHOLE_TAG, "scratch") == results / "pool_cascade"
+    assert build.cascade_records("lite0", "finetune") == results / "pool_cascade_finetune_lite0"
