@@ -11,6 +11,15 @@ cross-validation's crop folds (``benchmarks/pool_cascade.py run --fold K`` for e
     python3 benchmarks/build_builtin_model.py --run W/runs/release --crop-run W/runs/release_crop --cv-work W \
         --cv-tag fulllabelsgin25r --version V
 
+Another pooled cross-validation's recipe (``generalization.py run --tag T`` with its own config), with crop models
+fine-tuned from the whole-image models (``pool_cascade.py run --fold K --variant finetune --whole-tag T``):
+
+    python3 benchmarks/build_builtin_model.py --train-release W --cv-tag T --release-name R --version V
+    python3 benchmarks/build_builtin_model.py --train-release W --cv-tag T --crop --crop-variant finetune \
+        --release-name R --version V
+    python3 benchmarks/build_builtin_model.py --run W/runs/R --crop-run W/runs/R_crop --cv-work W --cv-tag T \
+        --crop-variant finetune --version V
+
 The release run trains on every pooled image (curated BUSI + BUS-BRA) except a patient-grouped 10 %
 validation part, with the pooled cross-validation's recipe and settings, so that cross-validation
 describes it. Steps (each printed and recorded in ``src/buscad/weights/release.json`` and
