@@ -100,7 +100,12 @@ MODEL_FILE = "buscad-bus.onnx"
 CROP_FILE = "buscad-bus-crop.onnx"
 
 
-def with_policy(test: pd.DataFrame, policy: str, malignant_threshold: float = 0.5) -> pd.DataFrame:
+Threshold = float | dict[int, float]
+"""An operating point on p(malignant | lesion): one for every row, or one per cross-validation fold (the ``fold``
+column), as the leave-one-fold-out figures of the sensitivity rule (:func:`sensitivity_thresholds`) need."""
+
+
+def with_policy(test: pd.DataFrame, policy: str, malignant_threshold: Threshold = 0.5) -> pd.DataFrame:
     """The per-image table as the refining ``policy`` labels (and masks) it, from its raw columns whatever policy
     wrote it (:func:`generalization.refined_records`, the library's refining rule row by row).
 
@@ -108,13 +113,16 @@ def with_policy(test: pd.DataFrame, policy: str, malignant_threshold: float = 0.
     same, but an empty mask keeps the classifier's lesion class; ``segmentation``: a segmented lesion is
     kept and named by p(benign) vs p(malignant), an empty mask makes "normal".
     """
+    if isinstance(malignant_threshold, dict):
+        parts = [with_policy(rows, policy, malignant_threshold[int(fold)]) for fold, rows in test.groupby("fold")]
+        return pd.concat(parts).loc[test.index] if parts else test.copy()
     return refined_records(test, EvalConfig(refine_policy=policy, malignant_threshold=malignant_threshold))
 
 
 POLICIES = ("published", "keep-class", "segmentation")
 
 
-def policy_table(test: pd.DataFrame, malignant_threshold: float = 0.5) -> dict[str, dict[str, dict[str, float | None]]]:
+def policy_table(test: pd.DataFrame, malignant_threshold: Threshold = 0.5) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per policy and dataset: malignant sensitivity/specificity, normal specificity, accuracy, Dice."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for policy in POLICIES:
@@ -148,7 +156,7 @@ def choose_policy(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
     return max(allowed, key=lambda p: (round(total(p, "malignant_sensitivity"), 6), -total(p, "lesions_called_normal")))
 
 
-def held_out_figures(test: pd.DataFrame, policy: str, malignant_threshold: float = 0.5) -> dict[str, dict[str, float]]:
+def held_out_figures(test: pd.DataFrame, policy: str, malignant_threshold: Threshold = 0.5) -> dict[str, dict[str, float]]:
     """score_test_set per dataset with the chosen policy's labels (``test``'s probabilities are already
     calibrated: :func:`calibrated`)."""
     table = with_policy(test, policy, malignant_threshold)
@@ -377,7 +385,7 @@ def per_class(test: pd.DataFrame) -> dict[str, dict[str, float | None]]:
 
 
 def summarise_folds(test: pd.DataFrame, policy: str,
-                    malignant_threshold: float = 0.5) -> dict[str, dict[str, dict[str, float | None]]]:
+                    malignant_threshold: Threshold = 0.5) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per dataset: each metric's mean and std over folds, from calibrated out-of-fold rows."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for dataset, part in test.groupby("dataset"):
@@ -441,6 +449,91 @@ def operating_point(alone: np.ndarray, pair: np.ndarray) -> float:
     return THRESHOLD_GRID[-1]
 
 
+SENSITIVITY_GRID = tuple(round(0.5 - 0.01 * i, 2) for i in range(41))
+"""Operating points tried by the sensitivity rule, from the likelier class (0.50) down to 0.10."""
+
+
+def malignant_sensitivity(table: pd.DataFrame, policy: str, threshold: Threshold) -> dict[str, float]:
+    """Per dataset: the share of malignant images whose refined label is ``malignant``."""
+    labelled = with_policy(table[table["label"] == "malignant"], policy, threshold)
+    return {str(d): float((part["pred_label"] == "malignant").mean()) for d, part in labelled.groupby("dataset")}
+
+
+def sensitivity_matched(candidate: pd.DataFrame, target: dict[str, float], policy: str) -> float:
+    """The highest threshold of :data:`SENSITIVITY_GRID` at which ``candidate`` finds, on every dataset, at least
+    the ``target`` share of malignant images; the lowest when none does."""
+    for threshold in SENSITIVITY_GRID:
+        found = malignant_sensitivity(candidate, policy, threshold)
+        if all(found.get(dataset, 0.0) >= share for dataset, share in target.items()):
+            return threshold
+    return SENSITIVITY_GRID[-1]
+
+
+def sensitivity_thresholds(candidate: pd.DataFrame, reference: pd.DataFrame, reference_policy: str,
+                           reference_threshold: float) -> tuple[float, dict[int, float]]:
+    """The sensitivity rule (benchmarks/results/decision_operating_point.md): the operating point at which the
+    candidate keeps, on each dataset, the malignant sensitivity of the shipped ``reference`` on the same out-of-fold
+    images (both tables calibrated, with ``fold``). Returns the release's threshold (all folds) and, per fold, the
+    threshold the rule gives on the other folds alone, for figures that no image helped choose."""
+    def matched(case_ids: pd.Index) -> float:
+        rows = candidate[candidate["case_id"].isin(case_ids)]
+        target = malignant_sensitivity(reference[reference["case_id"].isin(case_ids)], reference_policy,
+                                       reference_threshold)
+        return sensitivity_matched(rows, target, reference_policy)
+
+    missing = set(candidate["case_id"]) ^ set(reference["case_id"])
+    if missing:
+        raise SystemExit(f"the reference and the candidate were scored on different images ({len(missing)} differ, "
+                         f"e.g. {sorted(missing)[0]}); the sensitivity rule needs the same partition")
+    per_fold = {int(fold): matched(pd.Index(candidate.loc[candidate["fold"] != fold, "case_id"]))
+                for fold in sorted(candidate["fold"].unique())}
+    return matched(pd.Index(candidate["case_id"])), per_fold
+
+
+def shipped_reference(work: Path, cv_tag: str, variant: str) -> tuple[pd.DataFrame, str, float]:
+    """The shipped release's out-of-fold cascade rows (calibrated), its refining policy and operating point, from
+    ``benchmarks/results/builtin_model.json``, after checking that the release was built from ``cv_tag``."""
+    shipped = json.loads((REPO / "benchmarks" / "results" / "builtin_model.json").read_text())
+    if f"--cv-tag {cv_tag}" not in shipped["command"] or "crop_stage" not in shipped:
+        raise SystemExit(f"the shipped release was not built from --cv-tag {cv_tag} with a crop stage "
+                         f"({shipped['command']}); name its own cross-validation as the reference")
+    _, scaled, _ = cascade_cv_table(work, cv_tag, variant)
+    return scaled, shipped["refine_policy"], float(shipped["crop_stage"]["malignant_threshold"])
+
+
+def sensitivity_operating_point(scaled: pd.DataFrame, work: Path, reference_tag: str, reference_variant: str,
+                                ) -> tuple[float, dict[int, float], dict[str, Any]]:
+    """:func:`sensitivity_thresholds` against the shipped release: the release's threshold, each fold's
+    leave-one-fold-out threshold, and what was matched."""
+    reference, reference_policy, reference_threshold = shipped_reference(work, reference_tag, reference_variant)
+    threshold, per_fold = sensitivity_thresholds(scaled, reference, reference_policy, reference_threshold)
+    return threshold, per_fold, {
+        "rule": "highest threshold at which the pair's out-of-fold malignant sensitivity on each dataset is at least "
+                "the shipped release's on the same images (benchmarks/results/decision_operating_point.md); "
+                "figures scored leave-one-fold-out",
+        "reference": {"cv_tag": reference_tag, "crop_variant": reference_variant, "policy": reference_policy,
+                      "threshold": reference_threshold,
+                      "sensitivity": malignant_sensitivity(reference, reference_policy, reference_threshold)},
+        "sensitivity_at_threshold": malignant_sensitivity(scaled, reference_policy, threshold),
+        "fold_thresholds": per_fold}
+
+
+SHIPPING_RULE = "Dice and AUC at least the shipped model's on both datasets, BUSI accuracy and balanced accuracy at " \
+                "most 0.01 lower, malignant sensitivity at most 0.02 lower on each dataset"
+
+
+def shipping_failures(candidate: dict[str, dict[str, Any]], shipped: dict[str, dict[str, Any]]) -> list[str]:
+    """What keeps a candidate's held-out figures from replacing the shipped model's (:data:`SHIPPING_RULE`)."""
+    failures = []
+    for dataset in sorted(shipped):
+        new, old = candidate[dataset], shipped[dataset]
+        for key, slack in (("dice", 0.0), ("auc_malignant_vs_benign", 0.0), ("sensitivity_malignant", 0.02),
+                           *((("accuracy", 0.01), ("balanced_accuracy", 0.01)) if dataset == "busi" else ())):
+            if new[key] < old[key] - slack:
+                failures.append(f"{dataset} {key} {old[key]:.3f} -> {new[key]:.3f}")
+    return failures
+
+
 def choose_malignant_threshold(run: Path, crop_run: Path, temperature: float,
                                crop_temperature: float) -> tuple[float, dict[str, Any]]:
     """The pair's operating point (:func:`operating_point`) on the release's validation lesion images (never
@@ -501,6 +594,17 @@ def main() -> None:
                              "whether the release's crop model starts from the release model's weights")
     parser.add_argument("--cv-tag", default="robust",
                         help="tag of the pooled cross-validation whose fold records give the figures")
+    parser.add_argument("--operating-point", choices=("calls", "sensitivity"), default="calls",
+                        help="the pair's operating point: 'calls' as many validation lesions called malignant as the "
+                             "whole-image model at 0.5; 'sensitivity' the shipped release's out-of-fold malignant "
+                             "sensitivity on each dataset, figures leave-one-fold-out (decision_operating_point.md)")
+    parser.add_argument("--reference-cv-tag", default=pool_cascade.WHOLE_TAG,
+                        help="with --operating-point sensitivity: the shipped release's pooled cross-validation")
+    parser.add_argument("--reference-crop-variant", choices=pool_cascade.VARIANTS, default="scratch",
+                        help="with --operating-point sensitivity: the shipped release's crop folds")
+    parser.add_argument("--candidate", type=Path, metavar="JSON",
+                        help="only judge: write the figures and the shipping rule's verdict against the shipped "
+                             "release to JSON, leaving the package as it is")
     parser.add_argument("--latency", action="store_true",
                         help="only measure the shipped release's latency again (idle machine) into builtin_model.json")
     parser.add_argument("--version", required=False)
@@ -536,19 +640,38 @@ def main() -> None:
         test, fold_temperatures = run_test_table(run), {0: temperature}
         scaled = calibrated(test, fold_temperatures)
     threshold, operating = 0.5, None
-    if args.crop_run:
+    scored_at: Threshold = 0.5  # the figures' operating point: the release's, or per fold (sensitivity rule)
+    if args.crop_run and args.operating_point == "sensitivity":
+        threshold, scored_at, operating = sensitivity_operating_point(scaled, args.cv_work, args.reference_cv_tag,
+                                                                      args.reference_crop_variant)
+    elif args.crop_run:
         threshold, operating = choose_malignant_threshold(run, args.crop_run, temperature, crop_temperature)
+        scored_at = threshold
+    if operating is not None:
         print(f"the pair's operating point: p(malignant | lesion) >= {threshold} ({operating})")
-    policies = policy_table(scaled, threshold)  # calibrated: a threshold on p(malignant | lesion) depends on T
+    policies = policy_table(scaled, scored_at)  # calibrated: a threshold on p(malignant | lesion) depends on T
     policy = choose_policy(policies)
     ece = {dataset: {"before": calibration_metrics(probabilities(test.loc[part.index]), truth_index(part))["ece"],
                      "after": calibration_metrics(probabilities(part), truth_index(part))["ece"]}
            for dataset, part in scaled.groupby("dataset")}
-    figures = held_out_figures(scaled, policy, threshold)  # all held-out rows together
-    folds = summarise_folds(scaled, policy, threshold)
-    classes = per_class(with_policy(scaled, policy, threshold))
+    figures = held_out_figures(scaled, policy, scored_at)  # all held-out rows together
+    folds = summarise_folds(scaled, policy, scored_at)
+    classes = per_class(with_policy(scaled, policy, scored_at))
 
     trained_on, held_out = describe_training(run)
+    if args.candidate:
+        shipped = json.loads((REPO / "benchmarks" / "results" / "builtin_model.json").read_text())
+        failures = shipping_failures(figures, shipped["held_out_figures"])
+        record = {"decision": "meets the shipping rule" if not failures else "fails the shipping rule: "
+                  + "; ".join(failures), "against": shipped["command"],
+                  "trained_on": trained_on, "refine_policy": policy, "malignant_threshold": threshold,
+                  "operating_point": operating, "held_out_figures": figures, "fold_mean_std": folds,
+                  "per_class": classes, "ece": ece, "policies": policies,
+                  "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "command": "python3 benchmarks/build_builtin_model.py " + shlex.join(sys.argv[1:])}
+        args.candidate.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        print(record["decision"])
+        return
     for stale in WEIGHTS.glob("*.onnx"):
         stale.unlink()
     target, quantization = ship(run, temperature, policy, "curated BUSI + BUS-BRA (pool)")
