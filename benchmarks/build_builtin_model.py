@@ -44,6 +44,11 @@ describes it. Steps (each printed and recorded in ``src/buscad/weights/release.j
    before any figure is computed: the highest p(malignant | lesion) threshold at which the pair calls as many
    lesions malignant as the whole-image model alone at 0.5 (:func:`operating_point`), stored in the crop model's
    spec (``malignant_threshold``), so that the crop stage's better ranking is not spent on fewer malignant calls.
+   With ``--operating-point sensitivity`` (for a candidate that replaces a shipped pair) the threshold is instead
+   the highest at which the candidate's out-of-fold malignant sensitivity on each dataset is at least the shipped
+   release's on the same images (:func:`sensitivity_thresholds`), and the figures are scored leave-one-fold-out:
+   each fold at the threshold the other four folds give. ``--candidate JSON`` stops there and writes the figures
+   with the shipping rule's verdict (:func:`shipping_failures`), leaving the package as it is.
 4. Analyse ``examples/images`` with the shipped release and store the record the tests pin
    (``tests/data/builtin_examples.json``).
 The model card (``docs/model_card.md``, copied to the package) is written by hand from
