@@ -74,6 +74,7 @@ import pandas as pd
 import pool_cascade  # the sibling script: the crop stage's out-of-fold records
 from generalization import (  # the sibling script (benchmarks/ is on sys.path)
     POOL_OVERRIDES,
+    fold_record_paths,
     probabilities,
     refined_records,
     truth_index,
@@ -294,7 +295,7 @@ def cv_test_table(work: Path, tag: str = "robust") -> tuple[pd.DataFrame, dict[i
     """Out-of-fold rows of the pooled cross-validation (committed fold records) with ``fold`` and
     ``birads``, and each fold model's temperature from its own validation part (stored in the fold's record, or
     fitted again from its run folder for records older than that)."""
-    folder = REPO / "benchmarks" / "results" / "generalization_folds" / tag / "busi+bus-bra"
+    folder = fold_record_paths(pool_cascade.TRAIN_SET, 0, tag)[0].parent
     pool = read_manifest(work / "pool_folds.csv").set_index("case_id")
     frames, temperatures = [], {}
     for path in sorted(folder.glob("fold_*.csv")):
@@ -348,8 +349,8 @@ def checked_whole_stage(rows: pd.DataFrame, fold: int, cv_tag: str = pool_cascad
     """The fold's evaluation record for ``rows``' images, after checking that the rows' whole-image answers are the
     record's (raw masks and class probabilities): otherwise the cascade's figures would not describe the same
     model."""
-    record = pd.read_csv(REPO / "benchmarks" / "results" / "generalization_folds" / cv_tag /
-                         pool_cascade.TRAIN_SET / f"fold_{fold}.csv").set_index("case_id").loc[rows["case_id"]]
+    table_path, _ = fold_record_paths(pool_cascade.TRAIN_SET, fold, cv_tag)
+    record = pd.read_csv(table_path).set_index("case_id").loc[rows["case_id"]]
     whole = pool_cascade.stage_records(rows, "whole", 1.0, 1.0).set_index("case_id")
     dice = float(np.abs(whole["dice_raw"] - record["dice_raw"]).max())
     probability = float(np.abs(whole[[f"prob_{c}" for c in LABELS]].to_numpy()

@@ -62,6 +62,7 @@ from generalization import (
     REPO,
     RESULTS,
     TRAIN_SETS,
+    fold_record_paths,
     run_dir,
     validation_temperature,
 )
@@ -103,8 +104,7 @@ def whole_tag(train_set: str, tag: str | None = None) -> str:
 
 def whole_record(fold: int, train_set: str = TRAIN_SET, tag: str | None = None) -> dict[str, Any]:
     """The fold's whole-image run as its committed record says (config, overrides, minutes, validation temperature)."""
-    folder = RESULTS / "generalization_folds" / whole_tag(train_set, tag) / train_set
-    return dict(json.loads((folder / f"fold_{fold}.json").read_text()))
+    return dict(json.loads(fold_record_paths(train_set, fold, whole_tag(train_set, tag))[1].read_text()))
 
 
 def whole_overrides(fold: int, train_set: str = TRAIN_SET, tag: str | None = None) -> list[str]:
