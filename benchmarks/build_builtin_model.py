@@ -455,6 +455,10 @@ def operating_point(alone: np.ndarray, pair: np.ndarray) -> float:
     return THRESHOLD_GRID[-1]
 
 
+SHIPPED_CV_TAG, SHIPPED_CROP_VARIANT = "lite0", "finetune"
+"""The pooled cross-validation and crop folds that describe the shipped release (0.7.0): the sensitivity rule's
+default reference for the next candidate (0.6.0's were ``fulllabelsgin25r``, ``scratch``)."""
+
 SENSITIVITY_GRID = tuple(round(0.5 - 0.01 * i, 2) for i in range(41))
 """Operating points tried by the sensitivity rule, from the likelier class (0.50) down to 0.10."""
 
@@ -500,7 +504,9 @@ def shipped_reference(work: Path, cv_tag: str, variant: str) -> tuple[pd.DataFra
     """The shipped release's out-of-fold cascade rows (calibrated), its refining policy and operating point, from
     ``benchmarks/results/builtin_model.json``, after checking that the release was built from ``cv_tag``."""
     shipped = json.loads((REPO / "benchmarks" / "results" / "builtin_model.json").read_text())
-    if f"--cv-tag {cv_tag}" not in shipped["command"] or "crop_stage" not in shipped:
+    words = shlex.split(shipped["command"])
+    built_from = words[words.index("--cv-tag") + 1] if "--cv-tag" in words[:-1] else None
+    if built_from != cv_tag or "crop_stage" not in shipped:
         raise SystemExit(f"the shipped release was not built from --cv-tag {cv_tag} with a crop stage "
                          f"({shipped['command']}); name its own cross-validation as the reference")
     _, scaled, _ = cascade_cv_table(work, cv_tag, variant)
@@ -604,9 +610,9 @@ def main() -> None:
                         help="the pair's operating point: 'calls' as many validation lesions called malignant as the "
                              "whole-image model at 0.5; 'sensitivity' the shipped release's out-of-fold malignant "
                              "sensitivity on each dataset, figures leave-one-fold-out (decision_operating_point.md)")
-    parser.add_argument("--reference-cv-tag", default=pool_cascade.WHOLE_TAG,
+    parser.add_argument("--reference-cv-tag", default=SHIPPED_CV_TAG,
                         help="with --operating-point sensitivity: the shipped release's pooled cross-validation")
-    parser.add_argument("--reference-crop-variant", choices=pool_cascade.VARIANTS, default="scratch",
+    parser.add_argument("--reference-crop-variant", choices=pool_cascade.VARIANTS, default=SHIPPED_CROP_VARIANT,
                         help="with --operating-point sensitivity: the shipped release's crop folds")
     parser.add_argument("--candidate", type=Path, metavar="JSON",
                         help="only judge: write the figures and the shipping rule's verdict against the shipped "

@@ -81,7 +81,8 @@ from buscad.training.provenance import benchmark_header
 from buscad.workflows import train
 
 WHOLE_TAG = "fulllabelsgin25r"
-"""The pooled cross-validation that describes the built-in model (``build_builtin_model.py --cv-tag``)."""
+"""The pooled cross-validation of the built-in recipe with the random-start ``unet`` (built-in models 0.5.0 and
+0.6.0; 0.7.0 is described by ``lite0`` and its ``finetune`` crop folds: ``build_builtin_model.SHIPPED_CV_TAG``)."""
 TRAIN_SET = "busi+bus-bra"
 WHOLE_TAGS = {TRAIN_SET: WHOLE_TAG, "busi": "cascft", "bus-bra": "cascft"}
 """Each training set's whole-image fold runs (``generalization.py run --train SET --tag TAG``)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -110,3 +112,17 @@ def test_a_candidate_replaces_the_shipped_model_only_under_the_shipping_rule(bui
     worse["busi"]["balanced_accuracy"] = 0.80
     assert build.shipping_failures(worse, shipped) == ["bus-bra sensitivity_malignant 0.760 -> 0.720",
                                                        "busi balanced_accuracy 0.820 -> 0.800"]
+
+
+def test_the_sensitivity_rules_reference_must_be_the_cross_validation_the_shipped_model_was_built_from(
+        build, monkeypatch, tmp_path) -> None:
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "builtin_model.json").write_text(json.dumps(
+        {"command": "python3 benchmarks/build_builtin_model.py --cv-tag lite0z --crop-variant finetune",
+         "refine_policy": "segmentation", "crop_stage": {"malignant_threshold": 0.34}}))
+    monkeypatch.setattr(build, "REPO", tmp_path)
+    monkeypatch.setattr(build, "cascade_cv_table", lambda work, tag, variant: (None, f"{tag}/{variant}", None))
+    with pytest.raises(SystemExit, match="not built from --cv-tag lite0 "):
+        build.shipped_reference(tmp_path, "lite0", "finetune")  # lite0z is another cross-validation
+    assert build.shipped_reference(tmp_path, "lite0z", "finetune") == ("lite0z/finetune", "segmentation", 0.34)
