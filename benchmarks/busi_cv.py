@@ -2,6 +2,8 @@
 
     python3 benchmarks/generalization.py run --train busi --fold K train.time_budget_minutes=null train.epochs=80
     python3 benchmarks/busi_cv.py                      # after all four folds are saved
+    python3 benchmarks/pool_cascade.py run --train busi --fold K --variant finetune --whole-tag TAG
+    python3 benchmarks/busi_cv.py --tag TAG --crop-variant finetune   # the pair: whole-image + crop model
 
 The folds are trained by ``benchmarks/generalization.py --train busi`` (the same ``workflows.train`` that
 ``buscad cv`` runs, one fold per call so a fold that lands can be committed before the next starts), on
@@ -11,6 +13,11 @@ stratified 4-fold split of seed 0. Each fold's per-image record on its own held-
 prediction on a normal image scores 1) and over lesion images, the refined 3-class label's accuracy and
 balanced accuracy, and the macro one-vs-rest AUC of the class probabilities. Nothing is reported until all
 four folds exist; the summary is mean ± std (ddof 1) over the four folds.
+
+With ``--crop-variant`` the figures are those of each fold's pair, the whole-image model and its crop model
+(``buscad predict --crop-model``), from ``pool_cascade.py``'s per-image records through ``buscad.Predictor``:
+the pair's class probabilities and masks are refined by the recipe's own ``eval`` settings (the library's
+rule, ``generalization.refined_records``), and a fold's minutes are both models' training minutes.
 """
 
 from __future__ import annotations
@@ -25,10 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pool_cascade  # the sibling scripts (benchmarks/ is on sys.path)
+from generalization import refined_records
 
 from buscad import LABELS
 from buscad.evaluation.classification import classification_metrics
 from buscad.evaluation.cross_dataset import score_test_set
+from buscad.training.config import load_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FOLDS = 4
@@ -66,19 +76,53 @@ def hardware(folds: list[dict]) -> str:
     return f"2 CPU cores ({where}), {', '.join(precisions)}"
 
 
-def build(tag: str) -> dict:
-    folder = RESULTS / "generalization_folds" / tag / "busi"
+def pair_table(whole: pd.DataFrame, whole_record: dict, folder: Path, fold: int,
+               mirror: bool = False) -> tuple[pd.DataFrame, dict]:
+    """One fold's curated-BUSI records of the whole-image + crop-model pair (``mirror``: each image averaged with its
+    left-right mirror, ``buscad predict --tta``), refined as the recipe refines, and the fold's record with both
+    models' training minutes. The pair's probabilities are uncalibrated (T = 1), as the whole-image model's own
+    records are."""
+    path = folder / f"fold_{fold}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; run pool_cascade.py run --fold {fold} (all {FOLDS} folds are needed)")
+    record = json.loads(path.read_text())
+    rows = pd.read_csv(folder / f"fold_{fold}_{'mirror' if mirror else 'plain'}.csv", keep_default_na=False,
+                       na_values=[""])
+    rows = rows[rows["dataset"] == "busi"]
+    records = pool_cascade.stage_records(rows, "cascade", 1.0, 1.0)
+    records["truth_pixels"] = whole.set_index("case_id").loc[records["case_id"], "truth_pixels"].to_numpy()
+    settings = load_config(pool_cascade.record_config(whole_record), list(whole_record["overrides"])).eval
+    pair = whole_record | {"fit_minutes": round(whole_record["fit_minutes"] + record["crop_fit_minutes"], 2),
+                           "minutes_at_median_epoch": whole_record.get("minutes_at_median_epoch",
+                                                                       whole_record["fit_minutes"])
+                           + record["crop_fit_minutes"]}
+    return refined_records(records, settings), pair
+
+
+TRAIN_SETS = {"busi": "curated BUSI's training part", "busi4+bus-bra": "curated BUSI's training part and all of BUS-BRA"}
+"""``generalization.py --train`` sets tested on curated BUSI's 4 folds, and what each fold model trained on."""
+
+
+def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False) -> dict:
+    folder = RESULTS / "generalization_folds" / tag / train_set
     missing = [k for k in range(FOLDS) if not (folder / f"fold_{k}.json").is_file()]
     if missing:
         raise SystemExit(f"{folder}: folds {missing} not saved yet; a cv figure needs all {FOLDS} folds")
-    folds = [fold_row(pd.read_csv(folder / f"fold_{k}.csv", keep_default_na=False, na_values=[""]),
-                      json.loads((folder / f"fold_{k}.json").read_text()), k) for k in range(FOLDS)]
+    folds = []
+    for k in range(FOLDS):
+        table = pd.read_csv(folder / f"fold_{k}.csv", keep_default_na=False, na_values=[""])
+        record = json.loads((folder / f"fold_{k}.json").read_text())
+        if crop_variant:
+            table, record = pair_table(table, record, pool_cascade.records_dir(crop_variant, train_set, tag), k, mirror)
+        folds.append(fold_row(table, record, k))
     metric_keys = (*KEYS, "minutes", "minutes_at_median_epoch", "images_per_second")
     mean = {k: float(np.mean([f[k] for f in folds])) for k in metric_keys}
     std = {k: float(np.std([f[k] for f in folds], ddof=1)) for k in metric_keys}
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python3 benchmarks/busi_cv.py " + shlex.join(sys.argv[1:]),
             "recipe": json.loads((folder / "fold_0.json").read_text())["config"].rsplit("/", 1)[-1],
+            "tag": tag, "crop_variant": crop_variant, "mirror": mirror, "train": train_set,
+            "training_data": TRAIN_SETS[train_set],
             "refine_policy": sorted({f["refine_policy"] for f in folds}),
             "protocol": "curated BUSI (444 images, duplicates dropped), grouped stratified 4-fold, seed 0; "
                         "refined labels; Dice with both-empty = 1",
@@ -93,9 +137,12 @@ def markdown(summary: dict) -> str:
                   for k in ("minutes", "minutes_at_median_epoch", "images_per_second")]
         return f"| {name} | " + " | ".join(cells) + " |"
 
+    pair = (f", each with its crop model ({summary['crop_variant']}; minutes are both models')"
+            if summary.get("crop_variant") else "") + (", each image averaged with its mirror" if summary.get("mirror") else "")
     lines = ["# Curated BUSI, 4-fold cross-validation", "",
-             f"`{summary['command']}` — {summary['date']}; recipe `{summary['recipe']}`; {summary['hardware']}.",
-             f"Protocol: {summary['protocol']}; refining policy {', '.join(summary['refine_policy'])}.", "",
+             f"`{summary['command']}` — {summary['date']}; recipe `{summary['recipe']}`{pair}; {summary['hardware']}.",
+             f"Protocol: {summary['protocol']}; refining policy {', '.join(summary['refine_policy'])}; each fold model "
+             f"trained on {summary.get('training_data', TRAIN_SETS['busi'])}.", "",
              "| fold | Dice | lesion Dice | accuracy | balanced accuracy | macro AUC | minutes | minutes at median epoch "
              "| images/s |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [row(str(f["fold"]), f) for f in summary["folds"]]
@@ -105,7 +152,8 @@ def markdown(summary: dict) -> str:
     lines += ["Issue-13 target (mean Dice ≥ 0.78, accuracy ≥ 0.85 at ≤ 30 min per fold): " + "; ".join(gaps) + ".",
               "Published (same protocol, GPU, 200 epochs): " + "; ".join(
                   f"{name} Dice {v['dice']:.3f}, accuracy {v['accuracy']:.3f}" for name, v in summary["published"].items())
-              + ".", "",
+              + (". Those trained on curated BUSI alone; these fold models also saw BUS-BRA, so the comparison is "
+                 "of test protocol, not of training data." if summary.get("train", "busi") != "busi" else "."), "",
               "Minutes: each fold's training time as recorded, and epochs × the median epoch time (what the fold "
               "costs without the epochs slowed by other work on the shared 2-core machine; load averages in "
               "busi_cv.json).", ""]
@@ -115,11 +163,21 @@ def markdown(summary: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", default="robust", help="recipe tag used with generalization.py")
+    parser.add_argument("--train", choices=tuple(TRAIN_SETS), default="busi",
+                        help="the generalization.py training set whose curated-BUSI folds are scored")
+    parser.add_argument("--crop-variant", choices=("scratch", "finetune"),
+                        help="score each fold's whole-image + crop-model pair (pool_cascade.py run --train busi)")
+    parser.add_argument("--mirror", action="store_true", help="with --crop-variant: the pair's answers averaged with "
+                        "each image's left-right mirror (buscad predict --tta)")
+    parser.add_argument("--name", default="busi_cv",
+                        help="results file stem (busi_cv is the figure the README reports; name a variant otherwise)")
     args = parser.parse_args()
-    summary = build(args.tag)
-    (RESULTS / "busi_cv.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.mirror and not args.crop_variant:
+        parser.error("--mirror scores the pair's records: give --crop-variant")
+    summary = build(args.tag, args.crop_variant, args.train, args.mirror)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = markdown(summary)
-    (RESULTS / "busi_cv.md").write_text(text)
+    (RESULTS / f"{args.name}.md").write_text(text)
     print(text)
 
 

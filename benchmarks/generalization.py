@@ -28,7 +28,10 @@ dataset in full):
   grouped stratified folds; rows are balanced per dataset while training → tested on each dataset's
   held-out rows. Training batches are rebalanced per (dataset, label) with square-root shares
   (normal images keep a fair share although BUS-BRA has none) and the class loss of a BUS-BRA case covers
-  benign vs malignant only (partial labels).
+  benign vs malignant only (partial labels);
+- ``busi4+bus-bra``: curated BUSI's own 4 folds (``busi``'s split, the issue-13 protocol) with every BUS-BRA
+  image added to each fold's training part (never to validation or test), balanced as the pool → tested on
+  BUSI's held-out fold: what a second public dataset adds to a curated-BUSI cross-validation.
 
 Folds are independent: run them one at a time (a fold takes the CPU recipe's budget on 2 cores) and
 ``table`` aggregates whatever is complete; a row is reported only when all its folds are done.
@@ -73,9 +76,12 @@ KEEP_COLUMNS = ("case_id", "dataset", "device", "label", "pred_label", "pred_lab
                 "pred_pixels_raw", "dice", "dice_raw", "iou", "iou_raw", "hd95", "hd95_raw",
                 "prob_normal", "prob_benign", "prob_malignant")
 SHARED = REPO.parent / "shared" / "datasets"
-TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5}
-EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None}
-MANIFEST = {"busi": "busi_curated_folds.csv", "bus-bra": "bus_bra_folds.csv", "busi+bus-bra": "pool_folds.csv"}
+TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5, "busi4+bus-bra": 4}
+EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None, "busi4+bus-bra": None}
+MANIFEST = {"busi": "busi_curated_folds.csv", "bus-bra": "bus_bra_folds.csv", "busi+bus-bra": "pool_folds.csv",
+            "busi4+bus-bra": "busi_folds_plus_bus_bra.csv"}
+POOLS = ("busi+bus-bra", "busi4+bus-bra")
+"""The training sets that mix both datasets: their runs are balanced per (dataset, label) (``POOL_OVERRIDES``)."""
 DEFAULT_TAG = "robust"  # the recipe's runs; other tags are variants (ablations)
 POOL_OVERRIDES = ["data.balance_by=[dataset,label]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
 DATASETS_CITED = ("Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., "
@@ -100,11 +106,19 @@ def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
     busi5 = kfold_split(curated, 5, seed=0, val_fraction=0.15)
     pool = merge_manifests([busi5, official], ["busi (5 folds)", "bus-bra (official)"], keep_folds=True)
     write_manifest(pool, work / MANIFEST["busi+bus-bra"])
+    write_manifest(with_training_only(read_manifest(work / MANIFEST["busi"]), official, ["busi (4 folds)", "bus-bra"]),
+                   work / MANIFEST["busi4+bus-bra"])
     for name in MANIFEST.values():
         problems = check_no_leakage(read_manifest(work / name))
         if problems:
             raise SystemExit(f"{name}: leakage: {problems[0]}")
     print(f"manifests written to {work}")
+
+
+def with_training_only(folds: pd.DataFrame, extra: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``folds`` (a manifest with ``fold``/``val_fold``) with every row of ``extra`` added to each fold's training
+    part: no test fold and no validation slot, so the folds' test and validation images stay ``folds``' own."""
+    return merge_manifests([folds, extra.assign(fold=pd.NA, val_fold=pd.NA)], names, keep_folds=True)
 
 
 def run_dir(work: Path, train_set: str, tag: str, fold: int) -> Path:
@@ -114,7 +128,7 @@ def run_dir(work: Path, train_set: str, tag: str, fold: int) -> Path:
 def run_fold(work: Path, train_set: str, fold: int, config_path: Path, tag: str, overrides: list[str]) -> None:
     """Train one fold (resuming a killed run), then evaluate it on the external dataset."""
     manifest = work / MANIFEST[train_set]
-    extra = POOL_OVERRIDES if train_set == "busi+bus-bra" else []
+    extra = POOL_OVERRIDES if train_set in POOLS else []
     config = load_config(config_path, [f"data.manifest={manifest}", f"data.cache_dir={work / 'cache'}",
                                        "train.progress_bar=false", *extra, *overrides])
     directory = run_dir(work, train_set, tag, fold)

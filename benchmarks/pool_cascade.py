@@ -59,6 +59,7 @@ from generalization import (
     EXTERNAL,
     MANIFEST,
     POOL_OVERRIDES,
+    POOLS,
     REPO,
     RESULTS,
     TRAIN_SETS,
@@ -84,7 +85,7 @@ WHOLE_TAG = "fulllabelsgin25r"
 """The pooled cross-validation of the built-in recipe with the random-start ``unet`` (built-in models 0.5.0 and
 0.6.0; 0.7.0 is described by ``lite0`` and its ``finetune`` crop folds: ``build_builtin_model.SHIPPED_CV_TAG``)."""
 TRAIN_SET = "busi+bus-bra"
-WHOLE_TAGS = {TRAIN_SET: WHOLE_TAG, "busi": "cascft", "bus-bra": "cascft"}
+WHOLE_TAGS = {TRAIN_SET: WHOLE_TAG, "busi": "cascft", "bus-bra": "cascft", "busi4+bus-bra": "lite0"}
 """Each training set's whole-image fold runs (``generalization.py run --train SET --tag TAG``)."""
 WHOLE_RECIPES = {"busi": RECIPE, "bus-bra": [*ROBUST_OVERRIDES, "train.epochs=16"]}
 """The overrides of the single-dataset whole-image runs: curated BUSI's are ``crop_cascade.py``'s, BUS-BRA's are
@@ -92,7 +93,7 @@ WHOLE_RECIPES = {"busi": RECIPE, "bus-bra": [*ROBUST_OVERRIDES, "train.epochs=16
 RECORDS = RESULTS / "pool_cascade"
 """The records of the pool's ``scratch`` crop models, those of the built-in model's crop stage."""
 VARIANTS = ("scratch", "finetune")
-FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6}
+FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6, "busi4+bus-bra": 6}
 """Crop epochs from the whole-image model's weights, 3/8 of the whole-image model's (16, 80 and 16): about 7 min on
 2 cores for the pool, so whole + crop stay under 30 min."""
 N_FOLDS = TRAIN_SETS[TRAIN_SET]
@@ -125,7 +126,7 @@ def record_config(record: dict[str, Any]) -> Path:
 
 def set_overrides(train_set: str) -> list[str]:
     """What ``generalization.py`` adds to every run of the training set (the pool's sampling and partial labels)."""
-    return POOL_OVERRIDES if train_set == TRAIN_SET else []
+    return POOL_OVERRIDES if train_set in POOLS else []
 
 
 def lesion_crops(work: Path, train_set: str = TRAIN_SET) -> Path:

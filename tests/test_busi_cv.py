@@ -14,3 +14,46 @@ def test_hardware_names_each_folds_cpu_and_precision() -> None:
                                       "bf16-mixed")
     same = [{**f, "cpu": None, "precision": "32-true"} for f in folds]
     assert module.hardware(same) == "2 CPU cores (Xeon, AVX-512 BF16), 32-true"
+
+
+def test_pair_table_refines_the_pairs_answers_as_the_recipe_does(tmp_path) -> None:
+    import json
+
+    import pandas as pd
+
+    module = load_benchmark("busi_cv")
+    rows = pd.DataFrame({
+        "case_id": ["busi/normal/1", "busi/benign/2", "busi/malignant/3", "bus-bra/x"],
+        "dataset": ["busi", "busi", "busi", "bus-bra"], "device": ["", "", "", "GE"],
+        "label": ["normal", "benign", "malignant", "benign"],
+        "found": [False, True, True, True],
+        "pixels_cascade": [0, 900, 400, 10], "dice_cascade": [1.0, 0.8, 0.6, 0.5],
+        "iou_cascade": [1.0, 0.7, 0.4, 0.3], "hd95_cascade": [float("nan"), 3.0, 4.0, 5.0],
+        "whole_prob_normal": [0.9, 0.2, 0.1, 0.1], "whole_prob_benign": [0.08, 0.7, 0.3, 0.8],
+        "whole_prob_malignant": [0.02, 0.1, 0.6, 0.1],
+        "p_whole": [0.2, 0.125, 0.667, 0.111], "p_cascade": [0.2, 0.1, 0.8, 0.1],
+    })
+    rows.to_csv(tmp_path / "fold_0_plain.csv", index=False)
+    (tmp_path / "fold_0.json").write_text(json.dumps({"crop_fit_minutes": 2.5}))
+    whole = pd.DataFrame({"case_id": ["busi/normal/1", "busi/benign/2", "busi/malignant/3"],
+                          "truth_pixels": [0, 1000, 500]})
+    record = {"config": "configs/buscad_robust_lite0_cpu.yaml", "overrides": ["loss.overlap=sample"],
+              "fit_minutes": 7.0, "minutes_at_median_epoch": 6.5, "images_per_second": 50.0, "epochs": 80,
+              "precision": "bf16-mixed"}
+    table, pair = module.pair_table(whole, record, tmp_path, 0)
+    assert list(table["case_id"]) == ["busi/normal/1", "busi/benign/2", "busi/malignant/3"]  # BUSI only
+    assert list(table["pred_label"]) == ["normal", "benign", "malignant"]
+    assert list(table["dice"]) == [1.0, 0.8, 0.6]
+    assert pair["fit_minutes"] == 9.5 and pair["minutes_at_median_epoch"] == 9.0
+    row = module.fold_row(table, pair, 0)
+    assert row["accuracy"] == 1.0 and abs(row["dice"] - 0.8) < 1e-9 and abs(row["dice_lesion"] - 0.7) < 1e-9
+    assert row["minutes"] == 9.5
+
+
+def test_pair_table_refuses_a_missing_fold(tmp_path) -> None:
+    import pandas as pd
+    import pytest
+
+    module = load_benchmark("busi_cv")
+    with pytest.raises(SystemExit, match=r"fold_2\.json: missing"):
+        module.pair_table(pd.DataFrame(), {}, tmp_path, 2)

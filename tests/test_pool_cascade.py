@@ -63,6 +63,7 @@ def test_crop_models_fine_tune_for_three_eighths_of_their_whole_image_models_epo
     whole_epochs = {train_set: int([o for o in recipe if o.startswith("train.epochs=")][-1].split("=")[1])
                     for train_set, recipe in module.WHOLE_RECIPES.items()}
     whole_epochs[module.TRAIN_SET] = module.whole_record(0)["epochs"]
+    whole_epochs["busi4+bus-bra"] = module.whole_record(0, "busi4+bus-bra")["epochs"]
     assert {s: e * 3 / 8 for s, e in whole_epochs.items()} == module.FINETUNE_EPOCHS
 
 
@@ -83,6 +84,29 @@ def test_a_single_datasets_folds_are_tested_on_their_own_fold_and_all_of_the_oth
     assert dict(test["dataset"].value_counts()) == {"busi": 6, "bus-bra": 24}
     pooled = module.test_images(tmp_path, module.TRAIN_SET, 1)
     assert list(pooled["case_id"]) == list(busi["case_id"][1::5])
+    generalization = load_benchmark("generalization")
+    added = generalization.with_training_only(busi, other, ["busi", "bus-bra"])
+    write_manifest(added, tmp_path / module.MANIFEST["busi4+bus-bra"])
+    assert list(module.test_images(tmp_path, "busi4+bus-bra", 1)["case_id"]) == list(busi["case_id"][1::4])
+
+
+def test_a_dataset_added_to_every_training_part_never_validates_or_tests(synthetic_manifest) -> None:
+    """``busi4+bus-bra``: BUSI's folds unchanged, every BUS-BRA row in each fold's training part."""
+    from buscad.data.manifest import read_manifest
+    from buscad.data.splits import check_no_leakage, kfold_split
+    from buscad.training.splits import assign_parts
+
+    generalization = load_benchmark("generalization")
+    busi = kfold_split(read_manifest(synthetic_manifest), 4, seed=0, val_fraction=0.15)
+    other = read_manifest(synthetic_manifest).assign(dataset="bus-bra", case_id=lambda f: "bra/" + f["case_id"])
+    added = generalization.with_training_only(busi, other, ["busi", "bus-bra"])
+    assert check_no_leakage(added) == []
+    assert generalization.POOL_OVERRIDES and "busi4+bus-bra" in generalization.POOLS
+    for fold in range(4):
+        parts = assign_parts(added, fold)
+        own = parts[added["dataset"] != "bus-bra"].reset_index(drop=True)
+        assert list(own) == list(assign_parts(busi, fold))
+        assert set(parts[added["dataset"] == "bus-bra"]) == {"train"}
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

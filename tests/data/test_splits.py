@@ -125,6 +125,17 @@ def test_check_no_leakage_reports_a_group_split_across_folds():
     assert check_no_leakage(frame) == ["case c is validation for the run whose test fold holds it"]
 
 
+def test_cases_without_a_fold_train_in_every_fold_and_are_no_leak():
+    """Rows with no fold (another dataset added to every training part) pass the check; a clash still shows."""
+    frame = pd.DataFrame({"case_id": ["a", "b", "x", "y"], "label": ["benign"] * 4, "dup_group": ["", "", "", ""],
+                          "patient_id": ["", "", "p", "p"],
+                          "fold": pd.array([0, 1, pd.NA, pd.NA], dtype="Int64"),
+                          "val_fold": pd.array([1, 0, pd.NA, pd.NA], dtype="Int64")})
+    assert check_no_leakage(frame) == []
+    frame["val_fold"] = pd.array([0, 0, pd.NA, pd.NA], dtype="Int64")
+    assert check_no_leakage(frame) == ["case a is validation for the run whose test fold holds it"]
+
+
 def test_impossible_requests_are_user_errors():
     frame = grouped_frame(60)
     with pytest.raises(ConfigError, match="1/\\(K-1\\)"):

@@ -289,8 +289,8 @@ def check_no_leakage(frame: pd.DataFrame) -> list[str]:
             problems.append(f"group of {len(members)} cases straddles {column} values: {shown}")
     if "fold" in columns and "val_fold" in columns:
         val_fold = frame["val_fold"].astype("string")
-        clash = val_fold.notna() & (val_fold == frame["fold"].astype("string"))
-        for case in np.asarray(ids)[clash.to_numpy()]:
+        clash = (val_fold == frame["fold"].astype("string")).fillna(False)  # a case without a fold trains in every fold
+        for case in np.asarray(ids)[clash.to_numpy(dtype=bool)]:
             problems.append(f"case {case} is validation for the run whose test fold holds it")
     return problems
 
