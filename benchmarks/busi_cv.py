@@ -29,6 +29,7 @@ import math
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,7 @@ def fold_row(table: pd.DataFrame, record: dict, fold: int) -> dict:
             "minutes_at_median_epoch": record.get("minutes_at_median_epoch", record["fit_minutes"]),
             "refine_policy": record.get("refine_policy", "published"),
             "epochs": record["epochs"], "precision": record["precision"], "cpu": record.get("cpu"),
-            "loadavg": record.get("loadavg")}
+            "loadavg": record.get("loadavg"), "malignant_threshold": record.get("malignant_threshold")}
 
 
 def hardware(folds: list[dict]) -> str:
@@ -76,12 +77,28 @@ def hardware(folds: list[dict]) -> str:
     return f"2 CPU cores ({where}), {', '.join(precisions)}"
 
 
+THRESHOLDS = np.round(np.arange(0.2, 0.801, 0.01), 2)
+"""The p(malignant | lesion) thresholds a fold's validation images choose from (``--fit-malignant-threshold``)."""
+
+
+def fitted_malignant_threshold(validation: pd.DataFrame, settings: Any) -> float:
+    """The threshold on p(malignant | lesion) at which the pair's refined 3-class accuracy on the fold's validation
+    images is highest; among equals, the one nearest the recipe's own (0.5 unless set), which moves only on
+    evidence. ``validation`` is :func:`pool_cascade.stage_records` of the validation rows."""
+    records = validation.assign(truth_pixels=(validation["label"] != "normal").astype(int))
+    scores = [(float((refined_records(records, settings.model_copy(update={"malignant_threshold": t}))["pred_label"]
+                      == records["label"]).mean()), -abs(t - settings.malignant_threshold), float(t))
+              for t in THRESHOLDS]
+    return max(scores)[2]
+
+
 def pair_table(whole: pd.DataFrame, whole_record: dict, folder: Path, fold: int,
-               mirror: bool = False) -> tuple[pd.DataFrame, dict]:
+               mirror: bool = False, fit_threshold: bool = False) -> tuple[pd.DataFrame, dict]:
     """One fold's curated-BUSI records of the whole-image + crop-model pair (``mirror``: each image averaged with its
     left-right mirror, ``buscad predict --tta``), refined as the recipe refines, and the fold's record with both
     models' training minutes. The pair's probabilities are uncalibrated (T = 1), as the whole-image model's own
-    records are."""
+    records are. ``fit_threshold``: malignant at the threshold fitted on the fold's validation images
+    (:func:`fitted_malignant_threshold`, recorded as the fold's ``malignant_threshold``)."""
     path = folder / f"fold_{fold}.json"
     if not path.is_file():
         raise SystemExit(f"{path}: missing; run pool_cascade.py run --fold {fold} (all {FOLDS} folds are needed)")
@@ -92,10 +109,18 @@ def pair_table(whole: pd.DataFrame, whole_record: dict, folder: Path, fold: int,
     records = pool_cascade.stage_records(rows, "cascade", 1.0, 1.0)
     records["truth_pixels"] = whole.set_index("case_id").loc[records["case_id"], "truth_pixels"].to_numpy()
     settings = load_config(pool_cascade.record_config(whole_record), list(whole_record["overrides"])).eval
+    if fit_threshold:
+        view = "mirror" if mirror else "plain"
+        path = folder / f"fold_{fold}_validation_{view}.csv"
+        if not path.is_file():
+            raise SystemExit(f"{path}: missing; pool_cascade.py run --fold {fold} scores the validation images")
+        validation = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        threshold = fitted_malignant_threshold(pool_cascade.stage_records(validation, "cascade", 1.0, 1.0), settings)
+        settings = settings.model_copy(update={"malignant_threshold": threshold})
     pair = whole_record | {"fit_minutes": round(whole_record["fit_minutes"] + record["crop_fit_minutes"], 2),
                            "minutes_at_median_epoch": whole_record.get("minutes_at_median_epoch",
                                                                        whole_record["fit_minutes"])
-                           + record["crop_fit_minutes"]}
+                           + record["crop_fit_minutes"], "malignant_threshold": settings.malignant_threshold}
     return refined_records(records, settings), pair
 
 
@@ -103,7 +128,8 @@ TRAIN_SETS = {"busi": "curated BUSI's training part", "busi4+bus-bra": "curated 
 """``generalization.py --train`` sets tested on curated BUSI's 4 folds, and what each fold model trained on."""
 
 
-def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False) -> dict:
+def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
+          fit_threshold: bool = False) -> dict:
     folder = RESULTS / "generalization_folds" / tag / train_set
     missing = [k for k in range(FOLDS) if not (folder / f"fold_{k}.json").is_file()]
     if missing:
@@ -113,7 +139,8 @@ def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mi
         table = pd.read_csv(folder / f"fold_{k}.csv", keep_default_na=False, na_values=[""])
         record = json.loads((folder / f"fold_{k}.json").read_text())
         if crop_variant:
-            table, record = pair_table(table, record, pool_cascade.records_dir(crop_variant, train_set, tag), k, mirror)
+            table, record = pair_table(table, record, pool_cascade.records_dir(crop_variant, train_set, tag), k, mirror,
+                                       fit_threshold)
         folds.append(fold_row(table, record, k))
     metric_keys = (*KEYS, "minutes", "minutes_at_median_epoch", "images_per_second")
     mean = {k: float(np.mean([f[k] for f in folds])) for k in metric_keys}
@@ -121,7 +148,8 @@ def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mi
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python3 benchmarks/busi_cv.py " + shlex.join(sys.argv[1:]),
             "recipe": json.loads((folder / "fold_0.json").read_text())["config"].rsplit("/", 1)[-1],
-            "tag": tag, "crop_variant": crop_variant, "mirror": mirror, "train": train_set,
+            "tag": tag, "crop_variant": crop_variant, "mirror": mirror, "fitted_malignant_threshold": fit_threshold,
+            "train": train_set,
             "training_data": TRAIN_SETS[train_set],
             "refine_policy": sorted({f["refine_policy"] for f in folds}),
             "protocol": "curated BUSI (444 images, duplicates dropped), grouped stratified 4-fold, seed 0; "
@@ -139,6 +167,9 @@ def markdown(summary: dict) -> str:
 
     pair = (f", each with its crop model ({summary['crop_variant']}; minutes are both models')"
             if summary.get("crop_variant") else "") + (", each image averaged with its mirror" if summary.get("mirror") else "")
+    if summary.get("fitted_malignant_threshold"):
+        pair += (", malignant at the p(malignant | lesion) threshold fitted on each fold's validation images ("
+                 + ", ".join(f"fold {f['fold']}: {f['malignant_threshold']:.2f}" for f in summary["folds"]) + ")")
     lines = ["# Curated BUSI, 4-fold cross-validation", "",
              f"`{summary['command']}` — {summary['date']}; recipe `{summary['recipe']}`{pair}; {summary['hardware']}.",
              f"Protocol: {summary['protocol']}; refining policy {', '.join(summary['refine_policy'])}; each fold model "
@@ -169,12 +200,14 @@ def main() -> None:
                         help="score each fold's whole-image + crop-model pair (pool_cascade.py run --train busi)")
     parser.add_argument("--mirror", action="store_true", help="with --crop-variant: the pair's answers averaged with "
                         "each image's left-right mirror (buscad predict --tta)")
+    parser.add_argument("--fit-malignant-threshold", action="store_true", help="with --crop-variant: call a lesion "
+                        "malignant at the threshold that maximises accuracy on each fold's validation images")
     parser.add_argument("--name", default="busi_cv",
                         help="results file stem (busi_cv is the figure the README reports; name a variant otherwise)")
     args = parser.parse_args()
-    if args.mirror and not args.crop_variant:
-        parser.error("--mirror scores the pair's records: give --crop-variant")
-    summary = build(args.tag, args.crop_variant, args.train, args.mirror)
+    if (args.mirror or args.fit_malignant_threshold) and not args.crop_variant:
+        parser.error("--mirror and --fit-malignant-threshold score the pair's records: give --crop-variant")
+    summary = build(args.tag, args.crop_variant, args.train, args.mirror, args.fit_malignant_threshold)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = markdown(summary)
     (RESULTS / f"{args.name}.md").write_text(text)

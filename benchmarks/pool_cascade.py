@@ -79,6 +79,7 @@ from buscad.inference.predictor import Predictor
 from buscad.io import json_safe, write_text_atomic
 from buscad.training.config import load_config
 from buscad.training.provenance import benchmark_header
+from buscad.training.splits import assign_parts
 from buscad.workflows import train
 
 WHOLE_TAG = "fulllabelsgin25r"
@@ -221,16 +222,40 @@ def run(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_
                               "crop_validation_temperature": validation_temperature(crop_dir)}
     records = records_dir(variant, train_set, tag)
     records.mkdir(parents=True, exist_ok=True)
-    for tta in (False, True):
-        start = time.perf_counter()
-        rows = predictor_rows(test, whole, cascade, tta, full=True).assign(
-            dataset=test["dataset"].to_numpy())
-        key = "mirror" if tta else "plain"
-        record[key] = {"scoring_minutes": round((time.perf_counter() - start) / 60, 2),
-                       **{str(dataset): summary(part) for dataset, part in rows.groupby("dataset")}}
-        rows.to_csv(records / f"fold_{fold}_{key}.csv", index=False, float_format="%.6g")
+    scored = [records / f"fold_{fold}{suffix}" for suffix in (".json", "_plain.csv", "_mirror.csv")]
+    if all(path.is_file() for path in scored):  # resumable: a scored fold is not scored again (delete to redo)
+        record = json.loads(scored[0].read_text())
+    else:
+        for tta in (False, True):
+            start = time.perf_counter()
+            rows = predictor_rows(test, whole, cascade, tta, full=True).assign(
+                dataset=test["dataset"].to_numpy())
+            key = "mirror" if tta else "plain"
+            record[key] = {"scoring_minutes": round((time.perf_counter() - start) / 60, 2),
+                           **{str(dataset): summary(part) for dataset, part in rows.groupby("dataset")}}
+            rows.to_csv(records / f"fold_{fold}_{key}.csv", index=False, float_format="%.6g")
+    score_validation(work, fold, train_set, whole, cascade, records)
     write_text_atomic(records / f"fold_{fold}.json", json.dumps(json_safe(record), indent=2) + "\n")
     print(json.dumps(json_safe(record), indent=2))
+
+
+def validation_images(work: Path, train_set: str, fold: int) -> pd.DataFrame:
+    """Fold K's validation images (the slots its models were selected on), never its test images."""
+    manifest = read_manifest(work / MANIFEST[train_set])
+    return manifest[(assign_parts(manifest, fold) == "val").to_numpy()].reset_index(drop=True)
+
+
+def score_validation(work: Path, fold: int, train_set: str, whole: Predictor, cascade: Predictor,
+                     records: Path) -> None:
+    """Both stages' answers on fold K's validation images, plain and mirrored, as ``fold_K_validation_{plain,mirror}
+    .csv``: what a decision threshold may be fitted on without touching the test images (``busi_cv.py
+    --fit-malignant-threshold``). Kept once written."""
+    images = validation_images(work, train_set, fold)
+    for tta in (False, True):
+        path = records / f"fold_{fold}_validation_{'mirror' if tta else 'plain'}.csv"
+        if not path.is_file():
+            rows = predictor_rows(images, whole, cascade, tta, full=True).assign(dataset=images["dataset"].to_numpy())
+            rows.to_csv(path, index=False, float_format="%.6g")
 
 
 def stage_records(rows: pd.DataFrame, stage: str, whole_temperature: float, crop_temperature: float) -> pd.DataFrame:
@@ -279,11 +304,14 @@ def table_heading(variant: str, train_set: str, status: str, tag: str | None = N
         protocol = (f"Pooled 5-fold cross-validation of curated BUSI + BUS-BRA (`generalization.py --tag "
                     f"{whole_tag(train_set, tag)}`" + (", the built-in model's figures)" if tag is None else ")"))
     else:
-        title = f"A crop stage for the robust recipe trained on {train_set} alone, on its held-out folds and the other dataset"
+        alone = train_set not in POOLS
+        title = (f"A crop stage for the robust recipe trained on {train_set} alone, on its held-out folds and the other "
+                 "dataset" if alone else "A crop stage for curated BUSI's 4 folds with all of BUS-BRA added to each "
+                 "fold's training part, on BUSI's held-out folds")
         protocol = (f"{TRAIN_SETS[train_set]}-fold cross-validation of {train_set} (`generalization.py --train {train_set} "
                     f"--tag {whole_tag(train_set, tag)}`, config {whole_config(0, train_set, tag).name}, overrides "
-                    f"{' '.join(recipe)}), "
-                    "each fold tested on its held-out fold and on every image of the other dataset")
+                    f"{' '.join(recipe)}), " + ("each fold tested on its held-out fold and on every image of the other "
+                                                "dataset" if alone else "each fold tested on its held-out BUSI fold"))
     return [f"# {title}", "", f"{protocol}; each fold's whole-image model alone and with {variant_title(variant, train_set)}, "
             f"through `buscad.Predictor`, raw masks at 0.5 (`{command}`, then `table`; 2 CPU cores). {status}."]
 

@@ -57,3 +57,21 @@ def test_pair_table_refuses_a_missing_fold(tmp_path) -> None:
     module = load_benchmark("busi_cv")
     with pytest.raises(SystemExit, match=r"fold_2\.json: missing"):
         module.pair_table(pd.DataFrame(), {}, tmp_path, 2)
+
+
+def test_the_malignant_threshold_is_fitted_on_validation_and_moves_only_on_evidence() -> None:
+    import pandas as pd
+
+    from buscad.postprocess.settings import EvalConfig
+
+    module = load_benchmark("busi_cv")
+    settings = EvalConfig(refine_policy="segmentation")
+    p = [0.30, 0.45, 0.55, 0.62, 0.70, 0.80]  # p(malignant | lesion); the benign ones reach 0.62
+    labels = ["benign", "benign", "benign", "benign", "malignant", "malignant"]
+    validation = pd.DataFrame({"label": labels, "pred_pixels_raw": 100, "dice_raw": 0.8, "iou_raw": 0.7,
+                               "hd95_raw": 2.0, "prob_normal": 0.1, "prob_benign": [0.9 * (1 - x) for x in p],
+                               "prob_malignant": [0.9 * x for x in p]})
+    threshold = module.fitted_malignant_threshold(validation, settings)
+    assert 0.62 < threshold <= 0.70 and threshold == 0.63  # every threshold in (0.62, 0.70] is right: the nearest 0.5
+    balanced = validation.assign(label=["benign", "benign", "malignant", "malignant", "malignant", "malignant"])
+    assert module.fitted_malignant_threshold(balanced, settings) == 0.5  # 0.46-0.55 all perfect: 0.5 stays

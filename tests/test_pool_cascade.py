@@ -90,6 +90,22 @@ def test_a_single_datasets_folds_are_tested_on_their_own_fold_and_all_of_the_oth
     assert list(module.test_images(tmp_path, "busi4+bus-bra", 1)["case_id"]) == list(busi["case_id"][1::4])
 
 
+def test_validation_images_are_the_folds_validation_slots_only(synthetic_manifest, tmp_path) -> None:
+    """What a threshold may be fitted on: fold K's validation slots, none of its test or training images."""
+    from buscad.data.manifest import read_manifest, write_manifest
+    from buscad.data.splits import kfold_split
+
+    module, generalization = load_benchmark("pool_cascade"), load_benchmark("generalization")
+    busi = kfold_split(read_manifest(synthetic_manifest), 4, seed=0, val_fraction=0.15)
+    other = read_manifest(synthetic_manifest).assign(dataset="bus-bra", case_id=lambda f: "bra/" + f["case_id"])
+    write_manifest(generalization.with_training_only(busi, other, ["busi", "bus-bra"]),
+                   tmp_path / module.MANIFEST["busi4+bus-bra"])
+    for fold in range(4):
+        chosen = module.validation_images(tmp_path, "busi4+bus-bra", fold)
+        expected = busi[(busi["val_fold"] == fold).fillna(False).to_numpy()]
+        assert len(chosen) > 0 and sorted(chosen["case_id"]) == sorted(expected["case_id"])
+
+
 def test_a_dataset_added_to_every_training_part_never_validates_or_tests(synthetic_manifest) -> None:
     """``busi4+bus-bra``: BUSI's folds unchanged, every BUS-BRA row in each fold's training part."""
     from buscad.data.manifest import read_manifest

@@ -1,0 +1,137 @@
+"""Several recipes' whole-image + crop-model pairs of the same fold, averaged through the product's ensemble path.
+
+    python3 benchmarks/pair_ensemble.py run --work W --fold K --train bus-bra --whole-tag A --whole-tag B
+    python3 benchmarks/pair_ensemble.py table --train bus-bra --whole-tag A --whole-tag B
+                                            # results/bus-bra_pair_ensemble_A+B.{md,json}, all folds
+
+Why: one pair (a whole-image model and its crop model, ``pool_cascade.py``) per fold is what the recipes reach
+alone; a second pair of another seed or recipe fits the same 30 CPU minutes when each pair takes under 15.
+``buscad predict --model A --model B --crop-model CA --crop-model CB`` averages the members' probability maps
+and class probabilities at each stage (:mod:`buscad.ensemble`); this scores exactly that.
+
+Protocol, fold K of the training set's cross-validation (every figure out of fold): each tag's fold-K
+whole-image model (``generalization.py run --train SET --fold K --tag T``) and its fine-tuned crop model
+(``pool_cascade.py run --train SET --fold K --variant finetune --whole-tag T``, trained here when missing) are
+members; the ensemble answers fold K's test images (its held-out fold and every image of the other dataset,
+as ``pool_cascade.py`` tests them) alone and with its crop stage, with and without the mirror. The per-image
+rows and summaries are ``pool_cascade.py``'s, so the two tables read alike. A fold's training minutes are the sum
+of its members'.
+
+Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
+51, 2024, 3110–3123).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pool_cascade  # the sibling scripts (benchmarks/ is on sys.path)
+from crop_cascade import mean_std, predictor_rows
+from generalization import DATASETS_CITED, RESULTS, TRAIN_SETS, WORK, run_dir
+
+from buscad import rundir
+from buscad.inference.predictor import Predictor
+from buscad.io import json_safe, write_text_atomic
+from buscad.training.provenance import benchmark_header
+
+VARIANT = "finetune"
+
+
+def records_dir(train_set: str, tags: list[str]) -> Path:
+    return RESULTS / f"{train_set}_pair_ensemble_{'+'.join(tags)}"
+
+
+def members(work: Path, fold: int, train_set: str, tags: list[str]) -> tuple[list[Path], list[Path], list[dict]]:
+    """Each tag's fold-K whole-image and crop checkpoints (the crop model trained when missing) and its cost."""
+    wholes, crops, costs = [], [], []
+    for tag in tags:
+        whole_dir = run_dir(work, train_set, tag, fold)
+        if not rundir.has_metrics(whole_dir):
+            raise SystemExit(f"{whole_dir}: not finished; run generalization.py run --train {train_set} --fold {fold} "
+                             f"--tag {tag} first")
+        crop_dir, crop_minutes = pool_cascade.crop_model(work, fold, VARIANT, train_set, tag)
+        record = pool_cascade.whole_record(fold, train_set, tag)
+        wholes.append(rundir.layout(whole_dir).best_checkpoint)
+        crops.append(rundir.layout(crop_dir).best_checkpoint)
+        costs.append({"tag": tag, "whole_fit_minutes": record["fit_minutes"], "crop_fit_minutes": crop_minutes,
+                      "whole_cpu": record.get("cpu")})
+    return wholes, crops, costs
+
+
+def run(work: Path, fold: int, train_set: str, tags: list[str]) -> None:
+    wholes, crops, costs = members(work, fold, train_set, tags)
+    whole = Predictor.from_checkpoint(wholes, threads=2)
+    cascade = Predictor.from_checkpoint(wholes, threads=2, crop_model=crops)
+    test = pool_cascade.test_images(work, train_set, fold)
+    record: dict[str, Any] = {**benchmark_header("pair_ensemble.py"), "fold": fold, "train": train_set, "tags": tags,
+                              "variant": VARIANT, "members": costs,
+                              "whole_fit_minutes": round(sum(c["whole_fit_minutes"] for c in costs), 2),
+                              "crop_fit_minutes": round(sum(c["crop_fit_minutes"] for c in costs), 2)}
+    records = records_dir(train_set, tags)
+    records.mkdir(parents=True, exist_ok=True)
+    for tta in (False, True):
+        start = time.perf_counter()
+        rows = predictor_rows(test, whole, cascade, tta, full=True).assign(dataset=test["dataset"].to_numpy())
+        key = "mirror" if tta else "plain"
+        record[key] = {"scoring_minutes": round((time.perf_counter() - start) / 60, 2),
+                       **{str(dataset): pool_cascade.summary(part) for dataset, part in rows.groupby("dataset")}}
+        rows.to_csv(records / f"fold_{fold}_{key}.csv", index=False, float_format="%.6g")
+    write_text_atomic(records / f"fold_{fold}.json", json.dumps(json_safe(record), indent=2) + "\n")
+    print(json.dumps(json_safe(record), indent=2))
+
+
+def build_table(train_set: str, tags: list[str]) -> None:
+    folder = records_dir(train_set, tags)
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("fold_*.json"))]
+    folds, n_folds = [r["fold"] for r in records], TRAIN_SETS[train_set]
+    complete = sorted(folds) == list(range(n_folds))
+    status = "all folds" if complete else f"folds {folds} of {n_folds}: NOT a whole protocol yet, no mean is reported"
+    lines = [f"# Pairs of {' and '.join(f'`{t}`' for t in tags)} averaged, {train_set}'s cross-validation", "",
+             f"Each fold's whole-image models of tags {', '.join(tags)} (`generalization.py --train {train_set}`) with "
+             f"their fine-tuned crop models (`pool_cascade.py --variant {VARIANT}`), averaged through "
+             f"`buscad.Predictor` (`python3 benchmarks/pair_ensemble.py run --work W --fold K --train {train_set} "
+             + " ".join(f"--whole-tag {t}" for t in tags) + "`, then `table`; 2 CPU cores); raw masks at 0.5. "
+             f"{status}.", "",
+             "| test images | mirror | fold | " + " | ".join(name for _, name in pool_cascade.COLUMNS) + " |",
+             "|---|---|---|" + "---|" * len(pool_cascade.COLUMNS)]
+    datasets = sorted({k for r in records for k in r["plain"] if k != "scoring_minutes"})
+    for dataset in datasets:
+        for key in ("plain", "mirror"):
+            for r in records:
+                s = r[key][dataset]
+                lines.append(f"| {dataset} (n={s['n']}) | {'yes' if key == 'mirror' else 'no'} | {r['fold']} | "
+                             + " | ".join(f"{s[c]:.3f}" for c, _ in pool_cascade.COLUMNS) + " |")
+            if complete:
+                lines.append(f"| {dataset} | {'yes' if key == 'mirror' else 'no'} | mean ± std | "
+                             + " | ".join(mean_std([r[key][dataset][c] for r in records])
+                                          for c, _ in pool_cascade.COLUMNS) + " |")
+    lines += ["", "Training minutes per fold (all members, whole-image + crop models): " + "; ".join(
+        f"fold {r['fold']}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} ({r['machine'].get('cpu', '?')})"
+        for r in records) + ".", "", DATASETS_CITED, ""]
+    (folder.parent / f"{folder.name}.md").write_text("\n".join(lines))
+    (folder.parent / f"{folder.name}.json").write_text(json.dumps(json_safe(
+        {"train": train_set, "tags": tags, "complete": complete, "folds": records}), indent=2) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=("run", "table"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--train", choices=tuple(TRAIN_SETS), default="bus-bra")
+    parser.add_argument("--whole-tag", action="append", required=True, help="a member recipe's tag (repeat it)")
+    args = parser.parse_args()
+    if len(args.whole_tag) < 2 or len(set(args.whole_tag)) != len(args.whole_tag):
+        parser.error("an ensemble needs two or more different --whole-tag")
+    if args.step == "run":
+        run(args.work, args.fold, args.train, args.whole_tag)
+    build_table(args.train, args.whole_tag)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""``benchmarks/pair_ensemble.py``: averaged pairs are reported per fold, and a mean only over all folds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import load_benchmark
+
+
+def _record(fold: int, dice: float) -> dict:
+    scores = {"n": 10, "n_normal": 0, "dice_lesion_whole": dice, "dice_lesion_cascade": dice + 0.01,
+              "dice_whole": dice, "dice_cascade": dice + 0.01, "auc_whole": 0.9, "auc_cascade": 0.91}
+    return {"fold": fold, "whole_fit_minutes": 13.0, "crop_fit_minutes": 4.6, "machine": {"cpu": "AMD EPYC"},
+            "plain": {"bus-bra": scores}, "mirror": {"bus-bra": scores}}
+
+
+def test_the_table_gives_a_mean_only_when_every_fold_is_done(tmp_path, monkeypatch) -> None:
+    module = load_benchmark("pair_ensemble")
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    folder = module.records_dir("bus-bra", ["a", "b"])
+    folder.mkdir()
+    for fold in range(4):
+        (folder / f"fold_{fold}.json").write_text(json.dumps(_record(fold, 0.85 + fold / 100)))
+    module.build_table("bus-bra", ["a", "b"])
+    text = (tmp_path / "bus-bra_pair_ensemble_a+b.md").read_text()
+    assert "NOT a whole protocol yet" in text and "mean ± std" not in text
+    assert not json.loads((tmp_path / "bus-bra_pair_ensemble_a+b.json").read_text())["complete"]
+    (folder / "fold_4.json").write_text(json.dumps(_record(4, 0.89)))
+    module.build_table("bus-bra", ["a", "b"])
+    text = (tmp_path / "bus-bra_pair_ensemble_a+b.md").read_text()
+    assert "| bus-bra | no | mean ± std | 0.870 ± 0.016 | 0.880 ± 0.016 |" in text
+    assert "fold 4: 13.0 + 4.6 (AMD EPYC)" in text
+
+
+def test_an_ensemble_needs_two_different_members(monkeypatch) -> None:
+    module = load_benchmark("pair_ensemble")
+    monkeypatch.setattr("sys.argv", ["pair_ensemble.py", "table", "--whole-tag", "a", "--whole-tag", "a"])
+    with pytest.raises(SystemExit):
+        module.main()
