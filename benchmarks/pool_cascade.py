@@ -32,13 +32,18 @@ Protocol, pooled fold K (every figure is out of fold):
   temperatures, so that the calibrated, refined figures of a shipped cascade can be computed out of fold from the
   committed files (``build_builtin_model.py``).
 
+``run`` resumes: trained models and a scored fold (``fold_K.json`` with its plain and mirror rows) are kept (delete
+them to redo). It also scores each fold's validation images (``fold_K_validation_{plain,mirror}.csv``), on which a
+decision threshold may be fitted without touching the test images (``busi_cv.py --fit-malignant-threshold``).
+
 ``--train busi`` and ``--train bus-bra`` run the same protocol on one dataset's cross-validation (criteria a
 and b of issue 14): the whole-image models are ``generalization.py run --train SET --tag cascft`` with the robust
 recipe's overrides (``WHOLE_RECIPES``; ``cascft``: whole-image models for the fine-tuned crop stage), and each fold's
 models are scored on its own held-out fold and on every image of the other dataset, as ``generalization.py`` tests
 them. ``--whole-tag T`` takes the whole-image models of another recipe (``generalization.py run --tag T``, e.g. the
 ImageNet-pretrained ``lite0``): the crop model is then trained with that recipe's config and overrides, as its
-committed fold record names them, and its records go to ``..._T``.
+committed fold record names them, and its records go to ``..._T``. ``--train busi4+bus-bra`` is curated BUSI's 4
+folds with every BUS-BRA image in each fold's training part (``generalization.py``), tested on BUSI's held-out fold.
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
