@@ -49,6 +49,8 @@ PUBLISHED = {  # 4-fold curated BUSI, GPU, 200 epochs (DESIGN.md, seeds)
     "multi-task nnU-Net": {"dice": 0.754, "accuracy": 0.780},
 }
 TARGET = {"dice": 0.78, "accuracy": 0.85}
+TRAIN_SETS = {"busi": "curated BUSI's training part", "busi4+bus-bra": "curated BUSI's training part and all of BUS-BRA"}
+"""``generalization.py --train`` sets tested on curated BUSI's 4 folds, and what each fold model trained on."""
 
 
 def fold_row(table: pd.DataFrame, record: dict, fold: int) -> dict:
@@ -92,6 +94,16 @@ def fitted_malignant_threshold(validation: pd.DataFrame, settings: Any) -> float
     return max(scores)[2]
 
 
+def validation_threshold(folder: Path, fold: int, mirror: bool, settings: Any) -> float:
+    """:func:`fitted_malignant_threshold` on the pair's answers to fold K's validation images (``pool_cascade.py``'s
+    ``fold_K_validation_{plain,mirror}.csv``)."""
+    path = folder / f"fold_{fold}_validation_{'mirror' if mirror else 'plain'}.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; pool_cascade.py run --fold {fold} scores the validation images")
+    validation = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return fitted_malignant_threshold(pool_cascade.stage_records(validation, "cascade", 1.0, 1.0), settings)
+
+
 def pair_table(whole: pd.DataFrame, whole_record: dict, folder: Path, fold: int,
                mirror: bool = False, fit_threshold: bool = False) -> tuple[pd.DataFrame, dict]:
     """One fold's curated-BUSI records of the whole-image + crop-model pair (``mirror``: each image averaged with its
@@ -110,22 +122,12 @@ def pair_table(whole: pd.DataFrame, whole_record: dict, folder: Path, fold: int,
     records["truth_pixels"] = whole.set_index("case_id").loc[records["case_id"], "truth_pixels"].to_numpy()
     settings = load_config(pool_cascade.record_config(whole_record), list(whole_record["overrides"])).eval
     if fit_threshold:
-        view = "mirror" if mirror else "plain"
-        path = folder / f"fold_{fold}_validation_{view}.csv"
-        if not path.is_file():
-            raise SystemExit(f"{path}: missing; pool_cascade.py run --fold {fold} scores the validation images")
-        validation = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        threshold = fitted_malignant_threshold(pool_cascade.stage_records(validation, "cascade", 1.0, 1.0), settings)
-        settings = settings.model_copy(update={"malignant_threshold": threshold})
+        settings = settings.model_copy(update={"malignant_threshold": validation_threshold(folder, fold, mirror, settings)})
     pair = whole_record | {"fit_minutes": round(whole_record["fit_minutes"] + record["crop_fit_minutes"], 2),
                            "minutes_at_median_epoch": whole_record.get("minutes_at_median_epoch",
                                                                        whole_record["fit_minutes"])
                            + record["crop_fit_minutes"], "malignant_threshold": settings.malignant_threshold}
     return refined_records(records, settings), pair
-
-
-TRAIN_SETS = {"busi": "curated BUSI's training part", "busi4+bus-bra": "curated BUSI's training part and all of BUS-BRA"}
-"""``generalization.py --train`` sets tested on curated BUSI's 4 folds, and what each fold model trained on."""
 
 
 def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
