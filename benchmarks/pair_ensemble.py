@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pool_cascade  # the sibling scripts (benchmarks/ is on sys.path)
-from crop_cascade import mean_std, predictor_rows
+from crop_cascade import predictor_rows
 from generalization import DATASETS_CITED, RESULTS, TRAIN_SETS, WORK, run_dir
 
 from buscad import rundir
@@ -95,20 +95,7 @@ def build_table(train_set: str, tags: list[str]) -> None:
              f"their fine-tuned crop models (`pool_cascade.py --variant {VARIANT}`), averaged through "
              f"`buscad.Predictor` (`python3 benchmarks/pair_ensemble.py run --work W --fold K --train {train_set} "
              + " ".join(f"--whole-tag {t}" for t in tags) + "`, then `table`; 2 CPU cores); raw masks at 0.5. "
-             f"{status}.", "",
-             "| test images | mirror | fold | " + " | ".join(name for _, name in pool_cascade.COLUMNS) + " |",
-             "|---|---|---|" + "---|" * len(pool_cascade.COLUMNS)]
-    datasets = sorted({k for r in records for k in r["plain"] if k != "scoring_minutes"})
-    for dataset in datasets:
-        for key in ("plain", "mirror"):
-            for r in records:
-                s = r[key][dataset]
-                lines.append(f"| {dataset} (n={s['n']}) | {'yes' if key == 'mirror' else 'no'} | {r['fold']} | "
-                             + " | ".join(f"{s[c]:.3f}" for c, _ in pool_cascade.COLUMNS) + " |")
-            if complete:
-                lines.append(f"| {dataset} | {'yes' if key == 'mirror' else 'no'} | mean ± std | "
-                             + " | ".join(mean_std([r[key][dataset][c] for r in records])
-                                          for c, _ in pool_cascade.COLUMNS) + " |")
+             f"{status}.", "", *pool_cascade.score_table(records, complete)]
     lines += ["", "Training minutes per fold (all members, whole-image + crop models): " + "; ".join(
         f"fold {r['fold']}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} ({r['machine'].get('cpu', '?')})"
         for r in records) + ".", "", DATASETS_CITED, ""]

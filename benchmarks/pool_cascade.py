@@ -321,24 +321,29 @@ def table_heading(variant: str, train_set: str, status: str, tag: str | None = N
             f"through `buscad.Predictor`, raw masks at 0.5 (`{command}`, then `table`; 2 CPU cores). {status}."]
 
 
-def build_table(variant: str = "scratch", train_set: str = TRAIN_SET, tag: str | None = None) -> None:
-    records = [json.loads(p.read_text()) for p in sorted(records_dir(variant, train_set, tag).glob("fold_*.json"))]
-    folds, n_folds = [r["fold"] for r in records], TRAIN_SETS[train_set]
-    status = ("all folds" if sorted(folds) == list(range(n_folds))
-              else f"folds {folds} of {n_folds}: NOT a whole protocol yet, no mean is reported")
-    lines = [*table_heading(variant, train_set, status, tag), "",
-             "| test images | mirror | fold | " + " | ".join(name for _, name in COLUMNS) + " |",
+def score_table(records: list[dict[str, Any]], complete: bool) -> list[str]:
+    """Each test set's per-fold scores of both stages, plain and mirrored, and their mean ± std when ``complete``."""
+    lines = ["| test images | mirror | fold | " + " | ".join(name for _, name in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
-    datasets = sorted({k for r in records for k in r["plain"] if k != "scoring_minutes"})
-    for dataset in datasets:
+    for dataset in sorted({k for r in records for k in r["plain"] if k != "scoring_minutes"}):
         for key in ("plain", "mirror"):
             for r in records:
                 s = r[key][dataset]
                 lines.append(f"| {dataset} (n={s['n']}) | {'yes' if key == 'mirror' else 'no'} | {r['fold']} | "
                              + " | ".join(f"{s[c]:.3f}" for c, _ in COLUMNS) + " |")
-            if status == "all folds":
+            if complete:
                 lines.append(f"| {dataset} | {'yes' if key == 'mirror' else 'no'} | mean ± std | "
                              + " | ".join(mean_std([r[key][dataset][c] for r in records]) for c, _ in COLUMNS) + " |")
+    return lines
+
+
+def build_table(variant: str = "scratch", train_set: str = TRAIN_SET, tag: str | None = None) -> None:
+    records = [json.loads(p.read_text()) for p in sorted(records_dir(variant, train_set, tag).glob("fold_*.json"))]
+    folds, n_folds = [r["fold"] for r in records], TRAIN_SETS[train_set]
+    status = ("all folds" if sorted(folds) == list(range(n_folds))
+              else f"folds {folds} of {n_folds}: NOT a whole protocol yet, no mean is reported")
+    lines = [*table_heading(variant, train_set, status, tag), "", *score_table(records, status == "all folds")]
+    datasets = sorted({k for r in records for k in r["plain"] if k != "scoring_minutes"})
     normals = [(r["fold"], r["plain"][d]) for r in records for d in datasets if "normals_empty_whole" in r["plain"][d]]
     if normals:
         lines += ["", "Normal images left without an outline (no mirror): " + "; ".join(
