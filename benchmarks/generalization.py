@@ -59,7 +59,7 @@ import torch
 from buscad import LABELS, rundir
 from buscad.data.dedup import curate, find_duplicates
 from buscad.data.manifest import read_manifest, write_manifest
-from buscad.data.pool import apply_official_partition, merge_manifests, read_bus_bra_partition
+from buscad.data.pool import apply_official_partition, as_training_only, merge_manifests, read_bus_bra_partition
 from buscad.data.prepare import prepare
 from buscad.data.splits import check_no_leakage, kfold_split
 from buscad.evaluation.calibration import fit_temperature
@@ -106,19 +106,14 @@ def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
     busi5 = kfold_split(curated, 5, seed=0, val_fraction=0.15)
     pool = merge_manifests([busi5, official], ["busi (5 folds)", "bus-bra (official)"], keep_folds=True)
     write_manifest(pool, work / MANIFEST["busi+bus-bra"])
-    write_manifest(with_training_only(read_manifest(work / MANIFEST["busi"]), official, ["busi (4 folds)", "bus-bra"]),
+    busi4 = read_manifest(work / MANIFEST["busi"])  # BUS-BRA joins every fold's training part
+    write_manifest(merge_manifests([busi4, as_training_only(official)], ["busi (4 folds)", "bus-bra"], keep_folds=True),
                    work / MANIFEST["busi4+bus-bra"])
     for name in MANIFEST.values():
         problems = check_no_leakage(read_manifest(work / name))
         if problems:
             raise SystemExit(f"{name}: leakage: {problems[0]}")
     print(f"manifests written to {work}")
-
-
-def with_training_only(folds: pd.DataFrame, extra: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """``folds`` (a manifest with ``fold``/``val_fold``) with every row of ``extra`` added to each fold's training
-    part: no test fold and no validation slot, so the folds' test and validation images stay ``folds``' own."""
-    return merge_manifests([folds, extra.assign(fold=pd.NA, val_fold=pd.NA)], names, keep_folds=True)
 
 
 def run_dir(work: Path, train_set: str, tag: str, fold: int) -> Path:

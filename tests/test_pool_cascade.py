@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from buscad.data.pool import as_training_only, merge_manifests
 from tests.helpers import load_benchmark
 
 
@@ -84,8 +85,7 @@ def test_a_single_datasets_folds_are_tested_on_their_own_fold_and_all_of_the_oth
     assert dict(test["dataset"].value_counts()) == {"busi": 6, "bus-bra": 24}
     pooled = module.test_images(tmp_path, module.TRAIN_SET, 1)
     assert list(pooled["case_id"]) == list(busi["case_id"][1::5])
-    generalization = load_benchmark("generalization")
-    added = generalization.with_training_only(busi, other, ["busi", "bus-bra"])
+    added = merge_manifests([busi, as_training_only(other)], ["busi", "bus-bra"], keep_folds=True)
     write_manifest(added, tmp_path / module.MANIFEST["busi4+bus-bra"])
     assert list(module.test_images(tmp_path, "busi4+bus-bra", 1)["case_id"]) == list(busi["case_id"][1::4])
 
@@ -95,10 +95,10 @@ def test_validation_images_are_the_folds_validation_slots_only(synthetic_manifes
     from buscad.data.manifest import read_manifest, write_manifest
     from buscad.data.splits import kfold_split
 
-    module, generalization = load_benchmark("pool_cascade"), load_benchmark("generalization")
+    module = load_benchmark("pool_cascade")
     busi = kfold_split(read_manifest(synthetic_manifest), 4, seed=0, val_fraction=0.15)
     other = read_manifest(synthetic_manifest).assign(dataset="bus-bra", case_id=lambda f: "bra/" + f["case_id"])
-    write_manifest(generalization.with_training_only(busi, other, ["busi", "bus-bra"]),
+    write_manifest(merge_manifests([busi, as_training_only(other)], ["busi", "bus-bra"], keep_folds=True),
                    tmp_path / module.MANIFEST["busi4+bus-bra"])
     for fold in range(4):
         chosen = module.validation_images(tmp_path, "busi4+bus-bra", fold)
@@ -115,7 +115,7 @@ def test_a_dataset_added_to_every_training_part_never_validates_or_tests(synthet
     generalization = load_benchmark("generalization")
     busi = kfold_split(read_manifest(synthetic_manifest), 4, seed=0, val_fraction=0.15)
     other = read_manifest(synthetic_manifest).assign(dataset="bus-bra", case_id=lambda f: "bra/" + f["case_id"])
-    added = generalization.with_training_only(busi, other, ["busi", "bus-bra"])
+    added = merge_manifests([busi, as_training_only(other)], ["busi", "bus-bra"], keep_folds=True)
     assert check_no_leakage(added) == []
     assert generalization.POOL_OVERRIDES and "busi4+bus-bra" in generalization.POOLS
     for fold in range(4):

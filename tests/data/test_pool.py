@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from buscad.data.manifest import Case, cases_to_frame, image_file, read_manifest, write_manifest
-from buscad.data.pool import apply_official_partition, merge_manifests, read_bus_bra_partition
+from buscad.data.pool import apply_official_partition, as_training_only, merge_manifests, read_bus_bra_partition
 from buscad.data.splits import check_no_leakage, kfold_split, split_groups
 from buscad.errors import DataError
 
@@ -59,6 +59,39 @@ def test_merge_drops_folds_unless_asked(tmp_path):
         merge_manifests([a, b], ["a", "b"], keep_folds=True)
     kept = merge_manifests([a, b.assign(fold=[1, 0])], ["a", "b"], keep_folds=True)
     assert list(kept["fold"]) == [0, 1, 1, 0]
+
+
+def test_a_training_only_dataset_joins_every_folds_training_part(tmp_path):
+    from buscad.training.splits import assign_parts
+
+    a = read_manifest(_dataset(tmp_path, "a", ["benign", "malignant"] * 3, [""] * 6)).assign(
+        fold=[0, 1, 2, 0, 1, 2], val_fold=[1, 2, 0, 2, 0, 1])
+    b = read_manifest(_dataset(tmp_path, "b", ["benign", "malignant"], ["", ""])).assign(fold=[0, 1], val_fold=[1, 0])
+    pool = merge_manifests([a, as_training_only(b)], ["a", "b"], keep_folds=True)
+    assert check_no_leakage(pool) == []
+    for fold in range(3):
+        parts = assign_parts(pool, fold)
+        assert list(parts[pool["dataset"] == "b"]) == ["train", "train"]
+        assert list(parts[pool["dataset"] == "a"]) == list(assign_parts(a, fold))
+
+
+def test_merge_cli_adds_a_training_only_manifest_and_needs_keep_folds(tmp_path):
+    from typer.testing import CliRunner
+
+    from buscad.cli.main import app
+
+    a_path = tmp_path / "a_folds.csv"
+    write_manifest(read_manifest(_dataset(tmp_path, "a", ["benign", "malignant"], ["", ""])).assign(
+        fold=[0, 1], val_fold=[1, 0]), a_path)
+    b_path = _dataset(tmp_path, "b", ["benign", "malignant"], ["", ""])
+    out = tmp_path / "pool.csv"
+    refused = CliRunner().invoke(app, ["data", "merge", str(a_path), "--training-only", str(b_path), "-o", str(out)])
+    assert refused.exit_code == 1 and "--keep-folds" in refused.output and not out.exists()
+    done = CliRunner().invoke(app, ["data", "merge", str(a_path), "--training-only", str(b_path), "--keep-folds",
+                                    "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    pool = read_manifest(out)
+    assert pool[pool["dataset"] == "b"]["fold"].isna().all() and list(pool[pool["dataset"] == "a"]["fold"]) == [0, 1]
 
 
 def test_patient_ids_group_only_inside_their_dataset():

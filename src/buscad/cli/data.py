@@ -192,13 +192,20 @@ def merge(
     keep_folds: Annotated[
         bool, typer.Option("--keep-folds", help="Keep the inputs' fold/val_fold columns instead of dropping them.")
     ] = False,
+    training_only: Annotated[
+        list[Path] | None, typer.Option("--training-only", help="A manifest whose rows join every fold's training "
+                                        "part, never validation or test (repeatable; needs --keep-folds).")
+    ] = None,
 ) -> None:
     """Pool datasets into one manifest (each row keeps its dataset, patient and root); split it next."""
     from buscad.data.manifest import label_counts, read_manifest, write_manifest
-    from buscad.data.pool import merge_manifests
+    from buscad.data.pool import as_training_only, merge_manifests
 
-    frames = [read_manifest(path) for path in manifests]
-    pool = merge_manifests(frames, [str(p) for p in manifests], keep_folds=keep_folds)
+    extra = list(training_only or [])
+    if extra and not keep_folds:
+        fail("--training-only adds rows to the inputs' folds: give --keep-folds")
+    frames = [read_manifest(path) for path in manifests] + [as_training_only(read_manifest(path)) for path in extra]
+    pool = merge_manifests(frames, [str(p) for p in [*manifests, *extra]], keep_folds=keep_folds)
     write_manifest(pool, output)
     for dataset, part in pool.groupby("dataset", sort=False):
         console.print(f"{dataset}: {len(part)} cases {label_counts(part)}", highlight=False, soft_wrap=True)

@@ -30,6 +30,12 @@ def _namespaced(values: pd.Series, dataset: pd.Series) -> pd.Series:
     return out.where(text != "", "")
 
 
+def as_training_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with neither test fold nor validation slot: merged with ``keep_folds``, its rows join every fold's
+    training part and never validate or test (a second dataset added to another's cross-validation)."""
+    return frame.assign(fold=pd.NA, val_fold=pd.NA)
+
+
 def merge_manifests(frames: Sequence[pd.DataFrame], names: Sequence[str], keep_folds: bool = False) -> pd.DataFrame:
     """One manifest holding every row of ``frames`` (read with :func:`read_manifest`, absolute roots).
 
