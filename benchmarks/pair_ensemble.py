@@ -90,14 +90,17 @@ def build_table(train_set: str, tags: list[str]) -> None:
     folds, n_folds = [r["fold"] for r in records], TRAIN_SETS[train_set]
     complete = sorted(folds) == list(range(n_folds))
     status = "all folds" if complete else f"folds {folds} of {n_folds}: NOT a whole protocol yet, no mean is reported"
-    lines = [f"# Pairs of {' and '.join(f'`{t}`' for t in tags)} averaged, {train_set}'s cross-validation", "",
+    names = [f"`{t}`" for t in tags]
+    lines = [f"# Whole-image + crop pairs of {', '.join(names[:-1])} and {names[-1]} averaged, {train_set}'s "
+             "cross-validation", "",
              f"Each fold's whole-image models of tags {', '.join(tags)} (`generalization.py --train {train_set}`) with "
              f"their fine-tuned crop models (`pool_cascade.py --variant {VARIANT}`), averaged through "
              f"`buscad.Predictor` (`python3 benchmarks/pair_ensemble.py run --work W --fold K --train {train_set} "
              + " ".join(f"--whole-tag {t}" for t in tags) + "`, then `table`; 2 CPU cores); raw masks at 0.5. "
              f"{status}.", "", *pool_cascade.score_table(records, complete)]
     lines += ["", "Training minutes per fold (all members, whole-image + crop models): " + "; ".join(
-        f"fold {r['fold']}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} ({r['machine'].get('cpu', '?')})"
+        f"fold {r['fold']}: {r['whole_fit_minutes']} + {r['crop_fit_minutes']} = "
+        f"{r['whole_fit_minutes'] + r['crop_fit_minutes']:.2f} ({r['machine'].get('cpu', '?')})"
         for r in records) + ".", "", DATASETS_CITED, ""]
     (folder.parent / f"{folder.name}.md").write_text("\n".join(lines))
     (folder.parent / f"{folder.name}.json").write_text(json.dumps(json_safe(

@@ -31,7 +31,7 @@ def test_the_table_gives_a_mean_only_when_every_fold_is_done(tmp_path, monkeypat
     module.build_table("bus-bra", ["a", "b"])
     text = (tmp_path / "bus-bra_pair_ensemble_a+b.md").read_text()
     assert "| bus-bra | no | mean ± std | 0.870 ± 0.016 | 0.880 ± 0.016 |" in text
-    assert "fold 4: 13.0 + 4.6 (AMD EPYC)" in text
+    assert "fold 4: 13.0 + 4.6 = 17.60 (AMD EPYC)" in text
 
 
 def test_an_ensemble_needs_two_different_members(monkeypatch) -> None:
