@@ -4,6 +4,8 @@
     python3 benchmarks/busi_cv.py                      # after all four folds are saved
     python3 benchmarks/pool_cascade.py run --train busi --fold K --variant finetune --whole-tag TAG
     python3 benchmarks/busi_cv.py --tag TAG --crop-variant finetune   # the pair: whole-image + crop model
+    python3 benchmarks/pair_ensemble.py run --train busi4+bus-bra --fold K --whole-tag TAG --whole-tag T2 --crop-tag TAG
+    python3 benchmarks/busi_cv.py --train busi4+bus-bra --tag TAG --also-tag T2 --crop-tag TAG --crop-variant finetune
 
 The folds are trained by ``benchmarks/generalization.py --train busi`` (the same ``workflows.train`` that
 ``buscad cv`` runs, one fold per call so a fold that lands can be committed before the next starts), on
@@ -17,7 +19,10 @@ four folds exist; the summary is mean ± std (ddof 1) over the four folds.
 With ``--crop-variant`` the figures are those of each fold's pair, the whole-image model and its crop model
 (``buscad predict --crop-model``), from ``pool_cascade.py``'s per-image records through ``buscad.Predictor``:
 the pair's class probabilities and masks are refined by the recipe's own ``eval`` settings (the library's
-rule, ``generalization.refined_records``), and a fold's minutes are both models' training minutes.
+rule, ``generalization.refined_records``), and a fold's minutes are both models' training minutes. With
+``--also-tag`` the fold's whole-image models of further tags join (``pair_ensemble.py``'s records, averaged
+through ``buscad.Predictor``), with the crop models of ``--crop-tag`` (default: every member); a fold's minutes
+are then every member's.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pair_ensemble  # the sibling scripts (benchmarks/ is on sys.path)
 import pandas as pd
-import pool_cascade  # the sibling scripts (benchmarks/ is on sys.path)
+import pool_cascade
 from generalization import refined_records
 
 from buscad import LABELS
@@ -105,12 +111,15 @@ def validation_threshold(folder: Path, fold: int, mirror: bool, settings: Any) -
 
 
 def pair_table(whole: pd.DataFrame, whole_record: dict, folder: Path, fold: int,
-               mirror: bool = False, fit_threshold: bool = False) -> tuple[pd.DataFrame, dict]:
+               mirror: bool = False, fit_threshold: bool = False,
+               more_members: tuple[dict, ...] = ()) -> tuple[pd.DataFrame, dict]:
     """One fold's curated-BUSI records of the whole-image + crop-model pair (``mirror``: each image averaged with its
     left-right mirror, ``buscad predict --tta``), refined as the recipe refines, and the fold's record with both
     models' training minutes. The pair's probabilities are uncalibrated (T = 1), as the whole-image model's own
     records are. ``fit_threshold``: malignant at the threshold fitted on the fold's validation images
-    (:func:`fitted_malignant_threshold`, recorded as the fold's ``malignant_threshold``)."""
+    (:func:`fitted_malignant_threshold`, recorded as the fold's ``malignant_threshold``). ``more_members``: the
+    records of further whole-image models averaged in (``folder`` is then ``pair_ensemble.py``'s), whose minutes
+    count too."""
     path = folder / f"fold_{fold}.json"
     if not path.is_file():
         raise SystemExit(f"{path}: missing; run pool_cascade.py run --fold {fold} (all {FOLDS} folds are needed)")
@@ -123,15 +132,26 @@ def pair_table(whole: pd.DataFrame, whole_record: dict, folder: Path, fold: int,
     settings = load_config(pool_cascade.record_config(whole_record), list(whole_record["overrides"])).eval
     if fit_threshold:
         settings = settings.model_copy(update={"malignant_threshold": validation_threshold(folder, fold, mirror, settings)})
-    pair = whole_record | {"fit_minutes": round(whole_record["fit_minutes"] + record["crop_fit_minutes"], 2),
-                           "minutes_at_median_epoch": whole_record.get("minutes_at_median_epoch",
-                                                                       whole_record["fit_minutes"])
-                           + record["crop_fit_minutes"], "malignant_threshold": settings.malignant_threshold}
+    wholes = (whole_record, *more_members)
+    pair = whole_record | {"fit_minutes": round(sum(r["fit_minutes"] for r in wholes) + record["crop_fit_minutes"], 2),
+                           "minutes_at_median_epoch": sum(r.get("minutes_at_median_epoch", r["fit_minutes"])
+                                                          for r in wholes) + record["crop_fit_minutes"],
+                           "malignant_threshold": settings.malignant_threshold}
     return refined_records(records, settings), pair
 
 
+def records_folder(tag: str, crop_variant: str, train_set: str, also: tuple[str, ...],
+                   crop_tags: tuple[str, ...] | None) -> Path:
+    """Where the fold records of the pair (``pool_cascade.py``) or of the ensemble with ``also`` (``pair_ensemble.py``)
+    are."""
+    if not also:
+        return pool_cascade.records_dir(crop_variant, train_set, tag)
+    members = [tag, *also]
+    return pair_ensemble.records_dir(train_set, members, members if crop_tags is None else list(crop_tags))
+
+
 def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
-          fit_threshold: bool = False) -> dict:
+          fit_threshold: bool = False, also: tuple[str, ...] = (), crop_tags: tuple[str, ...] | None = None) -> dict:
     folder = RESULTS / "generalization_folds" / tag / train_set
     missing = [k for k in range(FOLDS) if not (folder / f"fold_{k}.json").is_file()]
     if missing:
@@ -141,8 +161,10 @@ def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mi
         table = pd.read_csv(folder / f"fold_{k}.csv", keep_default_na=False, na_values=[""])
         record = json.loads((folder / f"fold_{k}.json").read_text())
         if crop_variant:
-            table, record = pair_table(table, record, pool_cascade.records_dir(crop_variant, train_set, tag), k, mirror,
-                                       fit_threshold)
+            more = tuple(json.loads((RESULTS / "generalization_folds" / t / train_set / f"fold_{k}.json").read_text())
+                         for t in also)
+            table, record = pair_table(table, record, records_folder(tag, crop_variant, train_set, also, crop_tags), k,
+                                       mirror, fit_threshold, more)
         folds.append(fold_row(table, record, k))
     metric_keys = (*KEYS, "minutes", "minutes_at_median_epoch", "images_per_second")
     mean = {k: float(np.mean([f[k] for f in folds])) for k in metric_keys}
@@ -150,7 +172,8 @@ def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mi
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python3 benchmarks/busi_cv.py " + shlex.join(sys.argv[1:]),
             "recipe": json.loads((folder / "fold_0.json").read_text())["config"].rsplit("/", 1)[-1],
-            "tag": tag, "crop_variant": crop_variant, "mirror": mirror, "fitted_malignant_threshold": fit_threshold,
+            "tag": tag, "also_tags": list(also), "crop_tags": list(crop_tags or (tag, *also)) if crop_variant else [],
+            "crop_variant": crop_variant, "mirror": mirror, "fitted_malignant_threshold": fit_threshold,
             "train": train_set,
             "training_data": TRAIN_SETS[train_set],
             "refine_policy": sorted({f["refine_policy"] for f in folds}),
@@ -167,8 +190,13 @@ def markdown(summary: dict) -> str:
                   for k in ("minutes", "minutes_at_median_epoch", "images_per_second")]
         return f"| {name} | " + " | ".join(cells) + " |"
 
+    also, crop_tags = summary.get("also_tags", []), summary.get("crop_tags", [])
     pair = (f", each with its crop model ({summary['crop_variant']}; minutes are both models')"
-            if summary.get("crop_variant") else "") + (", each image averaged with its mirror" if summary.get("mirror") else "")
+            if summary.get("crop_variant") and not also else "")
+    if also and summary.get("crop_variant"):
+        pair += (f", averaged with the fold's whole-image models of {', '.join(f'`{t}`' for t in also)} "
+                 f"(`pair_ensemble.py`), crop models ({summary['crop_variant']}) of {', '.join(crop_tags)}; "
+                 "minutes are every model's") + (", each image averaged with its mirror" if summary.get("mirror") else "")
     if summary.get("fitted_malignant_threshold"):
         pair += (", malignant at the p(malignant | lesion) threshold fitted on each fold's validation images ("
                  + ", ".join(f"fold {f['fold']}: {f['malignant_threshold']:.2f}" for f in summary["folds"]) + ")")
@@ -200,6 +228,10 @@ def main() -> None:
                         help="the generalization.py training set whose curated-BUSI folds are scored")
     parser.add_argument("--crop-variant", choices=("scratch", "finetune"),
                         help="score each fold's whole-image + crop-model pair (pool_cascade.py run --train busi)")
+    parser.add_argument("--also-tag", action="append", default=[], help="with --crop-variant finetune: a further "
+                        "whole-image member's tag (repeat it), scored from pair_ensemble.py's records")
+    parser.add_argument("--crop-tag", action="append", help="with --also-tag: a member whose crop model joins "
+                        "(repeat it; default: every member)")
     parser.add_argument("--mirror", action="store_true", help="with --crop-variant: the pair's answers averaged with "
                         "each image's left-right mirror (buscad predict --tta)")
     parser.add_argument("--fit-malignant-threshold", action="store_true", help="with --crop-variant: call a lesion "
@@ -209,7 +241,13 @@ def main() -> None:
     args = parser.parse_args()
     if (args.mirror or args.fit_malignant_threshold) and not args.crop_variant:
         parser.error("--mirror and --fit-malignant-threshold score the pair's records: give --crop-variant")
-    summary = build(args.tag, args.crop_variant, args.train, args.mirror, args.fit_malignant_threshold)
+    if args.also_tag and (args.crop_variant != pair_ensemble.VARIANT or args.fit_malignant_threshold):
+        parser.error(f"--also-tag scores pair_ensemble.py's records: give --crop-variant {pair_ensemble.VARIANT}, "
+                     "without --fit-malignant-threshold")
+    if args.crop_tag and not args.also_tag:
+        parser.error("--crop-tag chooses among an ensemble's members: give --also-tag")
+    summary = build(args.tag, args.crop_variant, args.train, args.mirror, args.fit_malignant_threshold,
+                    tuple(args.also_tag), tuple(args.crop_tag) if args.crop_tag else None)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = markdown(summary)
     (RESULTS / f"{args.name}.md").write_text(text)

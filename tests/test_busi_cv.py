@@ -48,6 +48,31 @@ def test_pair_table_refines_the_pairs_answers_as_the_recipe_does(tmp_path) -> No
     row = module.fold_row(table, pair, 0)
     assert row["accuracy"] == 1.0 and abs(row["dice"] - 0.8) < 1e-9 and abs(row["dice_lesion"] - 0.7) < 1e-9
     assert row["minutes"] == 9.5
+    member = {"fit_minutes": 11.0, "minutes_at_median_epoch": 10.0}
+    _, ensemble = module.pair_table(whole, record, tmp_path, 0, more_members=(member,))
+    assert ensemble["fit_minutes"] == 20.5 and ensemble["minutes_at_median_epoch"] == 19.0  # every member's
+
+
+def test_an_ensemble_is_scored_from_pair_ensembles_records() -> None:
+    module = load_benchmark("busi_cv")
+    pair = module.records_folder("a", "finetune", "busi4+bus-bra", (), None)
+    assert pair.name == "busi4+bus-bra_cascade_finetune_a"  # pool_cascade.py's
+    assert module.records_folder("a", "finetune", "busi4+bus-bra", ("b",), ("a",)).name == \
+        "busi4+bus-bra_pair_ensemble_a+b_crop-a"
+    assert module.records_folder("a", "finetune", "busi4+bus-bra", ("b",), None).name == \
+        "busi4+bus-bra_pair_ensemble_a+b"
+
+
+def test_crop_tags_need_an_ensemble(monkeypatch) -> None:
+    import pytest
+
+    module = load_benchmark("busi_cv")
+    monkeypatch.setattr("sys.argv", ["busi_cv.py", "--tag", "a", "--crop-tag", "a", "--crop-variant", "finetune"])
+    with pytest.raises(SystemExit):
+        module.main()
+    monkeypatch.setattr("sys.argv", ["busi_cv.py", "--tag", "a", "--also-tag", "b", "--crop-variant", "scratch"])
+    with pytest.raises(SystemExit):
+        module.main()
 
 
 def test_pair_table_refuses_a_missing_fold(tmp_path) -> None:

@@ -39,3 +39,27 @@ def test_an_ensemble_needs_two_different_members(monkeypatch) -> None:
     monkeypatch.setattr("sys.argv", ["pair_ensemble.py", "table", "--whole-tag", "a", "--whole-tag", "a"])
     with pytest.raises(SystemExit):
         module.main()
+
+
+def test_a_member_without_a_crop_model_is_named_and_costs_no_crop_minutes(tmp_path, monkeypatch) -> None:
+    module = load_benchmark("pair_ensemble")
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    assert module.records_dir("bus-bra", ["a", "b"], ["a", "b"]) == module.records_dir("bus-bra", ["a", "b"])
+    folder = module.records_dir("busi4+bus-bra", ["a", "b"], ["a"])
+    assert folder.name == "busi4+bus-bra_pair_ensemble_a+b_crop-a"
+    folder.mkdir()
+    for fold in range(4):
+        (folder / f"fold_{fold}.json").write_text(json.dumps(_record(fold, 0.85)))
+    module.build_table("busi4+bus-bra", ["a", "b"], ["a"])
+    text = (tmp_path / f"{folder.name}.md").read_text()
+    assert text.startswith("# Whole-image models of `a` and `b` averaged, crop stage of `a`")
+    assert "--whole-tag a --whole-tag b --crop-tag a" in text
+    assert json.loads((tmp_path / f"{folder.name}.json").read_text())["crop_tags"] == ["a"]
+
+
+def test_a_crop_tag_must_be_a_member(monkeypatch) -> None:
+    module = load_benchmark("pair_ensemble")
+    monkeypatch.setattr("sys.argv", ["pair_ensemble.py", "table", "--whole-tag", "a", "--whole-tag", "b",
+                                     "--crop-tag", "c"])
+    with pytest.raises(SystemExit):
+        module.main()
