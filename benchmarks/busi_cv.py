@@ -146,8 +146,7 @@ def records_folder(tag: str, crop_variant: str, train_set: str, also: tuple[str,
     are."""
     if not also:
         return pool_cascade.records_dir(crop_variant, train_set, tag)
-    members = [tag, *also]
-    return pair_ensemble.records_dir(train_set, members, members if crop_tags is None else list(crop_tags))
+    return pair_ensemble.records_dir(train_set, [tag, *also], None if crop_tags is None else list(crop_tags))
 
 
 def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
@@ -161,8 +160,7 @@ def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mi
         table = pd.read_csv(folder / f"fold_{k}.csv", keep_default_na=False, na_values=[""])
         record = json.loads((folder / f"fold_{k}.json").read_text())
         if crop_variant:
-            more = tuple(json.loads((RESULTS / "generalization_folds" / t / train_set / f"fold_{k}.json").read_text())
-                         for t in also)
+            more = tuple(pool_cascade.whole_record(k, train_set, t) for t in also)
             table, record = pair_table(table, record, records_folder(tag, crop_variant, train_set, also, crop_tags), k,
                                        mirror, fit_threshold, more)
         folds.append(fold_row(table, record, k))

@@ -41,7 +41,7 @@ def test_an_ensemble_needs_two_different_members(monkeypatch) -> None:
         module.main()
 
 
-def test_a_member_without_a_crop_model_is_named_and_costs_no_crop_minutes(tmp_path, monkeypatch) -> None:
+def test_a_member_without_a_crop_model_is_named_in_the_records_and_table(tmp_path, monkeypatch) -> None:
     module = load_benchmark("pair_ensemble")
     monkeypatch.setattr(module, "RESULTS", tmp_path)
     assert module.records_dir("bus-bra", ["a", "b"], ["a", "b"]) == module.records_dir("bus-bra", ["a", "b"])
