@@ -36,7 +36,7 @@ from buscad.checkpoint import build_model
 from buscad.hardware import autocast_cpu, cpu_bf16_units
 from buscad.io import write_text_atomic
 from buscad.losses import MultiTaskLoss
-from buscad.models.blocks import FastDropout
+from buscad.models.blocks import FastDropout, Float32DepthwiseConv2d, is_depthwise
 from buscad.training.config import ExperimentConfig, load_config
 from buscad.training.optim import make_optimizer
 from buscad.training.runner import model_spec
@@ -49,6 +49,7 @@ SETTINGS: tuple[tuple[str, str, bool], ...] = (
     ("bf16 + channels-last", "bf16-mixed", True),
 )
 RECIPE = "bf16 + channels-last"
+BF16_DEPTHWISE = "bf16 + channels-last, bf16 depthwise"  # the ablation, for models with depthwise layers
 
 
 def build(config: ExperimentConfig, precision: str, channels_last: bool, name: str,
@@ -66,6 +67,15 @@ def random_batch(size: int, batch: int) -> tuple[Tensor, Tensor, Tensor]:
     torch.manual_seed(1)
     return (torch.randn(batch, 1, size, size), (torch.rand(batch, 1, size, size) > 0.7).float(),
             torch.randint(0, 3, (batch,)))
+
+
+def _bf16_depthwise(model: nn.Module) -> nn.Module:
+    """``model`` with its depthwise layers back to plain ``nn.Conv2d``, bf16 under autocast (the ablation of
+    buscad's Float32DepthwiseConv2d)."""
+    for layer in model.modules():
+        if isinstance(layer, Float32DepthwiseConv2d):
+            layer.__class__ = nn.Conv2d
+    return model
 
 
 def _stock_dropout(model: nn.Module) -> nn.Module:
@@ -191,6 +201,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = load_config(args.config)
     loss = MultiTaskLoss(config.loss.seg, config.loss.cls, config.loss.seg_weight, config.loss.ds_weighting)
     variants = [build(config, precision, cl, name) for name, precision, cl in SETTINGS]
+    if any(is_depthwise(layer) for layer in variants[0].model.modules()):
+        ablation = build(config, "bf16-mixed", True, BF16_DEPTHWISE)
+        ablation.model = _bf16_depthwise(ablation.model)
+        variants.append(ablation)
     runs = []
     for pair in args.sizes.split(","):
         size, batch = (int(p) for p in pair.split(":"))

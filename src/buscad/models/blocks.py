@@ -76,6 +76,44 @@ def use_fast_instance_norm(module: nn.Module) -> int:
     return swapped
 
 
+def _cpu_autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
+class Float32DepthwiseConv2d(nn.Conv2d):
+    """A depthwise ``nn.Conv2d`` that stays in float32 while training under CPU bf16 autocast (its output is
+    float32; the next layer casts as autocast does). Why: oneDNN's bf16 depthwise backward is slow where its
+    dense kernels are fast: on a 2-core AMX Xeon, ``lite0-unet`` (16 depthwise layers) trains at 35 images/s
+    with bf16 depthwise layers and 52 with float32 ones (128 px, batch 16), while its bf16 forward alone is the
+    faster (benchmarks/results/precision_cpu_lite0.md). So only a forward that records gradients switches;
+    inference, GPUs and ONNX export see the plain layer. Parameters and state-dict keys are ``nn.Conv2d``'s."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.device.type == "cpu" and torch.is_grad_enabled() and _cpu_autocast_on():
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(input.float())
+        return super().forward(input)
+
+
+def is_depthwise(layer: nn.Module) -> bool:
+    """A 2-D convolution with one group per input channel (more than one channel)."""
+    return isinstance(layer, nn.Conv2d) and layer.in_channels > 1 and layer.groups == layer.in_channels
+
+
+def use_float32_depthwise(module: nn.Module) -> int:
+    """Turn every plain depthwise ``nn.Conv2d`` inside ``module`` into :class:`Float32DepthwiseConv2d` in place
+    (the same object, its class changed: weights, hooks and keys kept); returns how many."""
+    changed = 0
+    for layer in module.modules():
+        if type(layer) is nn.Conv2d and is_depthwise(layer):
+            layer.__class__ = Float32DepthwiseConv2d
+            changed += 1
+    return changed
+
+
 _DROP_LEVELS = 65536  # the drop mask compares 16-bit random integers with a threshold
 
 

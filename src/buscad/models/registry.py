@@ -15,6 +15,7 @@ from torch import nn
 
 from buscad.errors import ModelError
 from buscad.models.base import _ALIASES, _REGISTRY, Backbone, ModelInfo
+from buscad.models.blocks import use_float32_depthwise
 from buscad.models.heads import HEADS
 
 
@@ -83,6 +84,7 @@ def create(
                                   deep_supervision=deep_supervision, **head_options)
     if weights is not None:
         load_weights(model, weights, info.name)
+    use_float32_depthwise(model)  # bf16 depthwise kernels are slow on CPUs (models/blocks.py)
     return model
 
 
