@@ -10,9 +10,11 @@ from buscad.models import create
 from buscad.models.blocks import (
     FastDropout,
     FastInstanceNorm2d,
+    Float32DepthwiseConv2d,
     fast_dropout,
     use_fast_dropout,
     use_fast_instance_norm,
+    use_float32_depthwise,
 )
 
 
@@ -118,3 +120,49 @@ def test_unet_norm_option_instance_has_no_batch_statistics() -> None:
     assert norms and all(type(m) is FastInstanceNorm2d and m.affine for m in norms)
     with pytest.raises(ModelError, match="norm"):
         create("unet", seg_classes=1, features=(4, 8, 16, 32, 64), norm="layer")
+
+
+def _depthwise_pair() -> tuple[nn.Conv2d, Float32DepthwiseConv2d]:
+    torch.manual_seed(0)
+    stock = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    kept = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    kept.load_state_dict(stock.state_dict())
+    assert use_float32_depthwise(kept) == 1
+    assert isinstance(kept, Float32DepthwiseConv2d)
+    return stock, kept
+
+
+def test_float32_depthwise_trains_in_float32_under_cpu_bf16_autocast() -> None:
+    stock, kept = _depthwise_pair()
+    x = torch.randn(2, 8, 6, 5).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert stock(x).dtype == torch.bfloat16
+        out = kept(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, stock(x))  # the float32 result, not a bf16 one
+    out.sum().backward()
+    assert kept.weight.grad is not None and kept.weight.grad.dtype == torch.float32
+
+
+def test_float32_depthwise_is_the_plain_layer_for_inference_and_without_autocast() -> None:
+    stock, kept = _depthwise_pair()
+    x = torch.randn(2, 8, 6, 5)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kept(x).dtype == torch.bfloat16  # bf16 forward is the faster one: unchanged
+    torch.testing.assert_close(kept(x), stock(x), rtol=0, atol=0)
+
+
+def test_use_float32_depthwise_changes_only_depthwise_layers_and_keeps_keys() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 3, groups=2),
+                        nn.Conv2d(8, 8, 1))
+    keys = list(net.state_dict())
+    assert use_float32_depthwise(net) == 1
+    assert [type(layer).__name__ for layer in net] == ["Conv2d", "Float32DepthwiseConv2d", "Conv2d", "Conv2d"]
+    assert list(net.state_dict()) == keys
+    assert use_float32_depthwise(net) == 0  # already changed
+
+
+def test_created_models_keep_their_depthwise_layers_float32() -> None:
+    model = create("lite0-unet", cls_classes=3, cls_head="multiscale")
+    depthwise = [layer for layer in model.modules() if isinstance(layer, nn.Conv2d) and layer.groups > 1]
+    assert depthwise and all(isinstance(layer, Float32DepthwiseConv2d) for layer in depthwise)
