@@ -6,7 +6,9 @@ classes), with their loss (Dice + BCE, focal, λ = 0.6) and optimizer (AdamW thr
 ``buscad.training.optim.make_optimizer``, as ``buscad train`` builds it). Settings: float32, float32
 channels-last, bf16 autocast, bf16 autocast + channels-last (the recipe's: ``train.precision: auto`` on a
 CPU with AVX-512 BF16/AMX, ``train.channels_last: true``). A training step is forward + loss + backward +
-optimizer step; inference is an eval-mode forward under ``torch.inference_mode``. The four settings
+optimizer step; inference is an eval-mode forward under ``torch.inference_mode``. A model with depthwise
+layers (``--config configs/buscad_robust_lite0_cpu.yaml``: ``lite0-unet``) adds a fifth setting, the recipe's
+with those layers in bf16 too (buscad keeps them float32 while training: ``Float32DepthwiseConv2d``). The settings
 alternate step by step on the same random batch, so load changes hit them alike; each figure is the
 median after the warm-up. ``--profile`` adds torch.profiler's split of a recipe training step
 (forward, loss, backward, optimizer) and the optimizer step with PyTorch's default (foreach) kernel
