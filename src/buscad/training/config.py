@@ -136,6 +136,10 @@ class TrainConfig(_Strict):
         None, gt=0, description="shorten the schedule (at most `epochs`) to fit this many minutes, timed on this machine"
     )
     progress_bar: bool = True
+    profile: bool = Field(
+        False, description="time every phase of training (data loading with augmentation, forward, backward, "
+        "optimizer, validation) with Lightning's SimpleProfiler; report in RUN/logs/fit-profile.txt"
+    )
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="keep an exponential moving average of the weights, updated every optimizer "
         "step with this decay (0.99: a horizon of about 100 steps); validation, checkpoints and the tested and "
