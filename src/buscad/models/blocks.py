@@ -77,6 +77,7 @@ def use_fast_instance_norm(module: nn.Module) -> int:
 
 
 def _cpu_autocast_on() -> bool:
+    """Whether CPU autocast is on (any torch the project supports)."""
     try:
         return torch.is_autocast_enabled("cpu")
     except TypeError:  # torch < 2.4 has no device argument
@@ -86,9 +87,9 @@ def _cpu_autocast_on() -> bool:
 class Float32DepthwiseConv2d(nn.Conv2d):
     """A depthwise ``nn.Conv2d`` that stays in float32 while training under CPU bf16 autocast (its output is
     float32; the next layer casts as autocast does). Why: oneDNN's bf16 depthwise backward is slow where its
-    dense kernels are fast: on a 2-core AMX Xeon, ``lite0-unet`` (16 depthwise layers) trains at 35 images/s
-    with bf16 depthwise layers and 52 with float32 ones (128 px, batch 16), while its bf16 forward alone is the
-    faster (benchmarks/results/precision_cpu_lite0.md). So only a forward that records gradients switches;
+    dense kernels are fast: on a 2-core AMX Xeon, ``lite0-unet`` (16 depthwise layers) trains at 33 images/s
+    with bf16 depthwise layers and 49 with float32 ones (128 px, batch 16), while its bf16 forward alone is as
+    fast or faster (benchmarks/results/precision_cpu_lite0.md). So only a forward that records gradients switches;
     inference, GPUs and ONNX export see the plain layer. Parameters and state-dict keys are ``nn.Conv2d``'s."""
 
     def forward(self, input: Tensor) -> Tensor:

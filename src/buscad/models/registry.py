@@ -84,7 +84,7 @@ def create(
                                   deep_supervision=deep_supervision, **head_options)
     if weights is not None:
         load_weights(model, weights, info.name)
-    use_float32_depthwise(model)  # bf16 depthwise kernels are slow on CPUs (models/blocks.py)
+    use_float32_depthwise(model)  # bf16 depthwise backward is slow on CPUs (models/blocks.py)
     return model
 
 
