@@ -6,7 +6,8 @@ profiler's report (``RUN/logs/fit-profile.txt``, kept beside the results) into t
 
     python3 benchmarks/epoch_profile.py --config configs/buscad_robust_lite0_cpu.yaml \\
         --manifest W/busi_folds_plus_bus_bra.csv --fold 2 --epochs 2 --out benchmarks/results/epoch_profile_lite0 \\
-        data.cache_dir=W/cache "data.balance_by=[dataset,label]" data.balance_alpha=0.5 data.augment.gin=0.25
+        data.cache_dir=W/cache "data.balance_by=[dataset,label]" data.balance_alpha=0.5 loss.partial_labels=false \\
+        data.augment.gin=0.25
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from buscad import rundir
 from buscad.hardware import cpu_name
 from buscad.io import write_text_atomic
 from buscad.training.config import load_config
@@ -88,8 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(scratch) / "run"
         train(config, run, fold=args.fold)
-        report = (run / "logs" / "fit-profile.txt").read_text()
-        info = json.loads((run / "run_info.json").read_text())
+        report = (rundir.layout(run).logs / "fit-profile.txt").read_text()
+        info = rundir.read_run_info(run) or {}
     write_text_atomic(args.out.with_suffix(".txt"), report)
     result = {"command": "python3 " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
