@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(scratch) / "run"
         train(config, run, fold=args.fold)
-        report = (rundir.layout(run).logs / "fit-profile.txt").read_text()
+        report = rundir.layout(run).fit_profile.read_text()
         info = rundir.read_run_info(run) or {}
     write_text_atomic(args.out.with_suffix(".txt"), report)
     result = {"command": "python3 " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),

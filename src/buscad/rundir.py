@@ -9,7 +9,7 @@ are the contract between training, evaluation and reporting (docs/architecture.m
     RUN/history.csv            per-epoch losses and validation scores
     RUN/time_budget.json       the epoch count chosen for a time budget
     RUN/checkpoints/best.ckpt, last.ckpt
-    RUN/logs/
+    RUN/logs/, logs/fit-profile.txt   (with train.profile)
     RUN/predictions/predictions.csv, predictions/masks/<case>.png
     RUN/evaluation/per_image.csv, evaluation/metrics.json
     RUN/report.html, report.md, report_files/    (buscad report)
@@ -48,6 +48,8 @@ FOLD_PREFIX = "fold_"
 INNER_PREFIX = "inner_"
 BEST_CHECKPOINT = "best"
 """Stem of the best checkpoint (Lightning's ``ModelCheckpoint(filename=...)``)."""
+PROFILER_FILENAME = "profile"
+"""Lightning's ``SimpleProfiler(filename=...)``: it writes its report of fitting to ``logs/fit-profile.txt``."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class RunLayout:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def fit_profile(self) -> Path:
+        return self.logs / f"fit-{PROFILER_FILENAME}.txt"
 
     @property
     def predictions(self) -> Path:

@@ -166,9 +166,12 @@ def test_balance_by_an_unknown_column_is_a_config_error(tmp_path, synthetic_mani
 def test_train_profile_writes_the_phase_report_into_the_run(tmp_path, synthetic_manifest, write_tiny_config):
     """``train.profile`` leaves Lightning's per-action timings beside the logs: data loading (augmentation
     included), training step, backward, optimizer step and validation, each called once per batch."""
+    from buscad import rundir
+
     config = load_config(write_tiny_config(synthetic_manifest, epochs=1), ["train.profile=true"])
     train(config, tmp_path / "run", fold=0)
     report = (tmp_path / "run" / "logs" / "fit-profile.txt").read_text()
+    assert rundir.layout(tmp_path / "run").fit_profile == tmp_path / "run" / "logs" / "fit-profile.txt"
     for action in ("train_dataloader_next", "training_step", "backward", "optimizer_step", "validation_step"):
         assert action in report
     train(load_config(write_tiny_config(synthetic_manifest, epochs=1)), tmp_path / "plain", fold=0)

@@ -174,16 +174,16 @@ def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
         enable_model_summary=False,
         log_every_n_steps=10,
         num_sanity_val_steps=0,
-        profiler=_profiler(paths.logs) if train.profile else None,
+        profiler=_profiler(paths) if train.profile else None,
     )
 
 
-def _profiler(directory: Path) -> Any:
+def _profiler(paths: rundir.RunLayout) -> Any:
     """Lightning's SimpleProfiler, its report (seconds per action: dataloader next, training step, backward,
-    optimizer step, validation) written to ``directory/fit-profile.txt`` when fitting ends."""
+    optimizer step, validation) written to ``paths.fit_profile`` when fitting ends."""
     from lightning.pytorch.profilers import SimpleProfiler
 
-    return SimpleProfiler(dirpath=directory, filename="profile")
+    return SimpleProfiler(dirpath=paths.fit_profile.parent, filename=rundir.PROFILER_FILENAME)
 
 
 def _weight_average(decay: float) -> Any:
