@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--tag", default="robust", help="recipe tag used with generalization.py")
     parser.add_argument("--train", choices=tuple(TRAIN_SETS), default="busi",
                         help="the generalization.py training set whose curated-BUSI folds are scored")
-    parser.add_argument("--crop-variant", choices=("scratch", "finetune"),
+    parser.add_argument("--crop-variant", choices=pool_cascade.VARIANTS,
                         help="score each fold's whole-image + crop-model pair (pool_cascade.py run --train busi)")
     parser.add_argument("--also-tag", action="append", default=[], help="with --crop-variant finetune: a further "
                         "whole-image member's tag (repeat it), scored from pair_ensemble.py's records")

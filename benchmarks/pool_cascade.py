@@ -44,6 +44,8 @@ them. ``--whole-tag T`` takes the whole-image models of another recipe (``genera
 ImageNet-pretrained ``lite0``): the crop model is then trained with that recipe's config and overrides, as its
 committed fold record names them, and its records go to ``..._T``. ``--train busi4+bus-bra`` is curated BUSI's 4
 folds with every BUS-BRA image in each fold's training part (``generalization.py``), tested on BUSI's held-out fold.
+There ``--variant finetune-busi`` fine-tunes the crop model on BUSI's crops alone (30 epochs, as ``--train busi``):
+a crop stage that specialises in the hospital of the test images, trained on that hospital's training part only.
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -98,7 +100,11 @@ WHOLE_RECIPES = {"busi": RECIPE, "bus-bra": [*ROBUST_OVERRIDES, "train.epochs=16
 §5's (16 epochs fill its budget); the pool's are its committed record's."""
 RECORDS = RESULTS / "pool_cascade"
 """The records of the pool's ``scratch`` crop models, those of the built-in model's crop stage."""
-VARIANTS = ("scratch", "finetune")
+VARIANTS = ("scratch", "finetune", "finetune-busi")
+"""``finetune-busi`` (``--train busi4+bus-bra`` only): the crop model starts from the fold's whole-image model like
+``finetune`` but trains on curated BUSI's lesion crops alone, for the BUSI-only recipe's 30 epochs."""
+BUSI_CROPS_FOR = ("busi4+bus-bra",)
+"""The pools whose BUSI rows keep curated BUSI's own folds, so that BUSI's crops (``--train busi``) split alike."""
 FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6, "busi4+bus-bra": 6}
 """Crop epochs from the whole-image model's weights, 3/8 of the whole-image model's (16, 80 and 16): about 7 min on
 2 cores for the pool, so whole + crop stay under 30 min."""
@@ -166,7 +172,18 @@ def crop_overrides(whole_dir: Path, variant: str, train_set: str = TRAIN_SET) ->
     its start, fewer epochs)."""
     if variant == "scratch":
         return []
-    return [f"model.weights={rundir.layout(whole_dir).best_checkpoint}", f"train.epochs={FINETUNE_EPOCHS[train_set]}"]
+    return [f"model.weights={rundir.layout(whole_dir).best_checkpoint}",
+            f"train.epochs={FINETUNE_EPOCHS[crop_train_set(variant, train_set)]}"]
+
+
+def crop_train_set(variant: str, train_set: str) -> str:
+    """The training set whose lesion crops the crop model learns from: curated BUSI's for ``finetune-busi``."""
+    if variant != "finetune-busi":
+        return train_set
+    if train_set not in BUSI_CROPS_FOR:
+        raise SystemExit(f"--variant finetune-busi needs --train {' or '.join(BUSI_CROPS_FOR)} (BUSI's own folds), "
+                         f"not {train_set}")
+    return "busi"
 
 
 def crop_model(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_SET,
@@ -174,9 +191,10 @@ def crop_model(work: Path, fold: int, variant: str = "scratch", train_set: str =
     """Fold K's crop model (resumable) and its training minutes."""
     whole_dir = run_dir(work, train_set, whole_tag(train_set, tag), fold)
     trained = whole_record(fold, train_set, tag)
+    crops_of = crop_train_set(variant, train_set)
     config = load_config(record_config(trained),
-                         [f"data.manifest={lesion_crops(work, train_set)}", f"data.cache_dir={work / 'cache'}",
-                          "train.progress_bar=false", *set_overrides(train_set),
+                         [f"data.manifest={lesion_crops(work, crops_of)}", f"data.cache_dir={work / 'cache'}",
+                          "train.progress_bar=false", *set_overrides(crops_of),
                           *trained["overrides"], *crop_overrides(whole_dir, variant, train_set)])
     prefix = "pool" if train_set == TRAIN_SET else train_set
     name = f"{prefix}_crop" if variant == "scratch" else f"{prefix}_crop_{variant}"
@@ -220,6 +238,7 @@ def run(work: Path, fold: int, variant: str = "scratch", train_set: str = TRAIN_
     record: dict[str, Any] = {**benchmark_header("pool_cascade.py"), "fold": fold, "train": train_set,
                               "whole_tag": whole_tag(train_set, tag), "config": record_config(trained).name,
                               "recipe": [*set_overrides(train_set), *trained["overrides"]], "variant": variant,
+                              "crop_train": crop_train_set(variant, train_set),
                               "crop_overrides": crop_overrides(whole_dir, variant, train_set),
                               "whole_fit_minutes": trained["fit_minutes"], "whole_cpu": trained.get("cpu"),
                               "crop_fit_minutes": crop_minutes,
@@ -295,8 +314,10 @@ COLUMNS = (("dice_lesion_whole", "lesion Dice, whole"), ("dice_lesion_cascade", 
 def variant_title(variant: str, train_set: str) -> str:
     if variant == "scratch":
         return "a crop model of the same recipe and fold"
-    return (f"a crop model started from the fold's whole-image model and trained {FINETUNE_EPOCHS[train_set]} epochs "
-            "on the same fold's crops")
+    crops_of = crop_train_set(variant, train_set)
+    whose = "the same fold's crops" if crops_of == train_set else f"the same fold's {crops_of} crops alone"
+    return (f"a crop model started from the fold's whole-image model and trained {FINETUNE_EPOCHS[crops_of]} epochs "
+            f"on {whose}")
 
 
 def table_heading(variant: str, train_set: str, status: str, tag: str | None = None) -> list[str]:

@@ -47,6 +47,20 @@ def test_the_finetune_variant_starts_from_the_folds_whole_image_model(tmp_path) 
     assert module.records_dir("finetune", "busi").name == "busi_cascade_finetune"
 
 
+def test_the_finetune_busi_variant_trains_on_busis_own_crops_for_busis_epochs(tmp_path) -> None:
+    """``finetune-busi``: the pool's whole-image model, fine-tuned on curated BUSI's crops alone (BUSI's folds), for
+    the BUSI-only recipe's epochs; refused where the pool's BUSI rows do not keep BUSI's own folds."""
+    module = load_benchmark("pool_cascade")
+    assert module.crop_train_set("finetune-busi", "busi4+bus-bra") == "busi"
+    assert module.crop_train_set("finetune", "busi4+bus-bra") == "busi4+bus-bra"
+    weights, epochs = module.crop_overrides(tmp_path, "finetune-busi", "busi4+bus-bra")
+    assert weights.startswith("model.weights=") and epochs == f"train.epochs={module.FINETUNE_EPOCHS['busi']}"
+    assert module.records_dir("finetune-busi", "busi4+bus-bra", "t").name == "busi4+bus-bra_cascade_finetune-busi_t"
+    assert "busi crops alone" in module.variant_title("finetune-busi", "busi4+bus-bra")
+    with pytest.raises(SystemExit, match="finetune-busi needs --train busi4\\+bus-bra"):
+        module.crop_overrides(tmp_path, "finetune-busi", "busi+bus-bra")
+
+
 def test_another_recipes_whole_image_models_bring_their_own_config_and_records() -> None:
     """``--whole-tag lite0``: the crop model is trained with the config and overrides of the lite0 fold's record,
     and its records never mix with the default recipe's."""
