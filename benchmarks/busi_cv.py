@@ -160,7 +160,7 @@ def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mi
         table = pd.read_csv(folder / f"fold_{k}.csv", keep_default_na=False, na_values=[""])
         record = json.loads((folder / f"fold_{k}.json").read_text())
         if crop_variant:
-            more = tuple(pool_cascade.whole_record(k, train_set, t) for t in also)
+            more = tuple(pair_ensemble.member_record(k, train_set, t) for t in also)
             table, record = pair_table(table, record, records_folder(tag, crop_variant, train_set, also, crop_tags), k,
                                        mirror, fit_threshold, more)
         folds.append(fold_row(table, record, k))
@@ -227,7 +227,8 @@ def main() -> None:
     parser.add_argument("--crop-variant", choices=pool_cascade.VARIANTS,
                         help="score each fold's whole-image + crop-model pair (pool_cascade.py run --train busi)")
     parser.add_argument("--also-tag", action="append", default=[], help="with --crop-variant finetune: a further "
-                        "whole-image member's tag (repeat it), scored from pair_ensemble.py's records")
+                        "whole-image member's tag (repeat it; TAG@last: TAG's last checkpoint), scored from "
+                        "pair_ensemble.py's records")
     parser.add_argument("--crop-tag", action="append", help="with --also-tag: a member whose crop model joins "
                         "(repeat it; default: every member)")
     parser.add_argument("--mirror", action="store_true", help="with --crop-variant: the pair's answers averaged with "

@@ -19,6 +19,8 @@ as ``pool_cascade.py`` tests them) alone and with its crop stage, with and witho
 rows and summaries are ``pool_cascade.py``'s, so the two tables read alike. A fold's training minutes are the sum
 of its members'. ``--crop-tag`` names the members whose crop models join (all by default): where a crop model
 does not fit the fold's budget, a whole-image member alone still averages into both stages' whole-image maps.
+A member ``TAG@last`` is tag TAG's last checkpoint (the end of its schedule) beside the best one that validation
+picked: a second member at no training cost (its minutes are TAG's, counted once), without a crop model.
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -42,6 +44,20 @@ from buscad.io import json_safe, write_text_atomic
 from buscad.training.provenance import benchmark_header
 
 VARIANT = "finetune"
+LAST = "@last"
+"""A member tag's suffix for the run's last checkpoint instead of its best."""
+
+
+def member_run(tag: str) -> tuple[str, bool]:
+    """The run tag a member names and whether it is that run's last checkpoint (``TAG@last``)."""
+    return (tag[: -len(LAST)], True) if tag.endswith(LAST) else (tag, False)
+
+
+def member_record(fold: int, train_set: str, tag: str) -> dict:
+    """A member's whole-image record; a ``TAG@last`` member costs no training minutes of its own (TAG's run made it)."""
+    base, last = member_run(tag)
+    record = pool_cascade.whole_record(fold, train_set, base)
+    return record | {"fit_minutes": 0.0, "minutes_at_median_epoch": 0.0} if last else record
 
 
 def records_dir(train_set: str, tags: list[str], crop_tags: list[str] | None = None) -> Path:
@@ -56,16 +72,18 @@ def members(work: Path, fold: int, train_set: str, tags: list[str],
     each member's cost."""
     wholes, crops, costs = [], [], []
     for tag in tags:
-        whole_dir = run_dir(work, train_set, tag, fold)
+        base, last = member_run(tag)
+        whole_dir = run_dir(work, train_set, base, fold)
         if not rundir.has_metrics(whole_dir):
             raise SystemExit(f"{whole_dir}: not finished; run generalization.py run --train {train_set} --fold {fold} "
-                             f"--tag {tag} first")
+                             f"--tag {base} first")
         crop_minutes = 0.0
         if tag in crop_tags:
             crop_dir, crop_minutes = pool_cascade.crop_model(work, fold, VARIANT, train_set, tag)
             crops.append(rundir.layout(crop_dir).best_checkpoint)
-        record = pool_cascade.whole_record(fold, train_set, tag)
-        wholes.append(rundir.layout(whole_dir).best_checkpoint)
+        record = member_record(fold, train_set, tag)
+        layout = rundir.layout(whole_dir)
+        wholes.append(layout.last_checkpoint if last else layout.best_checkpoint)
         costs.append({"tag": tag, "whole_fit_minutes": record["fit_minutes"], "crop_fit_minutes": crop_minutes,
                       "whole_cpu": record.get("cpu")})
     return wholes, crops, costs
@@ -141,6 +159,8 @@ def main() -> None:
     crop_tags = args.whole_tag if args.crop_tag is None else [t for t in args.whole_tag if t in args.crop_tag]
     if args.crop_tag is not None and sorted(crop_tags) != sorted(set(args.crop_tag)):
         parser.error("each --crop-tag must be one of the --whole-tag members")
+    if any(member_run(t)[1] for t in crop_tags):
+        parser.error(f"a {LAST} member has no crop model: name the others with --crop-tag")
     if args.step == "run":
         run(args.work, args.fold, args.train, args.whole_tag, crop_tags)
     build_table(args.train, args.whole_tag, crop_tags)

@@ -63,3 +63,22 @@ def test_a_crop_tag_must_be_a_member(monkeypatch) -> None:
                                      "--crop-tag", "c"])
     with pytest.raises(SystemExit):
         module.main()
+
+
+def test_a_last_checkpoint_member_names_its_run_and_costs_no_minutes_of_its_own(monkeypatch) -> None:
+    module = load_benchmark("pair_ensemble")
+    assert module.member_run("lite0") == ("lite0", False)
+    assert module.member_run("lite0@last") == ("lite0", True)
+    runs = {"lite0": {"fit_minutes": 18.5, "minutes_at_median_epoch": 18.2, "overrides": ["train.epochs=24"]}}
+    monkeypatch.setattr(module.pool_cascade, "whole_record", lambda fold, train_set, tag: runs[tag])
+    assert module.member_record(0, "busi4+bus-bra", "lite0") == runs["lite0"]
+    last = module.member_record(0, "busi4+bus-bra", "lite0@last")
+    assert last["fit_minutes"] == 0.0 and last["minutes_at_median_epoch"] == 0.0
+    assert last["overrides"] == ["train.epochs=24"] and runs["lite0"]["fit_minutes"] == 18.5
+
+
+def test_a_last_checkpoint_member_cannot_bring_a_crop_model(monkeypatch) -> None:
+    module = load_benchmark("pair_ensemble")
+    monkeypatch.setattr("sys.argv", ["pair_ensemble.py", "table", "--whole-tag", "a", "--whole-tag", "a@last"])
+    with pytest.raises(SystemExit):
+        module.main()
