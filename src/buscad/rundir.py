@@ -48,6 +48,8 @@ FOLD_PREFIX = "fold_"
 INNER_PREFIX = "inner_"
 BEST_CHECKPOINT = "best"
 """Stem of the best checkpoint (Lightning's ``ModelCheckpoint(filename=...)``)."""
+LAST_CHECKPOINT = "last"
+"""Stem of the checkpoint of the latest finished epoch, the one ``--resume`` continues from."""
 PROFILER_FILENAME = "profile"
 """Lightning's ``SimpleProfiler(filename=...)``: it writes its report of fitting to ``logs/fit-profile.txt``."""
 
@@ -88,7 +90,7 @@ class RunLayout:
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.ckpt"
+        return self.checkpoints / f"{LAST_CHECKPOINT}.ckpt"
 
     @property
     def logs(self) -> Path:

@@ -120,6 +120,42 @@ def test_two_process_ddp_with_gloo(tmp_path, synthetic_manifest, write_tiny_conf
     assert (run / "evaluation" / "metrics.json").is_file()
 
 
+def test_the_last_checkpoint_is_the_latest_epoch_even_when_the_monitor_did_not_improve(
+        tmp_path, synthetic_manifest, write_tiny_config) -> None:
+    """``last.ckpt`` is what ``--resume`` continues from: the latest epoch, not a copy of the best one (Lightning
+    2.6's ``save_last`` writes it only in epochs that improve the monitor)."""
+    import lightning.pytorch as pl
+
+    from buscad import rundir
+    from buscad.training.runner import _trainer
+
+    class DecliningScore(pl.LightningModule):
+        """Validation scores 1, 1/2, 1/3, …: the first epoch stays the best."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+            self.log("val_score", 1.0 / (1 + self.current_epoch))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=3),
+                         ["train.precision=32-true", "train.monitor=val_score", "train.max_time_minutes=null"])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 1)), batch_size=2)
+    _trainer(config, tmp_path / "run").fit(DecliningScore(), loader, loader)
+    paths = rundir.layout(tmp_path / "run")
+    assert torch.load(paths.best_checkpoint, map_location="cpu", weights_only=False)["epoch"] == 0
+    last = torch.load(paths.last_checkpoint, map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == 6
+    assert sorted(p.name for p in paths.checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, synthetic_manifest, write_tiny_config):
     config = write_tiny_config(synthetic_manifest, epochs=1)
     process = _buscad("train", str(config), "-o", str(tmp_path / "none"), "--resume")

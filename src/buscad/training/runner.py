@@ -147,7 +147,11 @@ def _trainer(config: ExperimentConfig, run_dir: Path) -> Any:
     callbacks: list[Any] = [
         HistoryWriter(paths.history),
         ModelCheckpoint(dirpath=paths.checkpoints, filename=rundir.BEST_CHECKPOINT, monitor=train.monitor, mode=mode,
-                        save_last=True, save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
+                        save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
+        # Not save_last: since Lightning 2.6 it writes last.ckpt only in epochs that improve the monitor (a copy of
+        # best.ckpt), so a killed run resumed from an older epoch. An unmonitored checkpoint rewrites it every epoch.
+        ModelCheckpoint(dirpath=paths.checkpoints, filename=rundir.LAST_CHECKPOINT, monitor=None, save_top_k=1,
+                        save_on_train_epoch_end=True, enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if train.ema_decay is not None:
