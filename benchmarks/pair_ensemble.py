@@ -20,7 +20,8 @@ rows and summaries are ``pool_cascade.py``'s, so the two tables read alike. A fo
 of its members'. ``--crop-tag`` names the members whose crop models join (all by default): where a crop model
 does not fit the fold's budget, a whole-image member alone still averages into both stages' whole-image maps.
 A member ``TAG@last`` is tag TAG's last checkpoint (the end of its schedule) beside the best one that validation
-picked: a second member at no training cost (its minutes are TAG's, counted once), without a crop model.
+picked: a second member at no training cost (its minutes are TAG's, counted once), without a crop model. It needs
+runs trained since buscad's last-checkpoint fix (before it, Lightning 2.6 left a copy of the best there).
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -53,6 +54,20 @@ def member_run(tag: str) -> tuple[str, bool]:
     return (tag[: -len(LAST)], True) if tag.endswith(LAST) else (tag, False)
 
 
+def latest_epoch_checkpoint(run: Path) -> Path:
+    """The run's ``last.ckpt``, refused where it is not the run's final epoch: runs trained before buscad's fix for
+    Lightning 2.6's ``save_last`` hold a copy of the best checkpoint there."""
+    import torch
+
+    path = rundir.layout(run).last_checkpoint
+    epochs_run = (rundir.read_run_info(run) or {}).get("epochs_run")
+    saved = torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1
+    if saved != epochs_run:
+        raise SystemExit(f"{path}: holds epoch {saved} of the {epochs_run} the run trained (a copy of the best "
+                         "checkpoint, written before buscad's last-checkpoint fix); retrain the run for a @last member")
+    return path
+
+
 def member_record(fold: int, train_set: str, tag: str) -> dict:
     """A member's whole-image record; a ``TAG@last`` member costs no training minutes of its own (TAG's run made it)."""
     base, last = member_run(tag)
@@ -83,7 +98,7 @@ def members(work: Path, fold: int, train_set: str, tags: list[str],
             crops.append(rundir.layout(crop_dir).best_checkpoint)
         record = member_record(fold, train_set, tag)
         layout = rundir.layout(whole_dir)
-        wholes.append(layout.last_checkpoint if last else layout.best_checkpoint)
+        wholes.append(latest_epoch_checkpoint(whole_dir) if last else layout.best_checkpoint)
         costs.append({"tag": tag, "whole_fit_minutes": record["fit_minutes"], "crop_fit_minutes": crop_minutes,
                       "whole_cpu": record.get("cpu")})
     return wholes, crops, costs

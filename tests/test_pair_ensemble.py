@@ -82,3 +82,19 @@ def test_a_last_checkpoint_member_cannot_bring_a_crop_model(monkeypatch) -> None
     monkeypatch.setattr("sys.argv", ["pair_ensemble.py", "table", "--whole-tag", "a", "--whole-tag", "a@last"])
     with pytest.raises(SystemExit):
         module.main()
+
+
+def test_a_last_checkpoint_member_is_refused_where_last_ckpt_is_not_the_final_epoch(tmp_path) -> None:
+    import torch
+
+    from buscad import rundir
+
+    module = load_benchmark("pair_ensemble")
+    paths = rundir.layout(tmp_path)
+    paths.checkpoints.mkdir(parents=True)
+    paths.run_info.write_text(json.dumps({"epochs_run": 3}))
+    torch.save({"epoch": 0}, paths.last_checkpoint)  # a copy of the best epoch, as Lightning 2.6's save_last left it
+    with pytest.raises(SystemExit, match="holds epoch 1 of the 3"):
+        module.latest_epoch_checkpoint(tmp_path)
+    torch.save({"epoch": 2}, paths.last_checkpoint)
+    assert module.latest_epoch_checkpoint(tmp_path) == paths.last_checkpoint
