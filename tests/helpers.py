@@ -45,6 +45,8 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
     "resnext50-unet": {"decoder_channels": (16, 16, 8, 8, 8)},
     "resnext101-unet": {"decoder_channels": (16, 16, 8, 8, 8)},
     "lite0-unet": {"decoder_channels": (16, 16, 8, 8, 8)},
+    "lite1-unet": {"decoder_channels": (16, 16, 8, 8, 8)},
+    "lite2-unet": {"decoder_channels": (16, 16, 8, 8, 8)},
     "segnet": {"widths": (4, 8, 16, 32, 32)},
     "fcn": {"widths": (4, 8, 16, 32, 32), "fc_channels": 16},
     "refinenet": {"encoder": "resnet18", "channels": 8},

