@@ -46,6 +46,7 @@ committed fold record names them, and its records go to ``..._T``. ``--train bus
 folds with every BUS-BRA image in each fold's training part (``generalization.py``), tested on BUSI's held-out fold.
 There ``--variant finetune-busi`` fine-tunes the crop model on BUSI's crops alone (30 epochs, as ``--train busi``):
 a crop stage that specialises in the hospital of the test images, trained on that hospital's training part only.
+``--variant finetune-192`` is ``finetune`` with the crop model's input at 192 px instead of the recipe's 128.
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -100,9 +101,14 @@ WHOLE_RECIPES = {"busi": RECIPE, "bus-bra": [*ROBUST_OVERRIDES, "train.epochs=16
 §5's (16 epochs fill its budget); the pool's are its committed record's."""
 RECORDS = RESULTS / "pool_cascade"
 """The records of the pool's ``scratch`` crop models, those of the built-in model's crop stage."""
-VARIANTS = ("scratch", "finetune", "finetune-busi")
+VARIANTS = ("scratch", "finetune", "finetune-busi", "finetune-192")
 """``finetune-busi`` (``--train busi4+bus-bra`` only): the crop model starts from the fold's whole-image model like
-``finetune`` but trains on curated BUSI's lesion crops alone, for the BUSI-only recipe's 30 epochs."""
+``finetune`` but trains on curated BUSI's lesion crops alone, for the BUSI-only recipe's 30 epochs.
+``finetune-192``: ``finetune`` with the crop model's input at 192 px (``CROP_SIZES``)."""
+CROP_SIZES = {"finetune-192": 192}
+"""Variants whose crop model sees its crop at a larger input than the whole-image model (px): a lesion's margin and
+echo texture, which tell benign from malignant, at 2.25 times the pixels of 128 px, for about twice the crop
+model's minutes (the crop model is fully convolutional, so the whole-image model's weights start it at any size)."""
 BUSI_CROPS_FOR = ("busi4+bus-bra",)
 """The pools whose BUSI rows keep curated BUSI's own folds, so that BUSI's crops (``--train busi``) split alike."""
 FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6, "busi4+bus-bra": 6}
@@ -172,8 +178,9 @@ def crop_overrides(whole_dir: Path, variant: str, train_set: str = TRAIN_SET) ->
     its start, fewer epochs)."""
     if variant == "scratch":
         return []
+    size = [f"data.image_size={CROP_SIZES[variant]}"] if variant in CROP_SIZES else []
     return [f"model.weights={rundir.layout(whole_dir).best_checkpoint}",
-            f"train.epochs={FINETUNE_EPOCHS[crop_train_set(variant, train_set)]}"]
+            f"train.epochs={FINETUNE_EPOCHS[crop_train_set(variant, train_set)]}", *size]
 
 
 def crop_train_set(variant: str, train_set: str) -> str:
@@ -316,8 +323,9 @@ def variant_title(variant: str, train_set: str) -> str:
         return "a crop model of the same recipe and fold"
     crops_of = crop_train_set(variant, train_set)
     whose = "the same fold's crops" if crops_of == train_set else f"the same fold's {crops_of} crops alone"
+    size = f" at {CROP_SIZES[variant]} px" if variant in CROP_SIZES else ""
     return (f"a crop model started from the fold's whole-image model and trained {FINETUNE_EPOCHS[crops_of]} epochs "
-            f"on {whose}")
+            f"on {whose}{size}")
 
 
 def table_heading(variant: str, train_set: str, status: str, tag: str | None = None) -> list[str]:

@@ -61,6 +61,16 @@ def test_the_finetune_busi_variant_trains_on_busis_own_crops_for_busis_epochs(tm
         module.crop_overrides(tmp_path, "finetune-busi", "busi+bus-bra")
 
 
+def test_the_finetune_192_variant_fine_tunes_at_a_larger_crop_input(tmp_path) -> None:
+    """``finetune-192``: ``finetune``'s start and epochs on the same crops, the crop model's input at 192 px."""
+    module = load_benchmark("pool_cascade")
+    assert module.crop_overrides(tmp_path, "finetune-192", "busi4+bus-bra") == [
+        *module.crop_overrides(tmp_path, "finetune", "busi4+bus-bra"), "data.image_size=192"]
+    assert module.crop_train_set("finetune-192", "busi4+bus-bra") == "busi4+bus-bra"
+    assert module.records_dir("finetune-192", "busi4+bus-bra", "t").name == "busi4+bus-bra_cascade_finetune-192_t"
+    assert module.variant_title("finetune-192", "busi4+bus-bra").endswith("at 192 px")
+
+
 def test_another_recipes_whole_image_models_bring_their_own_config_and_records() -> None:
     """``--whole-tag lite0``: the crop model is trained with the config and overrides of the lite0 fold's record,
     and its records never mix with the default recipe's."""
