@@ -149,6 +149,13 @@ def records_folder(tag: str, crop_variant: str, train_set: str, also: tuple[str,
     return pair_ensemble.records_dir(train_set, [tag, *also], None if crop_tags is None else list(crop_tags))
 
 
+def saved_fold(tag: str, train_set: str, fold: int) -> tuple[pd.DataFrame, dict]:
+    """A fold's committed per-image records and its record (``generalization.py``'s ``fold_K.{csv,json}``)."""
+    folder = RESULTS / "generalization_folds" / tag / train_set
+    table = pd.read_csv(folder / f"fold_{fold}.csv", keep_default_na=False, na_values=[""])
+    return table, json.loads((folder / f"fold_{fold}.json").read_text())
+
+
 def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
           fit_threshold: bool = False, also: tuple[str, ...] = (), crop_tags: tuple[str, ...] | None = None) -> dict:
     folder = RESULTS / "generalization_folds" / tag / train_set
@@ -157,8 +164,7 @@ def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mi
         raise SystemExit(f"{folder}: folds {missing} not saved yet; a cv figure needs all {FOLDS} folds")
     folds = []
     for k in range(FOLDS):
-        table = pd.read_csv(folder / f"fold_{k}.csv", keep_default_na=False, na_values=[""])
-        record = json.loads((folder / f"fold_{k}.json").read_text())
+        table, record = saved_fold(tag, train_set, k)
         if crop_variant:
             more = tuple(pair_ensemble.member_record(k, train_set, t) for t in also)
             table, record = pair_table(table, record, records_folder(tag, crop_variant, train_set, also, crop_tags), k,

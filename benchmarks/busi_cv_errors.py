@@ -31,7 +31,7 @@ import pandas as pd
 from generalization import run_dir
 
 from buscad import rundir
-from buscad.data.images import open_image
+from buscad.postprocess.probability import p_malignant_given_lesion
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.701, 0.05))
 LOWER_THRESHOLDS = (0.4, 0.3, 0.2, 0.1)
@@ -40,12 +40,10 @@ TRAIN_SET = "busi4+bus-bra"
 
 def fold_pairs(tag: str, crop_variant: str = "finetune") -> list[pd.DataFrame]:
     """Each fold's pair records (whole-image model + crop model), refined by the recipe's settings."""
-    folder = busi_cv.RESULTS / "generalization_folds" / tag / TRAIN_SET
+    crops = busi_cv.records_folder(tag, crop_variant, TRAIN_SET, (), None)
     pairs = []
     for fold in range(busi_cv.FOLDS):
-        table = pd.read_csv(folder / f"fold_{fold}.csv", keep_default_na=False, na_values=[""])
-        record = json.loads((folder / f"fold_{fold}.json").read_text())
-        crops = busi_cv.records_folder(tag, crop_variant, TRAIN_SET, (), None)
+        table, record = busi_cv.saved_fold(tag, TRAIN_SET, fold)
         pair, _ = busi_cv.pair_table(table, record, crops, fold, False, False, ())
         pairs.append(pair)
     return pairs
@@ -53,7 +51,7 @@ def fold_pairs(tag: str, crop_variant: str = "finetune") -> list[pd.DataFrame]:
 
 def accuracy_at(pair: pd.DataFrame, threshold: float) -> float:
     """3-class accuracy with lesions called malignant when p(malignant | lesion) reaches ``threshold``."""
-    share = pair["prob_malignant"] / (pair["prob_malignant"] + pair["prob_benign"])
+    share = p_malignant_given_lesion(pair["prob_benign"], pair["prob_malignant"])
     lesion = np.where(share >= threshold, "malignant", "benign")
     predicted = np.where(pair["pred_label"] == "normal", "normal", lesion)
     return float((predicted == pair["label"]).mean())
@@ -64,12 +62,6 @@ def threshold_sweep(pairs: list[pd.DataFrame]) -> dict[str, float]:
     return {f"{t:.2f}": float(np.mean([accuracy_at(p, t) for p in pairs])) for t in THRESHOLDS}
 
 
-def peak_probability(path: Path) -> float:
-    """The highest lesion probability of one saved probability map (8- or 16-bit PNG)."""
-    array = np.asarray(open_image(path))
-    return float(array.max()) / (65535.0 if array.dtype == np.uint16 else 255.0)
-
-
 def highest_probabilities(work: Path, tag: str) -> pd.DataFrame:
     """Every BUSI test image's highest lesion probability and raw-mask pixels, from the fold runs' saved maps."""
     rows = []
@@ -77,7 +69,7 @@ def highest_probabilities(work: Path, tag: str) -> pd.DataFrame:
         run = run_dir(work, TRAIN_SET, tag, fold)
         predictions = rundir.read_predictions(run)
         scored = pd.read_csv(rundir.layout(run).per_image)[["case_id", "label", "truth_pixels", "pred_pixels_raw"]]
-        peaks = [peak_probability(rundir.layout(run).predictions / str(f)) for f in predictions["mask_file"]]
+        peaks = [float(rundir.read_probability_mask(run, str(f)).max()) for f in predictions["mask_file"]]
         rows.append(scored.merge(predictions[["case_id"]].assign(max_probability=peaks), on="case_id"))
     table = pd.concat(rows)
     return table[table["case_id"].str.startswith("busi")]

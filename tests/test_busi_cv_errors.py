@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from tests.helpers import load_benchmark
 
@@ -33,12 +31,3 @@ def test_missed_lesions_counts_what_each_lower_threshold_would_recover_and_outli
     assert out["missed_max_probability"] == [0.0, 0.25]
     assert out["missed_at_or_above"] == {"0.4": 0, "0.3": 0, "0.2": 1, "0.1": 1}
     assert out["normals_at_or_above"] == {"0.5": 1, "0.4": 2, "0.3": 2, "0.2": 2, "0.1": 3}
-
-
-@pytest.mark.parametrize("dtype, top", [(np.uint8, 255), (np.uint16, 65535)])
-def test_peak_probability_reads_8_and_16_bit_maps(tmp_path, dtype, top) -> None:
-    module = load_benchmark("busi_cv_errors")
-    array = np.zeros((4, 5), dtype=dtype)
-    array[1, 2] = top // 2
-    Image.fromarray(array).save(tmp_path / "map.png")
-    assert module.peak_probability(tmp_path / "map.png") == pytest.approx(0.5, abs=0.01)

@@ -342,15 +342,16 @@ def read_predictions(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def read_probability_mask(run_dir: Path, mask_file: str, shape: tuple[int, int]) -> np.ndarray:
-    """A prediction's lesion-probability PNG as floats in [0, 1]; its size must equal the image's."""
+def read_probability_mask(run_dir: Path, mask_file: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A prediction's lesion-probability PNG (8- or 16-bit) as floats in [0, 1]; its size must equal ``shape``, the
+    image's, when given."""
     path = layout(run_dir).predictions / str(mask_file)
     if not path.is_file():
         raise DataError(f"{path}: prediction mask not found")
     array = np.asarray(open_image(path))
     if array.ndim == 3:
         array = array[..., 0]
-    if array.shape != tuple(shape):
+    if shape is not None and array.shape != tuple(shape):
         raise DataError(f"{path}: mask size {array.shape[1]}x{array.shape[0]} differs from image size "
                         f"{shape[1]}x{shape[0]}")
     scale = 65535.0 if array.dtype == np.uint16 else 255.0
