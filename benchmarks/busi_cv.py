@@ -40,7 +40,7 @@ import numpy as np
 import pair_ensemble  # the sibling scripts (benchmarks/ is on sys.path)
 import pandas as pd
 import pool_cascade
-from generalization import refined_records
+from generalization import fold_record_paths, refined_records
 
 from buscad import LABELS
 from buscad.evaluation.classification import classification_metrics
@@ -151,15 +151,15 @@ def records_folder(tag: str, crop_variant: str, train_set: str, also: tuple[str,
 
 def saved_fold(tag: str, train_set: str, fold: int) -> tuple[pd.DataFrame, dict]:
     """A fold's committed per-image records and its record (``generalization.py``'s ``fold_K.{csv,json}``)."""
-    folder = RESULTS / "generalization_folds" / tag / train_set
-    table = pd.read_csv(folder / f"fold_{fold}.csv", keep_default_na=False, na_values=[""])
-    return table, json.loads((folder / f"fold_{fold}.json").read_text())
+    table_path, record_path = fold_record_paths(train_set, fold, tag)
+    table = pd.read_csv(table_path, keep_default_na=False, na_values=[""])
+    return table, json.loads(record_path.read_text())
 
 
 def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
           fit_threshold: bool = False, also: tuple[str, ...] = (), crop_tags: tuple[str, ...] | None = None) -> dict:
-    folder = RESULTS / "generalization_folds" / tag / train_set
-    missing = [k for k in range(FOLDS) if not (folder / f"fold_{k}.json").is_file()]
+    folder = fold_record_paths(train_set, 0, tag)[1].parent
+    missing = [k for k in range(FOLDS) if not fold_record_paths(train_set, k, tag)[1].is_file()]
     if missing:
         raise SystemExit(f"{folder}: folds {missing} not saved yet; a cv figure needs all {FOLDS} folds")
     folds = []
