@@ -259,3 +259,35 @@ def test_lesion_only_class_loss_on_a_batch_of_normal_images_is_zero_and_keeps_se
     assert seg.grad is not None and seg.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="cls_images"):
         MultiTaskLoss(cls_images="normal")  # type: ignore[arg-type]
+
+
+def test_ordinal_birads_loss_asks_three_cumulative_questions_and_skips_unknown_cases():
+    from buscad.losses import BIRADS_THRESHOLDS, ordinal_birads_loss
+
+    assert BIRADS_THRESHOLDS == (3, 4, 5)
+    logits = torch.tensor([[5.0, 5.0, -5.0], [0.3, -0.2, 0.1], [9.0, 9.0, 9.0]])
+    birads = torch.tensor([4, 2, -1])  # a BI-RADS 4 answered right, a BI-RADS 2, an unknown one
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:2], torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), reduction="none").mean(1).mean()
+    assert torch.isclose(ordinal_birads_loss(logits, birads), expected)
+    assert ordinal_birads_loss(logits, torch.tensor([-1, -1, -1])) == 0  # nobody known: no loss
+
+
+def test_the_birads_term_joins_the_total_only_with_weight_and_auxiliary_logits():
+    from buscad.losses import MultiTaskLoss, ordinal_birads_loss
+    from buscad.models.output import ModelOutput
+
+    seg = torch.randn(2, 1, 8, 8)
+    masks = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    cls, aux = torch.randn(2, 3), torch.randn(2, 3)
+    labels, birads = torch.tensor([1, 2]), torch.tensor([3, 5])
+    base, parts = MultiTaskLoss(seg_loss="dice")(ModelOutput(seg, cls, None, aux), masks, labels, None, birads)
+    assert "birads" not in parts  # weight 0: off
+    weighted = MultiTaskLoss(seg_loss="dice", birads_weight=0.5)
+    total, parts = weighted(ModelOutput(seg, cls, None, aux), masks, labels, None, birads)
+    assert torch.isclose(total, base + 0.5 * ordinal_birads_loss(aux, birads))
+    assert torch.isclose(parts["birads"], ordinal_birads_loss(aux, birads))
+    evaluation, parts = weighted(ModelOutput(seg, cls), masks, labels, None, birads)  # eval mode: no logits
+    assert torch.isclose(evaluation, base) and "birads" not in parts
+    with pytest.raises(ValueError, match="birads_weight"):
+        MultiTaskLoss(birads_weight=-1.0)

@@ -12,6 +12,11 @@ Multi-task loss: ``λ · Σ_i w_i · seg_loss(output_i) + (1 − λ) · cls_loss
 ``w_i = 1/i`` normalised to sum 1 (i = 1 is the main output). With ``cls_images="lesion"`` the class
 loss covers lesion images only: normal images teach the segmentation (an empty mask) and nothing else,
 so the classifier spends itself on benign vs malignant and "normal" is the mask's call.
+
+Auxiliary BI-RADS loss (``birads_weight`` > 0): ``+ w · ordinal_bce`` over the cases whose manifest gives the
+radiologist's BI-RADS category (BUS-BRA does; BUSI does not). The category is learnt as the cumulative
+binary questions "≥ 3?", "≥ 4?", "≥ 5?" (one logit each), so a BI-RADS-4 benign lesion teaches "looks
+suspicious" without being called malignant: pathology stays the class target.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ ClsImagesName = Literal["all", "lesion"]
 CLS_IMAGES: tuple[str, ...] = ("all", "lesion")
 IGNORE_LABEL = -1
 NORMAL_INDEX = LABELS.index("normal")
+BIRADS_THRESHOLDS: tuple[int, ...] = (3, 4, 5)
+"""The ordinal BI-RADS questions of the auxiliary head: logit k answers "category ≥ BIRADS_THRESHOLDS[k]"."""
 
 
 def _onehot_or_binary(logits: Tensor, target: Tensor) -> Tensor:
@@ -123,6 +130,16 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return (ce * valid).sum() / valid.sum().clamp(min=1)
 
 
+def ordinal_birads_loss(logits: Tensor, birads: Tensor) -> Tensor:
+    """Mean binary cross-entropy of the ``[B, len(BIRADS_THRESHOLDS)]`` cumulative logits over the samples whose
+    category is known (``birads`` ≥ 0; −1 unknown); 0 when none is."""
+    valid = birads >= 0
+    thresholds = torch.tensor(BIRADS_THRESHOLDS, device=birads.device)
+    targets = (birads[:, None] >= thresholds[None]).to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1)
+    return (bce * valid).sum() / valid.sum().clamp(min=1)
+
+
 def deep_supervision_weights(n: int, weighting: str = "harmonic") -> list[float]:
     """Weights of n segmentation outputs (main first): ``1/i`` normalised (harmonic) or equal (none)."""
     if n < 1:
@@ -156,8 +173,11 @@ class MultiTaskLoss(nn.Module):
 
     def __init__(self, seg_loss: str = "dice", cls_loss: str = "focal", seg_weight: float = 0.85,
                  ds_weighting: str = "harmonic", gamma: float = 2.0, overlap: OverlapName = "sample",
-                 cls_images: ClsImagesName = "all") -> None:
+                 cls_images: ClsImagesName = "all", birads_weight: float = 0.0) -> None:
         super().__init__()
+        if birads_weight < 0:
+            raise ValueError(f"birads_weight must be >= 0, got {birads_weight}")
+        self.birads_weight = birads_weight
         if seg_loss not in SEG_LOSS_FUNCTIONS:
             raise ValueError(f"unknown segmentation loss {seg_loss!r} ({', '.join(SEG_LOSSES)})")
         if cls_loss not in CLS_LOSSES:
@@ -199,7 +219,9 @@ class MultiTaskLoss(nn.Module):
         return focal_cross_entropy(logits, labels, self.gamma)
 
     def forward(self, output: object, masks: Tensor | None, labels: Tensor | None = None,
-                allowed: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                allowed: Tensor | None = None, birads: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The total loss and its detached parts (``seg``, ``cls``, ``birads``). ``birads``: int [B], −1 unknown;
+        used where ``birads_weight`` > 0 and the output has auxiliary logits (training mode)."""
         seg_logits = getattr(output, "segmentation", None)
         cls_logits = getattr(output, "classification", None)
         parts: dict[str, Tensor] = {}
@@ -216,4 +238,8 @@ class MultiTaskLoss(nn.Module):
         else:
             raise ValueError("nothing to compute: the output has no segmentation with masks and no "
                              "classification with labels")
+        aux_logits = getattr(output, "auxiliary", None)
+        if self.birads_weight > 0 and aux_logits is not None and birads is not None:
+            parts["birads"] = ordinal_birads_loss(aux_logits.float(), birads)
+            total = total + self.birads_weight * parts["birads"]
         return total, {k: v.detach() for k, v in parts.items()}

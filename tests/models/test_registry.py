@@ -39,6 +39,8 @@ def test_aliases_and_metadata() -> None:
         ({"name": "unet", "seg_classes": 0}, "seg_classes"),
         ({"name": "unet", "pretrained": "imagenet"}, "no pretrained"),
         ({"name": "unet", "features": (4, 8)}, "5 widths"),
+        ({"name": "unet", "aux_outputs": 3}, "aux_outputs"),
+        ({"name": "unet", "seg_classes": 0, "cls_classes": 3, "aux_outputs": 3}, "aux_outputs"),
     ],
 )
 def test_bad_requests_raise_model_error(kwargs: dict, message: str) -> None:
@@ -76,3 +78,21 @@ def test_head_options_pass_through() -> None:
     assert model.head.mlp[1].out_features == 64
     with pytest.raises(ModelError, match="head options"):
         create("unet", head_hidden=64, **TINY)
+
+
+@pytest.mark.parametrize("head", ["dense", "multiscale", "lesion"])
+def test_auxiliary_logits_exist_in_training_only_and_share_the_class_head(head: str) -> None:
+    torch.manual_seed(0)
+    model = create("unet", cls_classes=3, cls_head=head, aux_outputs=3, **TINY)
+    x = torch.randn(2, 1, 32, 32)
+    out = model.train()(x)
+    assert out.classification.shape == (2, 3) and out.auxiliary.shape == (2, 3)
+    model.eval()
+    evaluated = model(x)
+    assert evaluated.auxiliary is None and evaluated.classification.shape == (2, 3)
+    assert create("unet", cls_classes=3, cls_head=head, **TINY).train()(x).auxiliary is None
+    # the class logits are the head's first units: the same weights without the extra units give them
+    plain = create("unet", cls_classes=3, cls_head=head, **TINY).eval()
+    state = {k: (v[:3] if v.shape[:1] == (6,) else v) for k, v in model.state_dict().items()}
+    plain.load_state_dict(state)
+    assert torch.allclose(plain(x).classification, evaluated.classification, atol=1e-6)

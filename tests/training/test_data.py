@@ -68,8 +68,19 @@ def test_augmentation_is_a_function_of_seed_epoch_and_position(tiny_manifest, tm
         assert dataset[key][0].equal(again[key][0])
     assert not dataset[1][0].equal(dataset[2][0])  # same image, other position: another augmentation
     assert not dataset[1][0].equal(dataset[5][0])  # same position, next epoch
-    image, mask, label, _allowed = dataset[0]
+    image, mask, label, _allowed, birads = dataset[0]
     assert image.shape == (1, 32, 32) and mask.shape == (1, 32, 32) and label.item() == 0
+    assert birads.item() == -1  # no BI-RADS column read: unknown
+    arrays.birads = np.array([4, -1, 2], dtype=np.int64)[: len(arrays)]
+    assert dataset[0][4].item() == 4
+
+
+def test_birads_categories_read_the_usual_spellings_and_leave_the_rest_unknown():
+    import pandas as pd
+
+    values = pd.Series([4, "4a", "4C", "BI-RADS 5", "birads3", 2.0, "3.0", 0, "6", None, "", "high", "7", "45"])
+    expected = [4, 4, 4, 5, 3, 2, 3, -1, 6, -1, -1, -1, -1, -1]
+    assert tdata.birads_categories(values).tolist() == expected
 
 
 def test_epoch_sampler_is_deterministic_and_covers_every_position():

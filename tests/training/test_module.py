@@ -19,7 +19,7 @@ def _head_gradient(cls_images: str, labels: list[int], write_tiny_config, synthe
     n = len(labels)
     torch.manual_seed(0)
     batch = (torch.rand(n, 1, 64, 64), torch.zeros(n, 1, 64, 64), torch.tensor(labels),
-             torch.ones(n, 3, dtype=torch.bool))
+             torch.ones(n, 3, dtype=torch.bool), torch.full((n,), -1))
     module.training_step(batch, 0).backward()
     head = [p for name, p in module.model.named_parameters() if name.startswith("head.")]
     assert head, "the recipe's model has a class head"
@@ -52,7 +52,8 @@ def test_validation_accuracy_of_a_lesion_only_model_reads_normal_from_the_mask(w
     module = SegClsModule(model, config, spec).eval()
     logged: dict[str, float] = {}
     module.log = lambda name, value, **_: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
-    batch = (torch.rand(2, 1, 64, 64), torch.ones(2, 1, 64, 64), torch.tensor([2, 2]), torch.ones(2, 3, dtype=torch.bool))
+    batch = (torch.rand(2, 1, 64, 64), torch.ones(2, 1, 64, 64), torch.tensor([2, 2]), torch.ones(2, 3, dtype=torch.bool),
+             torch.full((2,), -1))
     with torch.no_grad():
         module.validation_step(batch, 0)
     assert logged["val_accuracy"] == 1.0  # a lesion is outlined, so not normal; the head names it malignant
@@ -67,6 +68,27 @@ def test_config_lesion_pooled_head_builds_and_trains_a_step(write_tiny_config, s
     assert isinstance(module.model.head, LesionPooledHead)
     module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer to log to
     torch.manual_seed(0)
-    batch = (torch.rand(2, 1, 64, 64), torch.zeros(2, 1, 64, 64), torch.tensor([1, 2]), torch.ones(2, 3, dtype=torch.bool))
+    batch = (torch.rand(2, 1, 64, 64), torch.zeros(2, 1, 64, 64), torch.tensor([1, 2]), torch.ones(2, 3, dtype=torch.bool),
+             torch.full((2,), -1))
     module.training_step(batch, 0).backward()
     assert all(p.grad is not None for name, p in module.model.named_parameters() if name.startswith("head.mlp"))
+
+
+def test_a_birads_weight_trains_the_auxiliary_units_on_cases_with_a_category(write_tiny_config, synthetic_manifest):
+    config = load_config(write_tiny_config(synthetic_manifest, epochs=1), ["loss.birads_weight=0.5"])
+    spec = model_spec(config)
+    assert spec.create_kwargs["aux_outputs"] == 3
+    module = SegClsModule(create_model(config, spec), config, spec)
+    module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer to log to
+
+    def auxiliary_gradient(birads: list[int]) -> float:
+        module.zero_grad()
+        torch.manual_seed(0)
+        batch = (torch.rand(2, 1, 64, 64), torch.zeros(2, 1, 64, 64), torch.tensor([1, 2]),
+                 torch.ones(2, 3, dtype=torch.bool), torch.tensor(birads))
+        module.training_step(batch, 0).backward()
+        last = module.model.head.mlp[-1]
+        return float(last.weight.grad[3:].abs().sum())
+
+    assert auxiliary_gradient([3, 5]) > 0
+    assert auxiliary_gradient([-1, -1]) == pytest.approx(0.0)  # no category known: the extra units learn nothing

@@ -190,6 +190,29 @@ def test_a_pool_trains_with_dataset_balancing_partial_labels_and_bf16_where_avai
     assert set(cases.loc[cases["split"] == "train", "dataset"]) == {first["dataset"].iloc[0], "other"}
 
 
+def test_an_auxiliary_birads_target_trains_where_known_and_inference_never_sees_it(
+        tmp_path, synthetic_manifest, write_tiny_config):
+    from buscad.data.manifest import read_manifest, write_manifest
+    from buscad.errors import ConfigError
+    from buscad.inference.predictor import Predictor
+
+    frame = read_manifest(synthetic_manifest)
+    birads = {"normal": "", "benign": "3", "malignant": "4c"}
+    frame["birads"] = [birads[label] if i % 3 else "" for i, label in enumerate(frame["label"])]  # some unknown
+    manifest = write_manifest(frame, tmp_path / "with_birads.csv")
+    config = load_config(write_tiny_config(manifest, epochs=1), ["loss.birads_weight=0.3"])
+    result = train(config, tmp_path / "run", fold=0)
+    bundle = load_bundle(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert bundle.spec.create_kwargs["aux_outputs"] == 3
+    assert 0.0 <= result.metrics["dice"] <= 1.0
+    image = next(iter(frame["root"].map(Path) / frame["image_path"]))
+    prediction = Predictor.from_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt").predict(image)
+    assert set(prediction["probabilities"]) == {"normal", "benign", "malignant"}
+    with pytest.raises(ConfigError, match=r"loss\.birads_weight: the manifest has no column 'birads'"):
+        train(load_config(write_tiny_config(synthetic_manifest, epochs=1), ["loss.birads_weight=0.3"]),
+              tmp_path / "no_column", fold=0)
+
+
 def test_balance_by_an_unknown_column_is_a_config_error(tmp_path, synthetic_manifest, write_tiny_config):
     from buscad.errors import ConfigError
     from buscad.workflows import train

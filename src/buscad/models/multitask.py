@@ -26,12 +26,17 @@ class SegmentationModel(nn.Module):
     """``backbone`` (+ classification ``head`` on its tapped features) → :class:`ModelOutput`.
 
     Deep-supervision logits are returned in training mode only (as nnU-Net does); inference and export
-    see the main segmentation and the class logits.
+    see the main segmentation and the class logits. So are ``aux_outputs`` extra logits of the class head
+    (an auxiliary target learnt from the same features, e.g. the radiologist's BI-RADS category): they
+    share every layer with the class logits but the last one's extra units.
     """
 
     def __init__(self, backbone: Backbone, *, cls_classes: int = 0, cls_head: str = "dense",
-                 deep_supervision: bool = False, **head_options: Any) -> None:
+                 deep_supervision: bool = False, aux_outputs: int = 0, **head_options: Any) -> None:
         super().__init__()
+        if aux_outputs < 0 or (aux_outputs and cls_classes < 1):
+            raise ModelError(f"aux_outputs={aux_outputs} needs a classification head (cls_classes >= 1)")
+        self.cls_classes, self.aux_outputs = cls_classes, aux_outputs
         self.backbone = backbone.net
         self.taps = dict(backbone.taps)
         self.deep_supervision = deep_supervision
@@ -48,7 +53,7 @@ class SegmentationModel(nn.Module):
             channels = self._probe_channels(roles)
             options = {k.removeprefix("head_"): v for k, v in head_options.items()}
             try:
-                self.head = head_cls(channels, cls_classes, **options)
+                self.head = head_cls(channels, cls_classes + aux_outputs, **options)
             except TypeError as exc:
                 raise ModelError(f"cls_head {cls_head!r}: bad option ({exc})") from exc
         elif head_options:
@@ -80,16 +85,18 @@ class SegmentationModel(nn.Module):
 
     def forward(self, x: Tensor) -> ModelOutput:
         segmentation, deep = self.backbone(x)
-        classification = None
+        classification = auxiliary = None
         if self.head is not None:
             features = self._take_features()
             if getattr(self.head, "uses_segmentation", False):
                 classification = self.head(features, segmentation)
             else:
                 classification = self.head(features)
+            if self.aux_outputs:
+                classification, auxiliary = classification[:, : self.cls_classes], classification[:, self.cls_classes:]
         if not (self.training and self.deep_supervision):
             deep = None
-        return ModelOutput(segmentation, classification, deep)
+        return ModelOutput(segmentation, classification, deep, auxiliary if self.training else None)
 
 
 def _store_output(module: nn.Module, args: Any, output: Any) -> None:

@@ -48,6 +48,7 @@ def create(
     cls_classes: int = 0,
     cls_head: str | None = None,
     deep_supervision: bool = False,
+    aux_outputs: int = 0,
     pretrained: str | None = None,
     weights: str | None = None,
     **options: Any,
@@ -58,6 +59,7 @@ def create(
     ``cls_classes > 0`` (``cls_head`` ``dense``, ``multiscale`` or ``lesion``; default ``dense``). Classifiers take
     ``seg_classes=0`` and ``cls_classes >= 1``. ``pretrained="imagenet"`` initialises library encoders
     through their normal download path; ``weights=PATH`` then loads a full local state dict (strict).
+    ``aux_outputs`` adds that many training-only logits to the class head (:class:`SegmentationModel`).
     Unknown options and impossible combinations raise :class:`buscad.errors.ModelError`.
     """
     from buscad.models.multitask import SegmentationModel
@@ -73,6 +75,8 @@ def create(
     if pretrained is not None and pretrained not in info.pretrained:
         offered = ", ".join(info.pretrained) or "none"
         raise ModelError(f"model {info.name}: no pretrained weights {pretrained!r} (offered: {offered})")
+    if aux_outputs and not (cls_classes and seg_classes):
+        raise ModelError(f"model {info.name}: aux_outputs needs a segmentation model with a classification head")
     head_options = {k: options.pop(k) for k in list(options) if k.startswith("head_")}
     with pretrained_guard(info.name, pretrained):
         model = _build(info, in_channels, seg_classes, cls_classes, cls_head, deep_supervision, pretrained, options)
@@ -81,7 +85,9 @@ def create(
             defaults = model.head_defaults.get(cls_head or "dense", {})
             head_options = {**{f"head_{k}": v for k, v in defaults.items()}, **head_options}
         model = SegmentationModel(model, cls_classes=cls_classes, cls_head=cls_head or "dense",
-                                  deep_supervision=deep_supervision, **head_options)
+                                  deep_supervision=deep_supervision, aux_outputs=aux_outputs, **head_options)
+    elif aux_outputs:
+        raise ModelError(f"model {info.name}: aux_outputs needs a backbone that names its features")
     if weights is not None:
         load_weights(model, weights, info.name)
     use_float32_depthwise(model)  # bf16 depthwise backward is slow on CPUs (models/blocks.py)

@@ -103,6 +103,10 @@ class LossConfig(_Strict):
         "sample", description="Dice/IoU per image (sample) or over the whole batch as one image (batch, "
         "nnU-Net's batch Dice: normal images' false positives cost in proportion to their area)"
     )
+    birads_weight: float = Field(
+        0.0, ge=0, description="weight of an auxiliary ordinal BI-RADS loss (class head's extra training-only "
+        "logits) on cases whose manifest has a birads column value, e.g. BUS-BRA (0 = off)"
+    )
 
 
 class TrainConfig(_Strict):

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ class CaseArrays:
     masks: np.ndarray  # uint8 [N, S, S]: 0/1 lesion, or 0/1/2 class-coded
     labels: np.ndarray  # int64 [N]: index into LABELS, -1 when unknown
     allowed: np.ndarray | None = None  # bool [N, K]: classes a case's class loss may use (None = all)
+    birads: np.ndarray | None = None  # int64 [N]: BI-RADS category 1-6, -1 when unknown (None = all unknown)
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -76,6 +78,20 @@ def classes_per_group(frame: pd.DataFrame, train_rows: np.ndarray, column: str =
         if label in LABELS:
             allowed[i, LABELS.index(label)] = True
     return allowed
+
+
+_BIRADS = re.compile(r"^\s*(?:bi-?rads\s*)?([1-6])(?:[abc]|\.0)?\s*$", re.IGNORECASE)
+
+
+def birads_categories(values: pd.Series) -> np.ndarray:
+    """int64 [N]: each value's BI-RADS assessment category 1-6 (``4``, ``4a``–``4c`` → 4, ``"BI-RADS 5"``, 3.0);
+    −1 where it is missing, 0 (incomplete) or unreadable, so that case trains without the auxiliary target."""
+    out = np.full(len(values), -1, dtype=np.int64)
+    for i, value in enumerate(values):
+        match = _BIRADS.match(str(value)) if pd.notna(value) else None
+        if match:
+            out[i] = int(match.group(1))
+    return out
 
 
 def _cache_key(row: pd.Series, prep: Preprocessing, target: str) -> str:
@@ -223,7 +239,8 @@ def _intensity(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) 
 
 
 class CaseDataset(Dataset):
-    """Items ``(image [1,S,S] float32, mask, label)``; mask is ``[1,S,S]`` float (binary) or ``[S,S]`` long.
+    """Items ``(image [1,S,S] float32, mask, label, allowed classes, BI-RADS category)``; mask is ``[1,S,S]``
+    float (binary) or ``[S,S]`` long; label and BI-RADS are −1 when unknown.
 
     ``order`` lists case indices (repeats allowed: oversampling). Item ``k`` means position
     ``k % len(order)`` in epoch ``k // len(order)``; :class:`EpochSampler` produces such keys.
@@ -248,7 +265,7 @@ class CaseDataset(Dataset):
     def __len__(self) -> int:
         return len(self.order)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, ...]:
         epoch, position = divmod(int(key), len(self.order))
         index = self.order[position]
         image, mask = self.arrays.images[index], self.arrays.masks[index]
@@ -261,7 +278,9 @@ class CaseDataset(Dataset):
         else:
             y = torch.from_numpy((np.ascontiguousarray(mask) > 0).astype(np.float32))[None]
         label = torch.tensor(self.arrays.labels[index], dtype=torch.long)
-        return x, y, label, torch.from_numpy(self.arrays.allowed_classes(index).copy())
+        birads = -1 if self.arrays.birads is None else int(self.arrays.birads[index])
+        allowed = torch.from_numpy(self.arrays.allowed_classes(index).copy())
+        return x, y, label, allowed, torch.tensor(birads, dtype=torch.long)
 
 
 class EpochSampler(Sampler[int]):

@@ -44,6 +44,7 @@ class SegClsModule(pl.LightningModule):
             ds_weighting=config.loss.ds_weighting,
             overlap=config.loss.overlap,
             cls_images=config.loss.cls_images,
+            birads_weight=config.loss.birads_weight,
         )
         self.channels_last = config.train.channels_last
         self.has_classifier = bool(spec.create_kwargs.get("cls_classes", 0))
@@ -62,14 +63,14 @@ class SegClsModule(pl.LightningModule):
         torch.manual_seed(int(seed.generate_state(1)[0]))
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        images, masks, labels, allowed = batch
+        images, masks, labels, allowed, birads = batch
         output = self(images)
-        loss, _ = self.loss(output, masks, labels if self.has_classifier else None, allowed)
+        loss, _ = self.loss(output, masks, labels if self.has_classifier else None, allowed, birads)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        images, masks, labels, allowed = batch
+        images, masks, labels, allowed, _birads = batch  # eval mode: no auxiliary logits
         output = self(images)
         loss, _ = self.loss(output, masks, labels if self.has_classifier else None, allowed)
         n = len(images)

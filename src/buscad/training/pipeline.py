@@ -109,9 +109,9 @@ class MaskChannel(Dataset):
         return len(self.cases)  # type: ignore[arg-type]
 
     def __getitem__(self, key: int) -> tuple[torch.Tensor, ...]:
-        image, mask, label, allowed = self.cases[key]
+        image, mask, *rest = self.cases[key]
         channel = (mask > 0).float().reshape(1, *image.shape[-2:])
-        return torch.cat([image, channel], dim=0), mask, label, allowed
+        return torch.cat([image, channel], dim=0), mask, *rest
 
 
 def inner_frame(frame: pd.DataFrame, parts: pd.Series, config: ExperimentConfig) -> tuple[np.ndarray, pd.DataFrame]:
@@ -188,7 +188,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
         inner_model = load_bundle(paths.segmenter.inner(j).best_checkpoint).model
         held_out = positions[inner_folds == j]
         masks[held_out] = stage_masks(inner_model, arrays.images[held_out], prep, threshold)
-    oof = CaseArrays(arrays.case_ids, arrays.images, masks, arrays.labels, arrays.allowed)
+    oof = CaseArrays(arrays.case_ids, arrays.images, masks, arrays.labels, arrays.allowed, arrays.birads)
 
     # 4. stage 2 inside the pipeline (stage 1 frozen), on images + out-of-fold masks
     spec = pipeline_spec(config, training_data=str(config.data.manifest or ""))

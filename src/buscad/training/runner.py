@@ -29,6 +29,7 @@ from buscad.data.preprocess import Preprocessing, letterbox_geometry
 from buscad.data.sampling import oversampled_indices
 from buscad.errors import ConfigError
 from buscad.io import write_text_atomic
+from buscad.losses import BIRADS_THRESHOLDS
 from buscad.prediction import MapResult, Runner, TorchRunner, calibrated, predict_resized
 from buscad.training import provenance
 from buscad.training.config import ExperimentConfig
@@ -37,6 +38,7 @@ from buscad.training.data import (
     CaseArrays,
     CaseDataset,
     EpochSampler,
+    birads_categories,
     classes_per_group,
     load_case_arrays,
 )
@@ -65,6 +67,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
         "cls_classes": len(LABELS) if config.model.cls_head else 0,
         "cls_head": config.model.cls_head,
         "deep_supervision": config.model.deep_supervision,
+        **({"aux_outputs": len(BIRADS_THRESHOLDS)} if config.loss.birads_weight > 0 else {}),
         **config.model.options,
     }
     return ModelSpec(
@@ -120,6 +123,10 @@ def _loaders(arrays: CaseArrays, frame: pd.DataFrame, parts: pd.Series, config: 
     order = [int(train_idx[i]) for i in oversampled_indices(train_labels)] if config.data.oversample else train_idx
     if config.loss.partial_labels:
         arrays.allowed = classes_per_group(frame, (parts == "train").to_numpy())
+    if config.loss.birads_weight > 0:
+        if "birads" not in frame.columns:
+            raise ConfigError("loss.birads_weight: the manifest has no column 'birads' (BUS-BRA's manifests have one)")
+        arrays.birads = birads_categories(frame["birads"])
     seed = config.train.seed
     train_set: Dataset = CaseDataset(arrays, order, prep, config.data.target, config.data.augment, seed=seed)
     val_set: Dataset = CaseDataset(arrays, val_idx.tolist(), prep, config.data.target, None, seed=seed)
