@@ -73,7 +73,7 @@ def train_head(bundle: ModelBundle, arrays: CaseArrays, train: np.ndarray, group
         model.eval()
         model.head.train()  # the fresh head's BatchNorm learns its statistics; the network's stay as trained
         epoch_losses = []
-        for images, _, labels, _ in loader:
+        for images, _, labels, *_ in loader:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 logits = model(images.contiguous(memory_format=torch.channels_last)).classification
             loss = loss_fn.classification(logits.float(), labels)

@@ -41,7 +41,7 @@ def _timed_train_steps(model: torch.nn.Module, loss: torch.nn.Module, loader: An
     optimizer = make_optimizer("adamw", model.parameters(), lr=0.0)
     model.train()
     times = []
-    for i, (images, masks, labels, allowed) in enumerate(loader):
+    for i, (images, masks, labels, allowed, birads) in enumerate(loader):
         if i > steps:
             break
         if channels_last:
@@ -50,7 +50,7 @@ def _timed_train_steps(model: torch.nn.Module, loss: torch.nn.Module, loader: An
         optimizer.zero_grad()
         with autocast_cpu(precision):
             output = model(images)
-        value, _ = loss(output, masks, labels if with_labels else None, allowed)
+        value, _ = loss(output, masks, labels if with_labels else None, allowed, birads)
         value.backward()
         optimizer.step()
         if i > 0:  # the first step pays one-off allocation costs
