@@ -71,7 +71,8 @@ def test_augmentation_is_a_function_of_seed_epoch_and_position(tiny_manifest, tm
     image, mask, label, _allowed, birads = dataset[0]
     assert image.shape == (1, 32, 32) and mask.shape == (1, 32, 32) and label.item() == 0
     assert birads.item() == -1  # no BI-RADS column read: unknown
-    arrays.birads = np.array([4, -1, 2], dtype=np.int64)[: len(arrays)]
+    arrays.birads = np.full(len(arrays), -1, dtype=np.int64)
+    arrays.birads[0] = 4
     assert dataset[0][4].item() == 4
 
 
