@@ -55,7 +55,8 @@ PUBLISHED = {  # 4-fold curated BUSI, GPU, 200 epochs (DESIGN.md, seeds)
     "multi-task nnU-Net": {"dice": 0.754, "accuracy": 0.780},
 }
 TARGET = {"dice": 0.78, "accuracy": 0.85}
-TRAIN_SETS = {"busi": "curated BUSI's training part", "busi4+bus-bra": "curated BUSI's training part and all of BUS-BRA"}
+TRAIN_SETS = {"busi": "curated BUSI's training part", "busi4+bus-bra": "curated BUSI's training part and all of BUS-BRA",
+              "busi4x+bus-bra": "curated BUSI's training part, BUSI's duplicate-group representatives and all of BUS-BRA"}
 """``generalization.py --train`` sets tested on curated BUSI's 4 folds, and what each fold model trained on."""
 
 

@@ -31,7 +31,10 @@ dataset in full):
   benign vs malignant only (partial labels);
 - ``busi4+bus-bra``: curated BUSI's own 4 folds (``busi``'s split, the issue-13 protocol) with every BUS-BRA
   image added to each fold's training part (never to validation or test), balanced as the pool → tested on
-  BUSI's held-out fold: what a second public dataset adds to a curated-BUSI cross-validation.
+  BUSI's held-out fold: what a second public dataset adds to a curated-BUSI cross-validation;
+- ``busi4x+bus-bra``: ``busi4+bus-bra`` with BUSI's own extra images in every fold's training part too: one
+  image of each duplicate group that the curation drops (``training_representatives``: label and mask agree; no
+  group member is a copy of a curated image), written to ``busi_extra.csv``.
 
 Folds are independent: run them one at a time (a fold takes the CPU recipe's budget on 2 cores) and
 ``table`` aggregates whatever is complete; a row is reported only when all its folds are done.
@@ -57,7 +60,7 @@ import pandas as pd
 import torch
 
 from buscad import LABELS, rundir
-from buscad.data.dedup import curate, find_duplicates
+from buscad.data.dedup import curate, find_duplicates, training_representatives
 from buscad.data.manifest import read_manifest, write_manifest
 from buscad.data.pool import apply_official_partition, as_training_only, merge_manifests, read_bus_bra_partition
 from buscad.data.prepare import prepare
@@ -76,11 +79,12 @@ KEEP_COLUMNS = ("case_id", "dataset", "device", "label", "pred_label", "pred_lab
                 "pred_pixels_raw", "dice", "dice_raw", "iou", "iou_raw", "hd95", "hd95_raw",
                 "prob_normal", "prob_benign", "prob_malignant")
 SHARED = REPO.parent / "shared" / "datasets"
-TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5, "busi4+bus-bra": 4}
-EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None, "busi4+bus-bra": None}
+TRAIN_SETS = {"busi": 4, "bus-bra": 5, "busi+bus-bra": 5, "busi4+bus-bra": 4, "busi4x+bus-bra": 4}
+EXTERNAL = {"busi": "bus_bra.csv", "bus-bra": "busi_curated.csv", "busi+bus-bra": None, "busi4+bus-bra": None,
+            "busi4x+bus-bra": None}
 MANIFEST = {"busi": "busi_curated_folds.csv", "bus-bra": "bus_bra_folds.csv", "busi+bus-bra": "pool_folds.csv",
-            "busi4+bus-bra": "busi_folds_plus_bus_bra.csv"}
-POOLS = ("busi+bus-bra", "busi4+bus-bra")
+            "busi4+bus-bra": "busi_folds_plus_bus_bra.csv", "busi4x+bus-bra": "busi_folds_plus_extra_plus_bus_bra.csv"}
+POOLS = ("busi+bus-bra", "busi4+bus-bra", "busi4x+bus-bra")
 """The training sets that mix both datasets: their runs are balanced per (dataset, label) (``POOL_OVERRIDES``)."""
 DEFAULT_TAG = "robust"  # the recipe's runs; other tags are variants (ablations)
 POOL_OVERRIDES = ["data.balance_by=[dataset,label]", "data.balance_alpha=0.5", "loss.partial_labels=true"]
@@ -92,10 +96,11 @@ DATASETS_CITED = ("Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 1
 def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
     """Curated BUSI with 4 and 5 folds, BUS-BRA with its official folds, and the pool."""
     work.mkdir(parents=True, exist_ok=True)
-    if not (work / "busi_curated.csv").is_file():
+    if not (work / "busi_curated.csv").is_file() or not (work / "busi_extra.csv").is_file():
         prepare(busi, "busi", work / "busi.csv")
-        deduplicated = find_duplicates(read_manifest(work / "busi.csv")).frame
-        write_manifest(curate(deduplicated, "drop-all"), work / "busi_curated.csv")
+        duplicates = find_duplicates(read_manifest(work / "busi.csv"))
+        write_manifest(curate(duplicates.frame, "drop-all"), work / "busi_curated.csv")
+        write_manifest(training_representatives(duplicates), work / "busi_extra.csv")
     curated = read_manifest(work / "busi_curated.csv")
     write_manifest(kfold_split(curated, 4, seed=0, val_fraction=0.15), work / MANIFEST["busi"])
     if not (work / "bus_bra.csv").is_file():
@@ -109,6 +114,10 @@ def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
     busi4 = read_manifest(work / MANIFEST["busi"])  # BUS-BRA joins every fold's training part
     write_manifest(merge_manifests([busi4, as_training_only(official)], ["busi (4 folds)", "bus-bra"], keep_folds=True),
                    work / MANIFEST["busi4+bus-bra"])
+    extra = as_training_only(read_manifest(work / "busi_extra.csv"))
+    write_manifest(merge_manifests([busi4, extra, as_training_only(official)],
+                                   ["busi (4 folds)", "busi (extra)", "bus-bra"], keep_folds=True),
+                   work / MANIFEST["busi4x+bus-bra"])
     for name in MANIFEST.values():
         problems = check_no_leakage(read_manifest(work / name))
         if problems:

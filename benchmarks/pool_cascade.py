@@ -94,7 +94,8 @@ WHOLE_TAG = "fulllabelsgin25r"
 """The pooled cross-validation of the built-in recipe with the random-start ``unet`` (built-in models 0.5.0 and
 0.6.0; 0.7.0 is described by ``lite0`` and its ``finetune`` crop folds: ``build_builtin_model.SHIPPED_CV_TAG``)."""
 TRAIN_SET = "busi+bus-bra"
-WHOLE_TAGS = {TRAIN_SET: WHOLE_TAG, "busi": "cascft", "bus-bra": "cascft", "busi4+bus-bra": "lite0"}
+WHOLE_TAGS = {TRAIN_SET: WHOLE_TAG, "busi": "cascft", "bus-bra": "cascft", "busi4+bus-bra": "lite0",
+              "busi4x+bus-bra": "lite0x"}
 """Each training set's whole-image fold runs (``generalization.py run --train SET --tag TAG``)."""
 WHOLE_RECIPES = {"busi": RECIPE, "bus-bra": [*ROBUST_OVERRIDES, "train.epochs=16"]}
 """The overrides of the single-dataset whole-image runs: curated BUSI's are ``crop_cascade.py``'s, BUS-BRA's are
@@ -111,7 +112,7 @@ echo texture, which tell benign from malignant, at 2.25 times the pixels of 128 
 model's minutes (the crop model is fully convolutional, so the whole-image model's weights start it at any size)."""
 BUSI_CROPS_FOR = ("busi4+bus-bra",)
 """The pools whose BUSI rows keep curated BUSI's own folds, so that BUSI's crops (``--train busi``) split alike."""
-FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6, "busi4+bus-bra": 6}
+FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6, "busi4+bus-bra": 6, "busi4x+bus-bra": 6}
 """Crop epochs from the whole-image model's weights, 3/8 of the whole-image model's (16, 80 and 16): about 7 min on
 2 cores for the pool, so whole + crop stay under 30 min."""
 N_FOLDS = TRAIN_SETS[TRAIN_SET]

@@ -2,7 +2,7 @@
 (RANSAC similarity transform + correlation of the aligned overlap's detail) confirms them, groups are the
 transitive closure. ``buscad data dedup`` is the command; see docs/curated_busi.md."""
 
-from buscad.data.dedup.apply import POLICIES, DedupResult, aligned_mask_iou, curate, find_duplicates
+from buscad.data.dedup.apply import POLICIES, DedupResult, aligned_mask_iou, curate, find_duplicates, training_representatives
 from buscad.data.dedup.search import DEFAULT_THRESHOLD, DedupConfig, SearchResult, group_pairs, search_images
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "find_duplicates",
     "group_pairs",
     "search_images",
+    "training_representatives",
 ]

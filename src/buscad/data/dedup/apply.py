@@ -178,3 +178,17 @@ def curate(frame: pd.DataFrame, policy: str) -> pd.DataFrame:
         if members["label"].nunique() == 1:
             keep[area.loc[members.index].idxmax()] = True
     return frame[keep].reset_index(drop=True)
+
+
+def training_representatives(result: DedupResult) -> pd.DataFrame:
+    """One image of each duplicate group whose members agree on the label and on the mask.
+
+    ``drop-all`` removes every group from a curated set, yet no member of a group is a copy of a curated
+    image (groups are closed under confirmed copies), so these rows can join every fold's training part
+    of the curated set's cross-validation without leaking a test image. Groups with conflicting labels or
+    masks (aligned IoU below ``MASK_CONFLICT_IOU``) are left out: their annotation is in doubt.
+    """
+    kept = curate(result.frame, "keep-one")
+    grouped = kept["dup_group"].fillna("").astype(str)
+    conflicted = set(result.groups.loc[result.groups["mask_conflict"].astype(bool), "dup_group"].astype(str))
+    return kept[(grouped != "") & ~grouped.isin(conflicted)].reset_index(drop=True)
