@@ -94,7 +94,8 @@ DATASETS_CITED = ("Datasets: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 1
 
 
 def prepare_manifests(work: Path, busi: Path, bus_bra: Path) -> None:
-    """Curated BUSI with 4 and 5 folds, BUS-BRA with its official folds, and the pool."""
+    """Curated BUSI with 4 and 5 folds, BUS-BRA with its official folds, the pools, and BUSI's training-only extras
+    (one image of each duplicate group the curation drops, ``busi_extra.csv``)."""
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "busi_curated.csv").is_file() or not (work / "busi_extra.csv").is_file():
         prepare(busi, "busi", work / "busi.csv")
