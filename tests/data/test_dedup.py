@@ -132,24 +132,43 @@ def manifest_with_copies(tmp_path: Path) -> Path:
     return path
 
 
-def test_training_representatives_are_one_per_group_that_agrees_on_label_and_mask(tmp_path: Path):
+@pytest.fixture()
+def manifest_with_kept_and_doubtful_copies(tmp_path: Path) -> Path:
+    """5 originals; img0 has a larger copy that agrees with it, img1 a larger copy whose mask is elsewhere."""
     data = tmp_path / "data"
     data.mkdir()
     cases = originals(5, seed=3)
     rows = [write_case(data, f"img{i}", c.image, c.mask, c.label) for i, c in enumerate(cases)]
     crop = (slice(8, 88), slice(10, 120))
-    for i, mask_shift in ((0, 0), (1, 40)):  # img0's copy agrees with it; img1's copy has its mask elsewhere
+    for i, mask_shift in ((0, 0), (1, 40)):
         source = cases[i]
         copy = cv2.resize(source.image[crop], (165, 120), interpolation=cv2.INTER_LINEAR)
         mask = np.roll(source.mask, mask_shift, axis=1) & ~source.mask if mask_shift else source.mask
         copy_mask = cv2.resize(mask[crop].astype(np.uint8), (165, 120), interpolation=cv2.INTER_NEAREST)
         rows.append(write_case(data, f"copy{i}", copy, copy_mask > 0, source.label))
-    result = find_duplicates(_frame(rows))
+    path = tmp_path / "manifest.csv"
+    write_manifest(_frame(rows), path)
+    return path
+
+
+def test_training_representatives_are_one_per_group_that_agrees_on_label_and_mask(
+    manifest_with_kept_and_doubtful_copies: Path,
+):
+    result = find_duplicates(read_manifest(manifest_with_kept_and_doubtful_copies))
     grouped = result.frame.set_index("case_id")["dup_group"]
     assert grouped["t/img0"] == grouped["t/copy0"] != "" and grouped["t/img1"] == grouped["t/copy1"] != ""
     chosen = training_representatives(result)
     assert chosen["case_id"].tolist() == ["t/copy0"]  # the larger image of the consistent group only
     assert not set(chosen["case_id"]) & set(curate(result.frame, "drop-all")["case_id"])
+
+
+def test_cli_dedup_writes_the_training_extra(manifest_with_kept_and_doubtful_copies: Path, tmp_path: Path):
+    extra = tmp_path / "extra.csv"
+    result = CliRunner().invoke(app, ["data", "dedup", str(manifest_with_kept_and_doubtful_copies), "-o",
+                                      str(tmp_path / "dedup.csv"), "--training-extra", str(extra)])
+    assert result.exit_code == 0, result.output
+    assert "1 training-only images" in result.output
+    assert read_manifest(extra)["case_id"].tolist() == ["t/copy0"]
 
 
 def test_find_duplicates_reports_label_and_mask_conflicts(manifest_with_copies: Path):

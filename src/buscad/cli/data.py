@@ -255,9 +255,14 @@ def dedup(
     report: Annotated[Path | None, typer.Option("--report", help="Folder for groups.csv, pairs.csv, sheets.")] = None,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Aligned-detail correlation that confirms a copy (default 0.94).")] = None,
+    training_extra: Annotated[Path | None, typer.Option(
+        "--training-extra",
+        help="Also write one image per group whose members agree on label and mask: rows no curated image copies, "
+             "for every fold's training part (buscad data merge --training-only).",
+    )] = None,
 ) -> None:
     """Find copies (re-cropped, re-scaled, re-contrasted, re-compressed, marked) and group them."""
-    from buscad.data.dedup import DedupConfig, curate, find_duplicates
+    from buscad.data.dedup import DedupConfig, curate, find_duplicates, training_representatives
     from buscad.data.dedup.report import write_report
     from buscad.data.manifest import label_counts, read_manifest, write_manifest
 
@@ -281,6 +286,11 @@ def dedup(
         write_manifest(kept, curated)
         counts = ", ".join(f"{n} {label}" for label, n in label_counts(kept).items())
         console.print(f"{curated}: {len(kept)} images kept with {policy.value} ({counts})", highlight=False,
+                      soft_wrap=True)
+    if training_extra is not None:
+        extra = training_representatives(result)
+        write_manifest(extra, training_extra)
+        console.print(f"{training_extra}: {len(extra)} training-only images, one per consistent group", highlight=False,
                       soft_wrap=True)
     if report is not None:
         sheets = write_report(result, report)
