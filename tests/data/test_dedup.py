@@ -112,6 +112,14 @@ def write_case(root: Path, name: str, image: np.ndarray, mask: np.ndarray, label
     }
 
 
+def recropped(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A re-cropped, re-scaled copy of an image and its mask (a copy the detector must group)."""
+    crop = (slice(8, 88), slice(10, 120))
+    copy = cv2.resize(image[crop], (165, 120), interpolation=cv2.INTER_LINEAR)
+    copy_mask = cv2.resize(mask[crop].astype(np.uint8), (165, 120), interpolation=cv2.INTER_NEAREST)
+    return copy, copy_mask > 0
+
+
 @pytest.fixture()
 def manifest_with_copies(tmp_path: Path) -> Path:
     """6 originals; case 0 has a re-cropped, re-scaled copy with the same mask and a copy labelled
@@ -121,10 +129,7 @@ def manifest_with_copies(tmp_path: Path) -> Path:
     cases = originals(6, seed=2)
     rows = [write_case(data, f"img{i}", c.image, c.mask, c.label) for i, c in enumerate(cases)]
     source = cases[0]
-    crop = (slice(8, 88), slice(10, 120))
-    copy = cv2.resize(source.image[crop], (165, 120), interpolation=cv2.INTER_LINEAR)
-    copy_mask = cv2.resize(source.mask[crop].astype(np.uint8), (165, 120), interpolation=cv2.INTER_NEAREST)
-    rows.append(write_case(data, "copy_same_mask", copy, copy_mask > 0, source.label))
+    rows.append(write_case(data, "copy_same_mask", *recropped(source.image, source.mask), source.label))
     moved = np.roll(source.mask, 40, axis=1) & ~source.mask
     rows.append(write_case(data, "copy_other_mask", source.image, moved, "malignant"))
     path = tmp_path / "manifest.csv"
@@ -139,13 +144,10 @@ def manifest_with_kept_and_doubtful_copies(tmp_path: Path) -> Path:
     data.mkdir()
     cases = originals(5, seed=3)
     rows = [write_case(data, f"img{i}", c.image, c.mask, c.label) for i, c in enumerate(cases)]
-    crop = (slice(8, 88), slice(10, 120))
     for i, mask_shift in ((0, 0), (1, 40)):
         source = cases[i]
-        copy = cv2.resize(source.image[crop], (165, 120), interpolation=cv2.INTER_LINEAR)
         mask = np.roll(source.mask, mask_shift, axis=1) & ~source.mask if mask_shift else source.mask
-        copy_mask = cv2.resize(mask[crop].astype(np.uint8), (165, 120), interpolation=cv2.INTER_NEAREST)
-        rows.append(write_case(data, f"copy{i}", copy, copy_mask > 0, source.label))
+        rows.append(write_case(data, f"copy{i}", *recropped(source.image, mask), source.label))
     path = tmp_path / "manifest.csv"
     write_manifest(_frame(rows), path)
     return path
@@ -164,8 +166,18 @@ def test_training_representatives_are_one_per_group_that_agrees_on_label_and_mas
 
 def test_cli_dedup_writes_the_training_extra(manifest_with_kept_and_doubtful_copies: Path, tmp_path: Path):
     extra = tmp_path / "extra.csv"
-    result = CliRunner().invoke(app, ["data", "dedup", str(manifest_with_kept_and_doubtful_copies), "-o",
-                                      str(tmp_path / "dedup.csv"), "--training-extra", str(extra)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "dedup",
+            str(manifest_with_kept_and_doubtful_copies),
+            "-o",
+            str(tmp_path / "dedup.csv"),
+            "--training-extra",
+            str(extra),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "1 training-only images" in result.output
     assert read_manifest(extra)["case_id"].tolist() == ["t/copy0"]
