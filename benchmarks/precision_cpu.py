@@ -12,9 +12,13 @@ with those layers in bf16 too (buscad keeps them float32 while training: ``Float
 alternate step by step on the same random batch, so load changes hit them alike; each figure is the
 median after the warm-up. ``--profile`` adds torch.profiler's split of a recipe training step
 (forward, loss, backward, optimizer) and the optimizer step with PyTorch's default (foreach) kernel
-against the fused one.
+against the fused one. ``--compile`` adds the float32 channels-last model (and, on a CPU with bf16 units, the
+recipe's) wrapped in ``torch.compile`` (TorchInductor's CPU backend, which fuses the element-wise work between
+the convolutions), with the seconds its first steps take to compile (inductor's caches off: a cold compile, as
+a fresh machine pays it).
 
     python3 benchmarks/precision_cpu.py --profile
+    python3 benchmarks/precision_cpu.py --config configs/buscad_robust_lite0_cpu.yaml --sizes 128:16 --compile
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +57,7 @@ SETTINGS: tuple[tuple[str, str, bool], ...] = (
     ("bf16 + channels-last", "bf16-mixed", True),
 )
 RECIPE = "bf16 + channels-last"
+COMPILED = " + torch.compile"  # suffix of the --compile variants' names
 BF16_DEPTHWISE = "bf16 + channels-last, bf16 depthwise"  # the ablation, for models with depthwise layers
 
 
@@ -63,6 +70,24 @@ def build(config: ExperimentConfig, precision: str, channels_last: bool, name: s
     optimizer = make_optimizer(config.train.optimizer, model.parameters(), lr=config.train.lr,
                                weight_decay=config.train.weight_decay, fused=fused)
     return Variant(name, model, optimizer, precision, channels_last)
+
+
+def compiled_variants(config: ExperimentConfig, with_bf16: bool = True) -> list[Variant]:
+    """The float32 channels-last model, and the recipe's where the CPU has bf16 units, each behind ``torch.compile``
+    (compiled lazily: at its first step of each input shape)."""
+    settings = [("fp32 channels-last", "32-true")] + ([(RECIPE, "bf16-mixed")] if with_bf16 and cpu_bf16_units() else [])
+    variants = [build(config, precision, True, name + COMPILED) for name, precision in settings]
+    for variant in variants:
+        variant.model = torch.compile(variant.model)  # type: ignore[assignment]
+    return variants
+
+
+def compile_seconds(variants: list[Variant], train_one: Callable[[Variant], float],
+                    infer_one: Callable[[Variant], float]) -> dict[str, dict[str, float]]:
+    """Seconds of each compiled variant's first training and first inference step at this input shape: the
+    compilation a run pays once (per shape and mode) before the steps that :func:`alternate` times."""
+    return {v.name: {"train": round(train_one(v), 1), "inference": round(infer_one(v), 1)}
+            for v in variants if v.name.endswith(COMPILED)}
 
 
 def random_batch(size: int, batch: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -164,9 +189,16 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {block['size']}, {block['batch']} | {name} | {row['train_images_per_second']:.2f} | "
                          f"{row['train_ratio']:.2f} | {row['inference_images_per_second']:.2f} | "
                          f"{row['inference_ratio']:.2f} |")
-    lines += ["", "Acceptance (recipe = bf16 + channels-last, training ≥ 1.6× fp32 of the same run): " + "; ".join(
-        f"{b['size']} px: {b['settings'][RECIPE]['train_ratio']:.2f}× "
-        f"({'yes' if b['settings'][RECIPE]['train_ratio'] >= 1.6 else 'NO'})" for b in result["runs"]), ""]
+    for block in result["runs"]:
+        for name, seconds in block.get("compile_seconds", {}).items():
+            lines.append("")
+            lines.append(f"{name}, {block['size']} px: its first training step took {seconds['train']} s and its "
+                         f"first inference step {seconds['inference']} s (compilation; {result['compile_note']}).")
+    if all(RECIPE in b["settings"] for b in result["runs"]):
+        lines += ["", "Acceptance (recipe = bf16 + channels-last, training ≥ 1.6× fp32 of the same run): " + "; ".join(
+            f"{b['size']} px: {b['settings'][RECIPE]['train_ratio']:.2f}× "
+            f"({'yes' if b['settings'][RECIPE]['train_ratio'] >= 1.6 else 'NO'})" for b in result["runs"])]
+    lines += [""]
     prof = result.get("profile")
     if prof:
         lines += [(f"## Profile of a recipe training step ({prof['size']} px, batch {prof['batch']}, "
@@ -194,6 +226,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--profile", action="store_true", help="add the profile split of a recipe step")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile variants")
+    parser.add_argument("--float32-only", action="store_true",
+                        help="only the float32 settings (where bf16 is emulated, its steps take minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "precision_cpu",
                         help="output stem (.json and .md are written); '-' prints only")
     args = parser.parse_args(argv)
@@ -202,11 +237,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = tuple(round(v, 2) for v in os.getloadavg())
     config = load_config(args.config)
     loss = MultiTaskLoss(config.loss.seg, config.loss.cls, config.loss.seg_weight, config.loss.ds_weighting)
-    variants = [build(config, precision, cl, name) for name, precision, cl in SETTINGS]
-    if any(is_depthwise(layer) for layer in variants[0].model.modules()):
+    variants = [build(config, precision, cl, name) for name, precision, cl in SETTINGS
+                if not (args.float32_only and precision != "32-true")]
+    if not args.float32_only and any(is_depthwise(layer) for layer in variants[0].model.modules()):
         ablation = build(config, "bf16-mixed", True, BF16_DEPTHWISE)
         ablation.model = _bf16_depthwise(ablation.model)
         variants.append(ablation)
+    if args.compile:
+        # time a cold compile, as a fresh machine pays it: no cached graphs, no compiled kernels on disk
+        os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="buscad-inductor-")
+        variants += compiled_variants(config, with_bf16=not args.float32_only)
     runs = []
     for pair in args.sizes.split(","):
         size, batch = (int(p) for p in pair.split(":"))
@@ -218,9 +259,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def infer_one(v: Variant, d: tuple[Tensor, Tensor, Tensor] = data) -> float:
             return infer_step(v, d[0])
 
+        compiling = compile_seconds(variants, train_one, infer_one)
         train = alternate(variants, train_one, args.warmup, args.steps, batch)
         infer = alternate(variants, infer_one, args.warmup, args.steps, batch)
-        runs.append({"size": size, "batch": batch, "settings": {
+        runs.append({"size": size, "batch": batch, "compile_seconds": compiling, "settings": {
             v.name: {"train_images_per_second": round(train[v.name], 3),
                      "inference_images_per_second": round(infer[v.name], 3),
                      "train_ratio": round(train[v.name] / train["fp32"], 3),
@@ -234,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": (f"{config.model.name} {config.model.options}, cls_head {config.model.cls_head} "
                   f"({args.config.name}); optimizer {config.train.optimizer} (fused)"),
         "runs": runs,
+        "compile_note": (f"torch {torch.__version__}, inductor backend, default mode" if args.compile else None),
     }
     if args.profile:
         size, batch = (int(p) for p in args.sizes.split(",")[0].split(":"))
