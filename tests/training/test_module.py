@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from buscad.errors import ConfigError
 from buscad.training.config import load_config
 from buscad.training.module import SegClsModule
 from buscad.training.runner import create_model, model_spec
@@ -92,3 +93,26 @@ def test_a_birads_weight_trains_the_auxiliary_units_on_cases_with_a_category(wri
 
     assert auxiliary_gradient([3, 5]) > 0
     assert auxiliary_gradient([-1, -1]) == pytest.approx(0.0)  # no category known: the extra units learn nothing
+
+
+def test_a_pretrained_encoder_trains_at_its_share_of_the_rate_through_warm_up_and_cosine(write_tiny_config,
+                                                                                       synthetic_manifest):
+    path = write_tiny_config(synthetic_manifest, epochs=4)
+    path.write_text(path.read_text().replace("name: unet", "name: lite0-unet").replace(
+        "options: {features: [8, 16, 32, 64, 128], dropout: 0.1}", "options: {}"))
+    config = load_config(path, ["train.lr=0.002", "train.warmup_epochs=1", "train.encoder_lr_scale=0.25"])
+    spec = model_spec(config)
+    module = SegClsModule(create_model(config, spec), config, spec)
+    optimizers = module.configure_optimizers()
+    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+    encoder, rest = optimizer.param_groups
+    assert encoder["name"] == "encoder" and all(".encoder." in n for n, p in module.model.named_parameters()
+                                                  if any(p is q for q in encoder["params"]))
+    assert len(encoder["params"]) + len(rest["params"]) == len(list(module.model.parameters()))
+    assert encoder["lr"] == pytest.approx(0.25 * rest["lr"])  # warm-up scales both groups alike
+    for _ in range(3):  # then cosine, each group from its own rate down to the recipe's floor (1 % of train.lr)
+        optimizer.step()
+        scheduler.step()
+        assert 0.002 * 0.01 <= encoder["lr"] < rest["lr"]
+    with pytest.raises(ConfigError, match=r"train\.encoder_lr_scale: Input should be greater than 0"):
+        load_config(write_tiny_config(synthetic_manifest, epochs=1), ["train.encoder_lr_scale=0"])

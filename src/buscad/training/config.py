@@ -119,6 +119,11 @@ class TrainConfig(_Strict):
     optimizer: Literal["adam", "adamw"] = "adam"
     scheduler: Literal["plateau", "cosine", "none"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
+    encoder_lr_scale: float = Field(
+        1.0, gt=0, le=1, description="learning rate of a pretrained encoder (the parameters under a module named "
+        "`encoder`, as smp and timm name it) as a share of `lr`; below 1 keeps the ImageNet features closer to where "
+        "they started (discriminative fine-tuning); 1 = one rate for every parameter"
+    )
     early_stopping: int = Field(0, ge=0, description="patience in epochs (0 = off)")
     monitor: Literal["val_loss", "val_dice", "val_accuracy", "val_score"] = "val_score"
     seed: int = 0

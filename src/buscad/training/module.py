@@ -16,7 +16,7 @@ from torch import nn
 from buscad.checkpoint import ModelSpec
 from buscad.postprocess.probability import lesion_mask, lesion_probability, mask_gated_logits
 from buscad.training.config import ExperimentConfig
-from buscad.training.optim import make_optimizer
+from buscad.training.optim import make_optimizer, parameter_groups
 
 
 def image_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -93,8 +93,8 @@ class SegClsModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         train = self.config.train
-        trainable = [p for p in self.model.parameters() if p.requires_grad]  # a pipeline's stage 1 is frozen
-        optimizer = make_optimizer(train.optimizer, trainable, lr=train.lr, weight_decay=train.weight_decay)
+        groups = parameter_groups(self.model, train.lr, train.encoder_lr_scale)  # a pipeline's stage 1 is frozen
+        optimizer = make_optimizer(train.optimizer, groups, lr=train.lr, weight_decay=train.weight_decay)
         if train.scheduler == "none":
             return optimizer
         if train.scheduler == "plateau":
