@@ -105,7 +105,7 @@ def test_a_pretrained_encoder_trains_at_its_share_of_the_rate_through_warm_up_an
     module = SegClsModule(create_model(config, spec), config, spec)
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
-    encoder, rest = optimizer.param_groups
+    rest, encoder = optimizer.param_groups
     assert encoder["name"] == "encoder" and all(".encoder." in n for n, p in module.model.named_parameters()
                                                   if any(p is q for q in encoder["params"]))
     assert len(encoder["params"]) + len(rest["params"]) == len(list(module.model.parameters()))

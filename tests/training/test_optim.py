@@ -57,13 +57,13 @@ class _EncoderDecoder(torch.nn.Module):
 
 def test_parameter_groups_give_the_encoder_its_share_of_the_rate_and_leave_frozen_layers_out() -> None:
     model = _EncoderDecoder()
-    encoder, rest = parameter_groups(model, lr=2e-3, encoder_lr_scale=0.1)
+    rest, encoder = parameter_groups(model, lr=2e-3, encoder_lr_scale=0.1)
     assert isinstance(encoder, dict) and isinstance(rest, dict)
     assert encoder["params"] == list(model.net.encoder.parameters()) and encoder["lr"] == pytest.approx(2e-4)
     assert rest["params"] == [*model.net.decoder.parameters(), *model.encoder_head.parameters()]
     assert rest["lr"] == 2e-3
-    opt = make_optimizer("adamw", [encoder, rest], lr=2e-3, weight_decay=1e-4)
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-4, 2e-3])
+    opt = make_optimizer("adamw", [rest, encoder], lr=2e-3, weight_decay=1e-4)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3, 2e-4])
     assert bool(opt.defaults.get("fused")) == fused_supported([*encoder["params"], *rest["params"]])
 
 

@@ -43,15 +43,16 @@ def is_encoder_parameter(name: str) -> bool:
 
 def parameter_groups(model: torch.nn.Module, lr: float,
                      encoder_lr_scale: float = 1.0) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
-    """The trainable parameters of ``model``; with ``encoder_lr_scale`` below 1, two optimizer groups: the encoder's
-    parameters (:func:`is_encoder_parameter`) at ``lr * encoder_lr_scale``, the rest at ``lr``."""
+    """The trainable parameters of ``model``; with ``encoder_lr_scale`` below 1, two optimizer groups: the rest at
+    ``lr``, then the encoder's parameters (:func:`is_encoder_parameter`) at ``lr * encoder_lr_scale``."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # a pipeline's stage 1 is frozen
     encoder = [p for n, p in named if is_encoder_parameter(n)]
     if encoder_lr_scale == 1.0 or not encoder:
         return [p for _, p in named]
     rest = [p for n, p in named if not is_encoder_parameter(n)]
-    return [{"params": encoder, "lr": lr * encoder_lr_scale, "name": "encoder"},
-            {"params": rest, "lr": lr, "name": "decoder and heads"}]
+    # the full-rate group first: a run's history logs the first group's rate as the run's
+    return [{"params": rest, "lr": lr, "name": "decoder and heads"},
+            {"params": encoder, "lr": lr * encoder_lr_scale, "name": "encoder"}]
 
 
 def make_optimizer(name: OptimizerName, params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], lr: float,
