@@ -157,20 +157,32 @@ def saved_fold(tag: str, train_set: str, fold: int) -> tuple[pd.DataFrame, dict]
     return table, json.loads(record_path.read_text())
 
 
+def scored_fold(tag: str, fold: int, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
+                fit_threshold: bool = False, also: tuple[str, ...] = (), crop_tags: tuple[str, ...] | None = None) -> dict:
+    """:func:`fold_row` of fold K's model, or of its pair (``crop_variant``) and further members (``also``)."""
+    table, record = saved_fold(tag, train_set, fold)
+    if crop_variant:
+        more = tuple(pair_ensemble.member_record(fold, train_set, t) for t in also)
+        table, record = pair_table(table, record, records_folder(tag, crop_variant, train_set, also, crop_tags), fold,
+                                   mirror, fit_threshold, more)
+    return fold_row(table, record, fold)
+
+
+def screen_markdown(row: dict, tag: str) -> str:
+    """One fold's row (``--screen-fold``): a screen that can stop a lever, never a cross-validation figure."""
+    return "\n".join([
+        f"Screen: fold {row['fold']} of `{tag}` only ({row['precision']}, {row['cpu']}), not a cross-validation figure.",
+        "", "| fold | " + " | ".join(KEYS) + " | minutes |", "|---|" + "---|" * (len(KEYS) + 1),
+        f"| {row['fold']} | " + " | ".join(f"{row[k]:.3f}" for k in KEYS) + f" | {row['minutes']:.1f} |", ""])
+
+
 def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
           fit_threshold: bool = False, also: tuple[str, ...] = (), crop_tags: tuple[str, ...] | None = None) -> dict:
     folder = fold_record_paths(train_set, 0, tag)[1].parent
     missing = [k for k in range(FOLDS) if not fold_record_paths(train_set, k, tag)[1].is_file()]
     if missing:
         raise SystemExit(f"{folder}: folds {missing} not saved yet; a cv figure needs all {FOLDS} folds")
-    folds = []
-    for k in range(FOLDS):
-        table, record = saved_fold(tag, train_set, k)
-        if crop_variant:
-            more = tuple(pair_ensemble.member_record(k, train_set, t) for t in also)
-            table, record = pair_table(table, record, records_folder(tag, crop_variant, train_set, also, crop_tags), k,
-                                       mirror, fit_threshold, more)
-        folds.append(fold_row(table, record, k))
+    folds = [scored_fold(tag, k, crop_variant, train_set, mirror, fit_threshold, also, crop_tags) for k in range(FOLDS)]
     metric_keys = (*KEYS, "minutes", "minutes_at_median_epoch", "images_per_second")
     mean = {k: float(np.mean([f[k] for f in folds])) for k in metric_keys}
     std = {k: float(np.std([f[k] for f in folds], ddof=1)) for k in metric_keys}
@@ -242,6 +254,8 @@ def main() -> None:
                         "each image's left-right mirror (buscad predict --tta)")
     parser.add_argument("--fit-malignant-threshold", action="store_true", help="with --crop-variant: call a lesion "
                         "malignant at the threshold that maximises accuracy on each fold's validation images")
+    parser.add_argument("--screen-fold", type=int, choices=range(FOLDS), help="print one fold's row and write "
+                        "nothing: a screen on one fold (docs/generalization.md §28), never a cross-validation figure")
     parser.add_argument("--name", default="busi_cv",
                         help="results file stem (busi_cv is the figure the README reports; name a variant otherwise)")
     args = parser.parse_args()
@@ -252,6 +266,11 @@ def main() -> None:
                      "without --fit-malignant-threshold")
     if args.crop_tag and not args.also_tag:
         parser.error("--crop-tag chooses among an ensemble's members: give --also-tag")
+    if args.screen_fold is not None:
+        print(screen_markdown(scored_fold(args.tag, args.screen_fold, args.crop_variant, args.train, args.mirror,
+                                          args.fit_malignant_threshold, tuple(args.also_tag),
+                                          tuple(args.crop_tag) if args.crop_tag else None), args.tag))
+        return
     summary = build(args.tag, args.crop_variant, args.train, args.mirror, args.fit_malignant_threshold,
                     tuple(args.also_tag), tuple(args.crop_tag) if args.crop_tag else None)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -100,3 +100,18 @@ def test_the_malignant_threshold_is_fitted_on_validation_and_moves_only_on_evide
     assert 0.62 < threshold <= 0.70 and threshold == 0.63  # every threshold in (0.62, 0.70] is right: the nearest 0.5
     balanced = validation.assign(label=["benign", "benign", "malignant", "malignant", "malignant", "malignant"])
     assert module.fitted_malignant_threshold(balanced, settings) == 0.5  # 0.46-0.55 all perfect: 0.5 stays
+
+
+def test_a_screen_prints_one_folds_row_as_the_cross_validation_scores_it_and_writes_nothing(monkeypatch, capsys) -> None:
+    import json
+
+    module = load_benchmark("busi_cv")
+    before = sorted(module.RESULTS.iterdir())
+    monkeypatch.setattr("sys.argv", ["busi_cv.py", "--train", "busi4+bus-bra", "--tag", "lite0l", "--crop-variant",
+                                     "finetune", "--screen-fold", "0"])
+    module.main()
+    text = capsys.readouterr().out
+    committed = json.loads((module.RESULTS / "busi_cv_busi4+bus-bra_lite0l_pair.json").read_text())["folds"][0]
+    assert "not a cross-validation figure" in text
+    assert f"| 0 | {committed['dice']:.3f} | {committed['dice_lesion']:.3f} | {committed['accuracy']:.3f} |" in text
+    assert sorted(module.RESULTS.iterdir()) == before
