@@ -6,6 +6,8 @@
     python3 benchmarks/busi_cv.py --tag TAG --crop-variant finetune   # the pair: whole-image + crop model
     python3 benchmarks/pair_ensemble.py run --train busi4+bus-bra --fold K --whole-tag TAG --whole-tag T2 --crop-tag TAG
     python3 benchmarks/busi_cv.py --train busi4+bus-bra --tag TAG --also-tag T2 --crop-tag TAG --crop-variant finetune
+    python3 benchmarks/busi_cv.py --train busi4+bus-bra --tag TAG --crop-variant finetune --screen-fold 0
+                                    # one fold's row, printed only: a screen, never a cross-validation figure
 
 The folds are trained by ``benchmarks/generalization.py --train busi`` (the same ``workflows.train`` that
 ``buscad cv`` runs, one fold per call so a fold that lands can be committed before the next starts), on
@@ -267,6 +269,9 @@ def main() -> None:
     if args.crop_tag and not args.also_tag:
         parser.error("--crop-tag chooses among an ensemble's members: give --also-tag")
     if args.screen_fold is not None:
+        record = fold_record_paths(args.train, args.screen_fold, args.tag)[1]
+        if not record.is_file():
+            parser.error(f"{record}: fold {args.screen_fold} of {args.tag} not saved yet (generalization.py run)")
         print(screen_markdown(scored_fold(args.tag, args.screen_fold, args.crop_variant, args.train, args.mirror,
                                           args.fit_malignant_threshold, tuple(args.also_tag),
                                           tuple(args.crop_tag) if args.crop_tag else None), args.tag))

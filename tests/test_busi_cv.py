@@ -115,3 +115,13 @@ def test_a_screen_prints_one_folds_row_as_the_cross_validation_scores_it_and_wri
     assert "not a cross-validation figure" in text
     assert f"| 0 | {committed['dice']:.3f} | {committed['dice_lesion']:.3f} | {committed['accuracy']:.3f} |" in text
     assert sorted(module.RESULTS.iterdir()) == before
+
+
+def test_a_screen_of_a_fold_not_saved_yet_is_refused_in_one_line(monkeypatch, capsys) -> None:
+    import pytest
+
+    module = load_benchmark("busi_cv")
+    monkeypatch.setattr("sys.argv", ["busi_cv.py", "--train", "busi4+bus-bra", "--tag", "no-such-tag", "--screen-fold", "1"])
+    with pytest.raises(SystemExit):
+        module.main()
+    assert "fold 1 of no-such-tag not saved yet" in capsys.readouterr().err
