@@ -178,10 +178,15 @@ def screen_markdown(row: dict, tag: str) -> str:
         f"| {row['fold']} | " + " | ".join(f"{row[k]:.3f}" for k in KEYS) + f" | {row['minutes']:.1f} |", ""])
 
 
+def unsaved_folds(tag: str, train_set: str, folds: range | list[int]) -> list[int]:
+    """The folds among ``folds`` whose ``generalization.py run`` record is not saved yet."""
+    return [k for k in folds if not fold_record_paths(train_set, k, tag)[1].is_file()]
+
+
 def build(tag: str, crop_variant: str | None = None, train_set: str = "busi", mirror: bool = False,
           fit_threshold: bool = False, also: tuple[str, ...] = (), crop_tags: tuple[str, ...] | None = None) -> dict:
     folder = fold_record_paths(train_set, 0, tag)[1].parent
-    missing = [k for k in range(FOLDS) if not fold_record_paths(train_set, k, tag)[1].is_file()]
+    missing = unsaved_folds(tag, train_set, range(FOLDS))
     if missing:
         raise SystemExit(f"{folder}: folds {missing} not saved yet; a cv figure needs all {FOLDS} folds")
     folds = [scored_fold(tag, k, crop_variant, train_set, mirror, fit_threshold, also, crop_tags) for k in range(FOLDS)]
@@ -269,8 +274,8 @@ def main() -> None:
     if args.crop_tag and not args.also_tag:
         parser.error("--crop-tag chooses among an ensemble's members: give --also-tag")
     if args.screen_fold is not None:
-        record = fold_record_paths(args.train, args.screen_fold, args.tag)[1]
-        if not record.is_file():
+        if unsaved_folds(args.tag, args.train, [args.screen_fold]):
+            record = fold_record_paths(args.train, args.screen_fold, args.tag)[1]
             parser.error(f"{record}: fold {args.screen_fold} of {args.tag} not saved yet (generalization.py run)")
         print(screen_markdown(scored_fold(args.tag, args.screen_fold, args.crop_variant, args.train, args.mirror,
                                           args.fit_malignant_threshold, tuple(args.also_tag),

@@ -82,12 +82,11 @@ def compiled_variants(config: ExperimentConfig, with_bf16: bool = True) -> list[
     return variants
 
 
-def compile_seconds(variants: list[Variant], train_one: Callable[[Variant], float],
+def compile_seconds(compiled: list[Variant], train_one: Callable[[Variant], float],
                     infer_one: Callable[[Variant], float]) -> dict[str, dict[str, float]]:
     """Seconds of each compiled variant's first training and first inference step at this input shape: the
     compilation a run pays once (per shape and mode) before the steps that :func:`alternate` times."""
-    return {v.name: {"train": round(train_one(v), 1), "inference": round(infer_one(v), 1)}
-            for v in variants if v.name.endswith(COMPILED)}
+    return {v.name: {"train": round(train_one(v), 1), "inference": round(infer_one(v), 1)} for v in compiled}
 
 
 def random_batch(size: int, batch: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -243,11 +242,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ablation = build(config, "bf16-mixed", True, BF16_DEPTHWISE)
         ablation.model = _bf16_depthwise(ablation.model)
         variants.append(ablation)
+    compiled: list[Variant] = []
     if args.compile:
         # time a cold compile, as a fresh machine pays it: no cached graphs, no compiled kernels on disk
         os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="buscad-inductor-")
-        variants += compiled_variants(config, with_bf16=not args.float32_only)
+        compiled = compiled_variants(config, with_bf16=not args.float32_only)
+        variants += compiled
     runs = []
     for pair in args.sizes.split(","):
         size, batch = (int(p) for p in pair.split(":"))
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def infer_one(v: Variant, d: tuple[Tensor, Tensor, Tensor] = data) -> float:
             return infer_step(v, d[0])
 
-        compiling = compile_seconds(variants, train_one, infer_one)
+        compiling = compile_seconds(compiled, train_one, infer_one)
         train = alternate(variants, train_one, args.warmup, args.steps, batch)
         infer = alternate(variants, infer_one, args.warmup, args.steps, batch)
         runs.append({"size": size, "batch": batch, "compile_seconds": compiling, "settings": {
