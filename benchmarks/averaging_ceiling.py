@@ -36,7 +36,7 @@ import itertools
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +123,22 @@ def predictor_checks(names: Sequence[str], members: Sequence[list[pd.DataFrame]]
     """Record averages beside the ``buscad.Predictor`` ensembles of the same BUS-BRA pairs, where one was measured
     (``pair_ensemble.py``'s fold records of members that all are among ``names``)."""
     prefix = pair_ensemble.records_dir("bus-bra", [""]).name
-    lines = []
+    checks = []
     for folder in sorted(RESULTS.glob(f"{prefix}*")):
         tags = folder.name.removeprefix(prefix).split("+")
         if not folder.is_dir() or not set(tags) <= set(names) or folder != pair_ensemble.records_dir("bus-bra", tags):
             continue
         measured = bus_bra_scores([bus_bra_member_from(folder)])
         averaged = bus_bra_scores([members[names.index(t)] for t in tags])
-        lines.append({"members": tags, "predictor_auc": measured["auc"], "records_auc": averaged["auc"]})
-    return lines
+        checks.append({"members": tags, "predictor_auc": measured["auc"], "records_auc": averaged["auc"]})
+    return checks
 
 
-def subset_curve(names: Sequence[str], members: Sequence[list[pd.DataFrame]], score: Any,
+Scorer = Callable[[Sequence[list[pd.DataFrame]]], dict[str, float]]
+"""Members (each a list of fold tables) → the cross-validation's mean figures of their average."""
+
+
+def subset_curve(names: Sequence[str], members: Sequence[list[pd.DataFrame]], score: Scorer,
                  keys: Sequence[str]) -> list[dict[str, Any]]:
     """For k = 1 … n: mean, lowest and highest score over every subset of k members (and the best subset)."""
     rows = []

@@ -103,10 +103,9 @@ def score_fold(rows: pd.DataFrame) -> dict[str, Any]:
         out[part] = {"n": len(scored), "described": float(scored["described"].mean()),
                      "auc_pair": float(roc_auc_score(y, scored["p_pair"])),
                      "auc_stacked": float(roc_auc_score(y, stacked))}
-    classifier = model[-1]
-    out["coefficients"] = dict(zip([*FEATURES, *(f"missing:{FEATURES[i]}" for i in model[0].indicator_.features_)]
-                                   if model[0].indicator_ is not None else FEATURES,
-                                   map(float, classifier.coef_[0])))
+    indicator = model[0].indicator_
+    names = [*FEATURES, *(f"missing:{FEATURES[i]}" for i in (indicator.features_ if indicator is not None else ()))]
+    out["coefficients"] = dict(zip(names, map(float, model[-1].coef_[0])))
     return out
 
 
