@@ -11,7 +11,8 @@ if every run already made of the recipe family were averaged, each fold with eac
 line? Averaging is the cheapest way to buy ranking with compute; if its curve flattens below the target, the target
 needs other information (data, input, model), not more members within the 30 CPU minutes per fold.
 
-Each member is one whole-image + crop-model pair (``pool_cascade.py``'s fold records, T = 1, no mirror), all folds.
+Each member is one whole-image + crop-model pair (``pool_cascade.py``'s fold records, T = 1), all folds; ``--mirror``
+takes each pair's answers averaged with the image's mirror (``buscad predict --tta``) instead of its plain ones.
 For k = 1 … n members, every subset of k members is averaged per image and scored per fold; the row gives the mean,
 lowest and highest over subsets of the folds' mean.
 
@@ -56,27 +57,27 @@ BUS_BRA_FOLDS = 5
 PROBABILITIES = [f"prob_{label}" for label in LABELS]
 
 
-def busi_member(train_set: str, tag: str) -> list[pd.DataFrame]:
+def busi_member(train_set: str, tag: str, mirror: bool = False) -> list[pd.DataFrame]:
     """Each fold's refined curated-BUSI records of one pair (``busi_cv.py``'s), indexed by case id."""
     folder = busi_cv.records_folder(tag, "finetune", train_set, (), None)
     tables = []
     for fold in range(busi_cv.FOLDS):
         whole, record = busi_cv.saved_fold(tag, train_set, fold)
-        pair, _ = busi_cv.pair_table(whole, record, folder, fold)
+        pair, _ = busi_cv.pair_table(whole, record, folder, fold, mirror)
         tables.append(pair.set_index("case_id"))
     return tables
 
 
-def bus_bra_member(tag: str) -> list[pd.DataFrame]:
+def bus_bra_member(tag: str, mirror: bool = False) -> list[pd.DataFrame]:
     """Each official fold's BUS-BRA test records of one BUS-BRA-trained pair, indexed by case id."""
-    return bus_bra_member_from(pool_cascade.records_dir("finetune", "bus-bra", tag))
+    return bus_bra_member_from(pool_cascade.records_dir("finetune", "bus-bra", tag), mirror)
 
 
-def bus_bra_member_from(folder: Path) -> list[pd.DataFrame]:
+def bus_bra_member_from(folder: Path, mirror: bool = False) -> list[pd.DataFrame]:
     """The BUS-BRA test rows of the fold records in ``folder`` (a pair's or an ensemble's), indexed by case id."""
     tables = []
     for fold in range(BUS_BRA_FOLDS):
-        path = folder / f"fold_{fold}_plain.csv"
+        path = folder / f"fold_{fold}_{'mirror' if mirror else 'plain'}.csv"
         if not path.is_file():
             raise SystemExit(f"{path}: missing; every member needs all {BUS_BRA_FOLDS} folds")
         rows = pd.read_csv(path, keep_default_na=False, na_values=[""])
@@ -119,7 +120,8 @@ def bus_bra_scores(members: Sequence[list[pd.DataFrame]]) -> dict[str, float]:
     return {"auc": float(np.mean(aucs)), "auc_std": float(np.std(aucs, ddof=1))}
 
 
-def predictor_checks(names: Sequence[str], members: Sequence[list[pd.DataFrame]]) -> list[dict[str, Any]]:
+def predictor_checks(names: Sequence[str], members: Sequence[list[pd.DataFrame]],
+                     mirror: bool = False) -> list[dict[str, Any]]:
     """Record averages beside the ``buscad.Predictor`` ensembles of the same BUS-BRA pairs, where one was measured
     (``pair_ensemble.py``'s fold records of members that all are among ``names``)."""
     prefix = pair_ensemble.records_dir("bus-bra", [""]).name
@@ -128,7 +130,7 @@ def predictor_checks(names: Sequence[str], members: Sequence[list[pd.DataFrame]]
         tags = folder.name.removeprefix(prefix).split("+")
         if not folder.is_dir() or not set(tags) <= set(names) or folder != pair_ensemble.records_dir("bus-bra", tags):
             continue
-        measured = bus_bra_scores([bus_bra_member_from(folder)])
+        measured = bus_bra_scores([bus_bra_member_from(folder, mirror)])
         averaged = bus_bra_scores([members[names.index(t)] for t in tags])
         checks.append({"members": tags, "predictor_auc": measured["auc"], "records_auc": averaged["auc"]})
     return checks
@@ -166,7 +168,8 @@ def asymptote(curve: Sequence[dict[str, Any]], key: str) -> dict[str, float]:
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# How far averaging more runs goes: issue 13's accuracy and criterion b's AUC", "",
              f"`{results['command']}` — {results['date']}; committed per-image records only, nothing trained or "
-             "fitted (docs/generalization.md §29).", ""]
+             f"fitted (docs/generalization.md §29); each pair's answers "
+             f"{'averaged with the mirror image' if results.get('mirror') else 'plain (no mirror)'}.", ""]
     for section in results["sections"].values():
         keys = section["keys"]
         lines += [f"## {section['title']}", "", f"Members (one pair each, all folds): {', '.join(section['members'])}. "
@@ -200,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--busi", action="append", type=parse_busi_member, default=[],
                         help="TRAIN_SET:TAG of a curated-BUSI pair (busi_cv.py --train TRAIN_SET --tag TAG)")
     parser.add_argument("--bus-bra", action="append", default=[], help="TAG of a BUS-BRA-trained pair (pool_cascade.py)")
+    parser.add_argument("--mirror", action="store_true", help="each pair's answers averaged with the mirror image's")
     parser.add_argument("--name", default="averaging_ceiling")
     args = parser.parse_args(argv)
     sections: dict[str, Any] = {}
@@ -208,13 +212,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         keys = ("accuracy", "balanced_accuracy", "auc_macro")
         sections["busi"] = {"title": "Curated BUSI, 4 folds (issue 13)", "members": names, "keys": keys,
                             "target": f"accuracy ≥ {busi_cv.TARGET['accuracy']}",
-                            "curve": subset_curve(names, [busi_member(t, g) for t, g in args.busi], busi_scores, keys)}
+                            "curve": subset_curve(names, [busi_member(t, g, args.mirror) for t, g in args.busi], busi_scores,
+                                                  keys)}
     if args.bus_bra:
-        pairs = [bus_bra_member(t) for t in args.bus_bra]
+        pairs = [bus_bra_member(t, args.mirror) for t in args.bus_bra]
         sections["bus-bra"] = {"title": "BUS-BRA, 5 official folds (issue 14, criterion b)", "members": args.bus_bra,
                                "keys": ("auc",), "target": "malignancy AUC ≥ 0.92",
                                "curve": subset_curve(args.bus_bra, pairs, bus_bra_scores, ("auc",)),
-                               "checks": predictor_checks(args.bus_bra, pairs)}
+                               "checks": predictor_checks(args.bus_bra, pairs, args.mirror)}
     if not sections:
         parser.error("name at least one --busi or --bus-bra member")
     for section in sections.values():
@@ -222,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             section["asymptote"] = {key: asymptote(section["curve"], key) for key in section["keys"]}
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "command": "python3 benchmarks/averaging_ceiling.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-               "sections": sections}
+               "mirror": args.mirror, "sections": sections}
     (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(results))
     print(markdown(results))

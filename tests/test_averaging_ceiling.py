@@ -92,3 +92,17 @@ def test_asymptote_recovers_a_curve_that_falls_as_one_over_k() -> None:
     curve = [{"members": k, "x": {"mean": 0.92 - 0.015 / k}} for k in range(1, 6)]
     fit = module.asymptote(curve, "x")
     assert fit["a"] == pytest.approx(0.92) and fit["b"] == pytest.approx(-0.015) and fit["max_abs_residual"] < 1e-12
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_one_bus_bra_pair_gives_back_its_committed_auc(mirror: bool) -> None:
+    """A pair alone scores as pool_cascade.py scored it, plain or averaged with the mirror image."""
+    import json
+
+    module = load_benchmark("averaging_ceiling")
+    folder = module.pool_cascade.records_dir("finetune", "bus-bra", "lite0z")
+    key = "mirror" if mirror else "plain"
+    committed = [json.loads((folder / f"fold_{k}.json").read_text())[key]["bus-bra"]["auc_cascade"]
+                 for k in range(module.BUS_BRA_FOLDS)]
+    scores = module.bus_bra_scores([module.bus_bra_member("lite0z", mirror)])
+    assert scores["auc"] == pytest.approx(float(np.mean(committed)), abs=1e-6)
