@@ -32,12 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pool_cascade  # the sibling scripts (benchmarks/ is on sys.path)
+from descriptors_bus_bra import descriptor_classifier, logit
 from generalization import EXTERNAL, MANIFEST, run_dir
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from buscad import rundir
 from buscad.data.manifest import image_file, read_manifest
@@ -55,11 +52,6 @@ def records_dir(train_set: str, tag: str) -> Path:
     return RESULTS / f"{train_set}_descriptor_stacking_{tag}"
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def pair_rows(images: pd.DataFrame, pair: Predictor, part: str) -> pd.DataFrame:
     """One row per image: truth, the pair's p(malignant | lesion) and the largest lesion's numeric descriptors."""
     files = [image_file(case) for _, case in images.iterrows()]
@@ -74,12 +66,6 @@ def pair_rows(images: pd.DataFrame, pair: Predictor, part: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def stacker() -> Pipeline:
-    """The stacked score's model, fixed before any fold was scored."""
-    return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
-                         LogisticRegression(C=1.0, max_iter=5000))
-
-
 def features(rows: pd.DataFrame) -> np.ndarray:
     return np.column_stack([logit(rows["p_pair"].to_numpy()), rows[list(NUMERIC_DESCRIPTORS)].to_numpy(dtype=float)])
 
@@ -92,7 +78,7 @@ def score_fold(rows: pd.DataFrame) -> dict[str, Any]:
     """Fit on the validation lesions, then the AUC of the pair and of the stacked score on the test and external
     lesions (``part`` ``test`` / ``external``)."""
     fit_on = lesions(rows[rows["part"] == "val"])
-    model = stacker().fit(features(fit_on), (fit_on["label"] == "malignant").to_numpy(int))
+    model = descriptor_classifier().fit(features(fit_on), (fit_on["label"] == "malignant").to_numpy(int))
     out: dict[str, Any] = {"n_fit": len(fit_on), "n_fit_malignant": int((fit_on["label"] == "malignant").sum())}
     for part in ("test", "external"):
         scored = lesions(rows[rows["part"] == part])

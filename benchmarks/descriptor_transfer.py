@@ -37,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from descriptors_bus_bra import describe_all
+from descriptors_bus_bra import describe_all, logit
 from generalization import MANIFEST, REPO
 
 from buscad import rundir
@@ -72,16 +72,11 @@ def fold_scores(work: Path, tag: str, fold: int, bus_bra: pd.DataFrame) -> dict[
     descriptor_score = np.where(described, classifier.predict_proba(
         test_rows[list(NUMERIC_DESCRIPTORS)].to_numpy(float))[:, 1], network)
     scores = {"network": network, "descriptors": descriptor_score,
-              "mean_logit": (_logit(network) + _logit(descriptor_score)) / 2,
+              "mean_logit": (logit(network) + logit(descriptor_score)) / 2,
               "depth_to_width": np.nan_to_num(test_rows["orientation.depth_to_width"].to_numpy(float), nan=0.0)}
     y = (cases["label"].to_numpy() == "malignant").astype(int)
     return {"fold": fold, "n_train_lesions": len(training), "n_test": len(cases), "n_described": int(described.sum()),
             **{name: float(roc_auc_score(y, score)) for name, score in scores.items()}}
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def markdown(record: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ import pandas as pd
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import cohen_kappa_score, roc_auc_score, roc_curve
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -177,6 +177,18 @@ def category_tables(frame: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def descriptor_classifier() -> Pipeline:
+    """Logistic regression on descriptor columns: median-imputed with missing-value indicators, standardised."""
+    return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
+                         LogisticRegression(max_iter=5000))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 − p)), with p kept within [1e-6, 1 − 1e-6] so that 0 and 1 stay finite."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 def out_of_fold_classifier(frame: pd.DataFrame, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Logistic regression on the numeric descriptors (median-imputed with missing-value indicators,
     standardised), fitted on four official folds and applied to the fifth: out-of-fold p(malignant)."""
@@ -184,8 +196,7 @@ def out_of_fold_classifier(frame: pd.DataFrame, y: np.ndarray, folds: np.ndarray
     scores = np.full(len(y), math.nan)
     for k in range(N_FOLDS):
         test = folds == k
-        model = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
-                              LogisticRegression(max_iter=5000))
+        model = descriptor_classifier()
         model.fit(features[~test], y[~test])
         scores[test] = model.predict_proba(features[test])[:, 1]
     return scores
