@@ -46,7 +46,9 @@ committed fold record names them, and its records go to ``..._T``. ``--train bus
 folds with every BUS-BRA image in each fold's training part (``generalization.py``), tested on BUSI's held-out fold.
 There ``--variant finetune-busi`` fine-tunes the crop model on BUSI's crops alone (30 epochs, as ``--train busi``):
 a crop stage that specialises in the hospital of the test images, trained on that hospital's training part only.
-``--variant finetune-192`` is ``finetune`` with the crop model's input at 192 px instead of the recipe's 128.
+``--variant finetune-192`` is ``finetune`` with the crop model's input at 192 px instead of the recipe's 128;
+``--variant finetune-wide`` is ``finetune`` on crops cut with a margin of 0.5 of the lesion box per side instead of
+the crop stage's 0.2 (docs/generalization.md §31).
 
 Cite: BUSI (Al-Dhabyani et al., Data in Brief 28, 2020, 104863); BUS-BRA (Gómez-Flores et al., Medical Physics
 51, 2024, 3110–3123).
@@ -85,6 +87,7 @@ from buscad.evaluation.calibration import apply_temperature
 from buscad.inference.crop_stage import mean_lesion_class
 from buscad.inference.predictor import Predictor
 from buscad.io import json_safe, write_text_atomic
+from buscad.postprocess.stage_input import ROI_MARGIN
 from buscad.training.config import load_config
 from buscad.training.provenance import benchmark_header
 from buscad.training.splits import assign_parts
@@ -102,14 +105,20 @@ WHOLE_RECIPES = {"busi": RECIPE, "bus-bra": [*ROBUST_OVERRIDES, "train.epochs=16
 §5's (16 epochs fill its budget); the pool's are its committed record's."""
 RECORDS = RESULTS / "pool_cascade"
 """The records of the pool's ``scratch`` crop models, those of the built-in model's crop stage."""
-VARIANTS = ("scratch", "finetune", "finetune-busi", "finetune-192")
+VARIANTS = ("scratch", "finetune", "finetune-busi", "finetune-192", "finetune-wide")
 """``finetune-busi`` (``--train busi4+bus-bra`` only): the crop model starts from the fold's whole-image model like
 ``finetune`` but trains on curated BUSI's lesion crops alone, for the BUSI-only recipe's 30 epochs.
-``finetune-192``: ``finetune`` with the crop model's input at 192 px (``CROP_SIZES``)."""
+``finetune-192``: ``finetune`` with the crop model's input at 192 px (``CROP_SIZES``). ``finetune-wide``:
+``finetune`` on crops cut with a wider margin around the lesion (``CROP_MARGINS``)."""
 CROP_SIZES = {"finetune-192": 192}
 """Variants whose crop model sees its crop at a larger input than the whole-image model (px): a lesion's margin and
 echo texture, which tell benign from malignant, at 2.25 times the pixels of 128 px, for about twice the crop
 model's minutes (the crop model is fully convolutional, so the whole-image model's weights start it at any size)."""
+CROP_MARGINS = {"finetune-wide": 0.5}
+"""Variants whose crops are cut with another margin than the crop stage's default (``ROI_MARGIN``, 0.2 of the
+lesion box's side per side): at 0.5 the crop is twice the lesion's box, and shows the tissue around the lesion
+(posterior shadowing or enhancement, the surrounding tissue's architecture: BI-RADS findings beside the lesion's
+own margin) at 0.7 times the pixels per lesion. The crop model records the margin and the crop stage cuts with it."""
 BUSI_CROPS_FOR = ("busi4+bus-bra",)
 """The pools whose BUSI rows keep curated BUSI's own folds, so that BUSI's crops (``--train busi``) split alike."""
 FINETUNE_EPOCHS = {"busi+bus-bra": 6, "busi": 30, "bus-bra": 6, "busi4+bus-bra": 6, "busi4x+bus-bra": 6}
@@ -148,12 +157,12 @@ def set_overrides(train_set: str) -> list[str]:
     return POOL_OVERRIDES if train_set in POOLS else []
 
 
-def lesion_crops(work: Path, train_set: str = TRAIN_SET) -> Path:
+def lesion_crops(work: Path, train_set: str = TRAIN_SET, margin: float = ROI_MARGIN) -> Path:
     """Crops around the ground-truth lesion of every lesion image of the training set, folds kept (written once)."""
     name = "pool_crops" if train_set == TRAIN_SET else f"{train_set}_crops"
-    crops = work / name / "manifest.csv"
+    crops = work / (name if margin == ROI_MARGIN else f"{name}_m{margin:g}") / "manifest.csv"
     if not crops.is_file():
-        export_lesion_crops(read_manifest(work / MANIFEST[train_set]), crops.parent, overwrite=True)
+        export_lesion_crops(read_manifest(work / MANIFEST[train_set]), crops.parent, overwrite=True, margin=margin)
     return crops
 
 
@@ -201,7 +210,8 @@ def crop_model(work: Path, fold: int, variant: str = "scratch", train_set: str =
     trained = whole_record(fold, train_set, tag)
     crops_of = crop_train_set(variant, train_set)
     config = load_config(record_config(trained),
-                         [f"data.manifest={lesion_crops(work, crops_of)}", f"data.cache_dir={work / 'cache'}",
+                         [f"data.manifest={lesion_crops(work, crops_of, CROP_MARGINS.get(variant, ROI_MARGIN))}",
+                          f"data.cache_dir={work / 'cache'}",
                           "train.progress_bar=false", *set_overrides(crops_of),
                           *trained["overrides"], *crop_overrides(whole_dir, variant, train_set)])
     prefix = "pool" if train_set == TRAIN_SET else train_set
@@ -325,8 +335,10 @@ def variant_title(variant: str, train_set: str) -> str:
     crops_of = crop_train_set(variant, train_set)
     whose = "the same fold's crops" if crops_of == train_set else f"the same fold's {crops_of} crops alone"
     size = f" at {CROP_SIZES[variant]} px" if variant in CROP_SIZES else ""
+    margin = f", cut with a margin of {CROP_MARGINS[variant]:g} of the lesion box per side" if (
+        variant in CROP_MARGINS) else ""
     return (f"a crop model started from the fold's whole-image model and trained {FINETUNE_EPOCHS[crops_of]} epochs "
-            f"on {whose}{size}")
+            f"on {whose}{size}{margin}")
 
 
 def table_heading(variant: str, train_set: str, status: str, tag: str | None = None) -> list[str]:

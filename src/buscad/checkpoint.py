@@ -45,6 +45,10 @@ class ModelSpec:
     normal_from_mask: bool = False
     """The classifier learnt lesion images only (``loss.cls_images: lesion``): p(normal) comes from the
     segmentation (:class:`buscad.prediction.MaskGatedRunner`)."""
+    crop_margin: float | None = None
+    """A crop model's: the margin (share of the lesion box's side, added on each side) of the lesion crops it was
+    trained on (the crops manifest's ``crop_margin``), which the crop stage cuts with; None for a model trained on
+    whole images (a crop model from before the field cuts with the default, 0.2, which it was trained on)."""
     training_data: str = ""
     validation_metrics: dict[str, float] = field(default_factory=dict)
     buscad_version: str = __version__

@@ -29,7 +29,7 @@ from buscad.errors import ModelError
 from buscad.prediction import MapResult
 
 SHARED_FIELDS = ("labels", "target", "seg_threshold", "uncertainty_threshold", "min_lesion_pixels", "refine_policy",
-                 "malignant_threshold")
+                 "malignant_threshold", "crop_margin")
 """What every member of an ensemble must share: the terms of its answer and how the answer is decided (how it
 reads an image may differ)."""
 

@@ -314,6 +314,9 @@ def export(
                                             help="nnU-Net dataset number (custom datasets: 500 and up).")] = 501,
     name: Annotated[str, typer.Option("--name", help="nnU-Net dataset name (letters, digits, '-').")] = "BUSCAD",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
+    margin: Annotated[float | None, typer.Option("--margin", help="crops: share of the lesion box's side added on "
+                                                 "each side (default 0.2); the crop model records it and the "
+                                                 "crop stage cuts with it.")] = None,
 ) -> None:
     """Export a manifest for nnU-Net v2 or MONAI (grayscale images, merged 0/1 masks, the manifest's folds), or
     as lesion crops: a manifest of crops around each lesion, to train a model for ``buscad predict --crop-model``."""
@@ -321,6 +324,8 @@ def export(
     from buscad.data.manifest import read_manifest
 
     frame = read_manifest(manifest)
+    if margin is not None and fmt is not ExportFormat.crops:
+        raise typer.BadParameter("--margin applies to --format crops only", param_hint="--margin")
     if fmt is ExportFormat.nnunet:
         target = export_nnunet(frame, output, dataset_id=dataset_id, name=name, overwrite=overwrite)
         splits = "with splits_final.json" if (target / "splits_final.json").is_file() else "without folds"
@@ -328,7 +333,8 @@ def export(
                       f"{dataset_id} --verify_dataset_integrity, then copy splits_final.json to "
                       f"$nnUNet_preprocessed/{target.name}/ (docs/benchmarks.md)", highlight=False, soft_wrap=True)
     elif fmt is ExportFormat.crops:
-        crops = export_lesion_crops(frame, output, overwrite=overwrite)
+        crops = export_lesion_crops(frame, output, overwrite=overwrite,
+                                    **({} if margin is None else {"margin": margin}))
         kept = len(read_manifest(crops))
         console.print(f"{kept} lesion crops of {len(frame)} cases written to {crops} ({len(frame) - kept} without a "
                       f"lesion left out); train a crop model on it: buscad train CONFIG.yaml "

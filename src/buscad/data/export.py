@@ -22,7 +22,9 @@ nnU-Net v2 layout (documentation/dataset_format.md of MIC-DKFZ/nnUNet)::
 Lesion crops (:func:`export_lesion_crops`): every lesion image cut to the box a crop stage cuts at inference
 (:func:`buscad.postprocess.stage_input.crop_box` around the ground truth), with its mask cut alike, and a buscad
 manifest of them that keeps every column of the input (folds, patients, duplicate groups), so a crop model
-trains with ``buscad train`` / ``buscad cv`` on the same leakage-free splits (docs/generalization.md §13).
+trains with ``buscad train`` / ``buscad cv`` on the same leakage-free splits (docs/generalization.md §13). The
+crops' ``margin`` is written in the manifest's ``crop_margin`` column; a model trained on them records it
+(:func:`crop_margin_of`), and the crop stage cuts with the same margin.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from PIL import Image
 from buscad.data.images import read_grayscale
 from buscad.data.manifest import image_file, load_mask, write_manifest
 from buscad.errors import DataError
-from buscad.postprocess.stage_input import PixelBox, crop_box, cut
+from buscad.postprocess.stage_input import ROI_MARGIN, PixelBox, crop_box, cut
 
 NNUNET_LABELS = {"background": 0, "lesion": 1}
 NNUNET_CHANNEL = "_0000"
@@ -135,7 +137,7 @@ CROPS_MANIFEST = "manifest.csv"
 
 
 def export_lesion_crops(frame: pd.DataFrame, out_dir: str | os.PathLike[str], *, overwrite: bool = False,
-                        boxes: Mapping[str, PixelBox] | None = None) -> Path:
+                        boxes: Mapping[str, PixelBox] | None = None, margin: float = ROI_MARGIN) -> Path:
     """Write ``out_dir/manifest.csv`` with ``images/ID.png`` and ``masks/ID.png``: each lesion image and its
     merged mask cut to the crop around its lesion; return the manifest's path.
 
@@ -143,8 +145,11 @@ def export_lesion_crops(frame: pd.DataFrame, out_dir: str | os.PathLike[str], *,
     ``boxes`` maps a case id to the box to cut instead (e.g. around a model's predicted lesion for test cases,
     as the crop stage would see them); such a case is kept even when its own mask is empty. Columns added:
     ``crop_box`` (``top,left,bottom,right`` in the original image) and ``full_lesion_pixels`` (the whole
-    mask's, to tell how much of the lesion a crop holds). Built under a temporary name, like the other exports.
+    mask's, to tell how much of the lesion a crop holds), ``crop_margin`` (``margin``: the share of the lesion
+    box's side added on each side; a wider margin shows more of the tissue around the lesion, at fewer pixels per
+    lesion). Built under a temporary name, like the other exports.
     """
+    check_crop_margin(margin)
     boxes = boxes or {}
     identifiers = case_identifiers(frame)
     target = Path(out_dir)
@@ -154,7 +159,7 @@ def export_lesion_crops(frame: pd.DataFrame, out_dir: str | os.PathLike[str], *,
         rows = []
         for (_, row), identifier in zip(frame.iterrows(), identifiers):
             image, mask = case_arrays(row)
-            box = boxes.get(str(row["case_id"])) or (crop_box(mask) if mask.any() else None)
+            box = boxes.get(str(row["case_id"])) or (crop_box(mask, margin) if mask.any() else None)
             if box is None:
                 continue
             crop, crop_mask = cut(image, box), cut(mask, box)
@@ -163,11 +168,34 @@ def export_lesion_crops(frame: pd.DataFrame, out_dir: str | os.PathLike[str], *,
             rows.append({**row.to_dict(), "root": str(stage.resolve()), "image_path": f"images/{identifier}.png",
                          "mask_paths": f"masks/{identifier}.png", "n_masks": 1, "width": crop.shape[1],
                          "height": crop.shape[0], "lesion_pixels": int(crop_mask.sum()),  # spacing: unchanged
-                         "crop_box": ",".join(map(str, box)), "full_lesion_pixels": int(mask.sum())})
+                         "crop_box": ",".join(map(str, box)), "full_lesion_pixels": int(mask.sum()),
+                         "crop_margin": margin})
         if not rows:
             raise DataError("no lesion image to crop: every mask is empty")
         write_manifest(pd.DataFrame(rows), stage / CROPS_MANIFEST)
     return target / CROPS_MANIFEST
+
+
+MAX_CROP_MARGIN = 2.0
+"""The widest margin accepted: a box grown by twice its side on each side is five times the lesion, nearly
+always the whole image."""
+
+
+def check_crop_margin(margin: float) -> None:
+    """Refuse a margin that is not a number in [0, :data:`MAX_CROP_MARGIN`]."""
+    if not (isinstance(margin, int | float) and 0 <= margin <= MAX_CROP_MARGIN):
+        raise DataError(f"crop margin {margin!r}: expected a share of the lesion box's side in [0, {MAX_CROP_MARGIN}]")
+
+
+def crop_margin_of(frame: pd.DataFrame) -> float | None:
+    """The margin a manifest's lesion crops were cut with (its ``crop_margin`` column), or None for a manifest of
+    whole images. Crops cut with several margins are refused: a crop stage cuts with one."""
+    if "crop_margin" not in frame.columns:
+        return None
+    margins = sorted({float(value) for value in frame["crop_margin"].dropna()})
+    if len(margins) > 1:
+        raise DataError(f"crops cut with several margins {margins}: a crop model learns from crops of one margin")
+    return margins[0] if margins else None
 
 
 def case_arrays(row: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,9 @@ BUS-BRA, the crop stage raised lesion Dice and the malignancy AUC on every fold
 How, per image (:func:`combine`):
 
 - the whole-image model's map, thresholded at its ``seg_threshold`` (before refining), gives the box
-  (:func:`buscad.postprocess.stage_input.crop_box`: the pipeline's ``roi`` crop, the lesion's box grown by 20 %
-  per side, square, at least 1/8 of the image side), the box that ``buscad data export --format crops`` cuts
-  around the ground truth to train a crop model on;
+  (:func:`buscad.postprocess.stage_input.crop_box`: the pipeline's ``roi`` crop, the lesion's box grown by the
+  crop model's margin per side, 20 % by default, square, at least 1/8 of the image side), the box that ``buscad
+  data export --format crops [--margin M]`` cuts around the ground truth to train a crop model on;
 - the crop model predicts the crop; inside the box the two lesion maps (and class-coded malignant shares) are
   averaged, outside it the whole-image model's map stands;
 - the two p(malignant | lesion) are averaged; p(normal) stays the whole-image model's (a crop model never
@@ -30,8 +30,16 @@ import numpy as np
 
 from buscad.errors import ModelError
 from buscad.postprocess.probability import p_malignant_given_lesion
+from buscad.checkpoint import ModelSpec
+from buscad.postprocess.stage_input import ROI_MARGIN
 from buscad.postprocess.stage_input import PixelBox as Box
 from buscad.prediction import MapResult
+
+
+def crop_margin(crop_spec: ModelSpec) -> float:
+    """The margin to cut a crop model's crops with: the one its training crops had (a crop model from before
+    :attr:`~buscad.checkpoint.ModelSpec.crop_margin` was recorded was trained at the default)."""
+    return ROI_MARGIN if crop_spec.crop_margin is None else crop_spec.crop_margin
 
 
 def check_labels(labels: Sequence[str], crop_labels: Sequence[str], crop_name: str) -> None:

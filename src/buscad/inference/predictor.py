@@ -24,7 +24,7 @@ from buscad.checkpoint import ModelSpec, load_bundle
 from buscad.data.preprocess import Preprocessing
 from buscad.ensemble import ModelPath, check_compatible, ensemble_identity, mean_results, model_files
 from buscad.errors import BuscadError, DataError, ModelError
-from buscad.inference.crop_stage import cascade_identity, check_labels, combine
+from buscad.inference.crop_stage import cascade_identity, check_labels, combine, crop_margin
 from buscad.inference.input_checks import input_flags
 from buscad.inference.measure import measure_lesions, parse_spacing
 from buscad.inference.readers import LoadedImage, read_image
@@ -220,7 +220,8 @@ class Predictor:
         (:func:`~buscad.inference.crop_stage.combine`); the TTA disagreement stays the whole-image model's."""
         if self.crop_stage is None:
             return maps
-        boxes = [crop_box(found) if (found := lesion_mask(result.probability_map, self.spec.seg_threshold)).any()
+        margin = crop_margin(self.crop_stage.spec)
+        boxes = [crop_box(found, margin) if (found := lesion_mask(result.probability_map, self.spec.seg_threshold)).any()
                  else None for result, _ in maps]
         wanted = [i for i, box in enumerate(boxes) if box is not None]
         crops = self.crop_stage._maps([cut(images[i], boxes[i]) for i in wanted], "resize", tta)  # type: ignore[arg-type]

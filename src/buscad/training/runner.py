@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from buscad import LABELS, rundir
 from buscad.checkpoint import ModelSpec
+from buscad.data.export import crop_margin_of
 from buscad.data.manifest import read_manifest
 from buscad.data.preprocess import Preprocessing, letterbox_geometry
 from buscad.data.sampling import oversampled_indices
@@ -59,8 +60,9 @@ class RunResult:
     :func:`buscad.evaluation.run_eval.evaluate_run`)."""
 
 
-def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
-    """The :class:`ModelSpec` (architecture + preprocessing) a config trains."""
+def model_spec(config: ExperimentConfig, training_data: str = "", crop_margin: float | None = None) -> ModelSpec:
+    """The :class:`ModelSpec` (architecture + preprocessing) a config trains; ``crop_margin``: that of the lesion
+    crops it trains on (:func:`buscad.data.export.crop_margin_of`), for a crop model."""
     create_kwargs: dict[str, Any] = {
         "in_channels": 1,
         "seg_classes": (3 if config.data.target == "class-coded" else 1) if config.model.segmentation else 0,
@@ -82,6 +84,7 @@ def model_spec(config: ExperimentConfig, training_data: str = "") -> ModelSpec:
         malignant_threshold=config.eval.malignant_threshold,
         normal_from_mask=config.loss.cls_images == "lesion",
         training_data=training_data,
+        crop_margin=crop_margin,
     )
 
 
@@ -352,7 +355,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike[str], fold: int |
         arrays = load_case_arrays(frame, prep, config.data.target, config.data.cache_dir)
     cache_seconds = time.perf_counter() - cache_start
     if spec is None:
-        spec = model_spec(config, training_data=str(config.data.manifest or ""))
+        spec = model_spec(config, training_data=str(config.data.manifest or ""), crop_margin=crop_margin_of(frame))
     if model is None:
         model = create_model(config, spec)
     if config.train.channels_last:
