@@ -73,6 +73,9 @@ def test_members_must_answer_alike_but_may_read_images_differently(tmp_path: Pat
         Predictor.from_checkpoint([a, c])
     with pytest.raises(ModelError, match=r"d\.ckpt: .*refine_policy differs"):
         check_compatible([specs[a], specs[b], specs[d]], [a, b, d])
+    wide = make_checkpoint(tmp_path / "wide.ckpt", crop_margin=0.5)  # crop models cut at different margins
+    with pytest.raises(ModelError, match=r"wide\.ckpt: .*crop_margin differs \(0\.5 vs None\)"):
+        Predictor.from_checkpoint([a, wide])
     assert ensemble_identity(["x", "y"]) != ensemble_identity(["y", "x"])
 
 

@@ -71,6 +71,23 @@ def test_the_finetune_192_variant_fine_tunes_at_a_larger_crop_input(tmp_path) ->
     assert module.variant_title("finetune-192", "busi4+bus-bra").endswith("at 192 px")
 
 
+def test_the_finetune_wide_variant_fine_tunes_on_crops_cut_at_a_wider_margin(tmp_path, monkeypatch) -> None:
+    """``finetune-wide``: ``finetune``'s start and epochs, on crops cut at margin 0.5 (their own folder, exported
+    once), which the crop model then records for the crop stage."""
+    module = load_benchmark("pool_cascade")
+    assert module.crop_overrides(tmp_path, "finetune-wide", "bus-bra") == module.crop_overrides(
+        tmp_path, "finetune", "bus-bra")
+    assert module.CROP_MARGINS["finetune-wide"] == 0.5
+    assert module.records_dir("finetune-wide", "bus-bra", "t").name == "bus-bra_cascade_finetune-wide_t"
+    assert module.variant_title("finetune-wide", "bus-bra").endswith("cut with a margin of 0.5 of the lesion box per side")
+    exported = []
+    monkeypatch.setattr(module, "read_manifest", lambda path: path)
+    monkeypatch.setattr(module, "export_lesion_crops", lambda frame, out, overwrite, margin: exported.append((out, margin)))
+    assert module.lesion_crops(tmp_path, "bus-bra", 0.5) == tmp_path / "bus-bra_crops_m0.5" / "manifest.csv"
+    assert module.lesion_crops(tmp_path, "bus-bra") == tmp_path / "bus-bra_crops" / "manifest.csv"
+    assert exported == [(tmp_path / "bus-bra_crops_m0.5", 0.5), (tmp_path / "bus-bra_crops", 0.2)]
+
+
 def test_another_recipes_whole_image_models_bring_their_own_config_and_records() -> None:
     """``--whole-tag lite0``: the crop model is trained with the config and overrides of the lite0 fold's record,
     and its records never mix with the default recipe's."""

@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 from buscad import __version__
 from buscad.cli.main import app
+from buscad.data.export import crop_margin_of
 from buscad.data.manifest import read_manifest
 
 runner = CliRunner()
@@ -109,3 +110,13 @@ def test_export_nnunet_and_monai(synthetic_manifest, tmp_path):
     assert result.exit_code == 0, result.output
     assert "lesion crops of" in result.output and "buscad train CONFIG.yaml data.manifest=" in result.output
     assert (tmp_path / "crops" / "manifest.csv").is_file()
+    result = runner.invoke(app, ["data", "export", str(folded), "--format", "crops", "--margin", "0.5",
+                                 "-o", str(tmp_path / "wide")])
+    assert result.exit_code == 0, result.output
+    assert crop_margin_of(read_manifest(tmp_path / "wide" / "manifest.csv")) == 0.5
+    result = runner.invoke(app, ["data", "export", str(folded), "--format", "crops", "--margin", "3",
+                                 "-o", str(tmp_path / "too_wide")])
+    assert result.exit_code == 1 and "crop margin 3.0: expected" in result.output
+    result = runner.invoke(app, ["data", "export", str(folded), "--format", "monai", "--margin", "0.5",
+                                 "-o", str(tmp_path / "monai2")])
+    assert result.exit_code != 0 and "--format crops only" in result.output

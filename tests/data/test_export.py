@@ -14,6 +14,7 @@ from buscad.data.export import (
     CASES_FILE,
     case_identifier,
     case_identifiers,
+    crop_margin_of,
     export_lesion_crops,
     export_monai,
     export_nnunet,
@@ -123,3 +124,26 @@ def test_lesion_crops_cut_image_and_mask_around_the_lesion_and_keep_the_folds(fo
     with pytest.raises(DataError, match="no lesion image to crop"):
         export_lesion_crops(normal, tmp_path / "none")
     assert not (tmp_path / "none").exists()
+
+
+def test_lesion_crops_at_a_wider_margin_are_cut_and_recorded_with_it(folded: pd.DataFrame, tmp_path: Path) -> None:
+    """``margin``: the crop the crop stage will cut for a model trained on it, written in ``crop_margin``."""
+    lesions = folded[[load_mask(row).any() for _, row in folded.iterrows()]]
+    default = read_manifest(export_lesion_crops(lesions, tmp_path / "default"))
+    wide = read_manifest(export_lesion_crops(lesions, tmp_path / "wide", margin=0.5))
+    assert crop_margin_of(default) == 0.2 and crop_margin_of(wide) == 0.5
+    for (_, crop), (_, case) in zip(wide.iterrows(), lesions.iterrows()):
+        top, left, bottom, right = crop_box(load_mask(case), 0.5)
+        assert crop["crop_box"] == f"{top},{left},{bottom},{right}"
+    assert (wide["width"] >= default["width"]).all() and (wide["width"] > default["width"]).any()
+    for bad in (-0.1, 2.5, float("nan")):
+        with pytest.raises(DataError, match=r"crop margin .*: expected a share of the lesion box's side in \[0, 2"):
+            export_lesion_crops(lesions, tmp_path / "bad", margin=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_crop_margin_of_a_manifest_is_one_value_or_none() -> None:
+    assert crop_margin_of(pd.DataFrame({"case_id": ["a"]})) is None, "whole images: no margin"
+    assert crop_margin_of(pd.DataFrame({"crop_margin": [0.5, 0.5]})) == 0.5
+    with pytest.raises(DataError, match=r"crops cut with several margins \[0\.2, 0\.5\]"):
+        crop_margin_of(pd.DataFrame({"crop_margin": [0.2, 0.5]}))

@@ -11,15 +11,17 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from buscad.checkpoint import ModelSpec
 from buscad.cli.main import app
+from buscad.data.preprocess import Preprocessing
 from buscad.errors import ModelError
-from buscad.inference.crop_stage import cascade_identity, check_labels, combine, mean_lesion_class
+from buscad.inference.crop_stage import cascade_identity, check_labels, combine, crop_margin, mean_lesion_class
 from buscad.inference.predictor import Predictor
 from buscad.inference.readers import LoadedImage
 from buscad.postprocess.probability import lesion_mask
-from buscad.postprocess.stage_input import crop_box, cut
+from buscad.postprocess.stage_input import ROI_MARGIN, crop_box, cut
 from buscad.prediction import MapResult
-from tests.helpers import make_checkpoint, speckle_image
+from tests.helpers import EchoRunner, make_checkpoint, speckle_image
 
 LABELS = ("normal", "benign", "malignant")
 
@@ -105,6 +107,31 @@ def test_predictor_pastes_the_crop_models_answer_into_the_box(tmp_path: Path) ->
     assert card["crop_stage"]["files"] == ["crop.ckpt"] and card["crop_stage"]["temperature"] == 2.0
     assert card["validation_metrics"] == {} and "release" not in card
     assert cascade.analyze(image, tta=True).record["tta"]
+
+
+def test_the_crop_stage_cuts_with_the_margin_its_crop_model_was_trained_on(tmp_path: Path) -> None:
+    """A crop model records its crops' margin (``ModelSpec.crop_margin``); the pair cuts the box with it, and a crop
+    model without one (trained before the field) gets the default it was trained on."""
+    gray = np.full((80, 120), 20, dtype=np.uint8)
+    gray[30:46, 50:74] = 220  # one bright lesion: the echo model's map is above 0.5 there only
+    image = tmp_path / "scan.png"
+    Image.fromarray(gray).save(image)
+    spec = ModelSpec("echo", {}, Preprocessing(image_size=64, keep_aspect=False), labels=LABELS)
+    whole = Predictor(EchoRunner(), spec, model_id="echo", checksum="0" * 64, backend="torch", path=tmp_path / "echo")
+    plain = whole.analyze(image)
+    found = lesion_mask(plain.probability_map, 0.5)
+    wide_box, default_box = crop_box(found, 0.5), crop_box(found)
+    assert wide_box != default_box and found.any() and not found.all()
+    for margin, box in ((0.5, wide_box), (None, default_box)):
+        crop = make_checkpoint(tmp_path / f"crop{margin}.ckpt", seed=2, image_size=32, crop_margin=margin)
+        stage = Predictor.from_checkpoint(crop, precision="32-true")
+        assert crop_margin(stage.spec) == (margin or ROI_MARGIN)
+        whole.crop_stage = None
+        whole._attach_crop_stage(stage)
+        closer = stage.analyze(LoadedImage(cut(gray, box), cut(gray, box), None, "crop", "raster"))
+        expected = combine(MapResult(plain.probability_map, _probabilities(plain)),
+                           MapResult(closer.probability_map, _probabilities(closer)), box, LABELS)
+        np.testing.assert_allclose(whole.analyze(image).probability_map, expected.probability_map, atol=1e-6)
 
 
 def _probabilities(prediction: object) -> np.ndarray:

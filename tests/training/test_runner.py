@@ -213,6 +213,22 @@ def test_an_auxiliary_birads_target_trains_where_known_and_inference_never_sees_
               tmp_path / "no_column", fold=0)
 
 
+def test_a_crop_model_records_the_margin_of_the_crops_it_learnt_from(tmp_path, synthetic_manifest, write_tiny_config):
+    """The crop stage cuts with the crop model's margin (``ModelSpec.crop_margin``), read from the crops manifest;
+    a model trained on whole images has none."""
+    from buscad.data.export import export_lesion_crops
+    from buscad.data.manifest import read_manifest, write_manifest
+    from buscad.data.splits import kfold_split
+
+    folded = write_manifest(kfold_split(read_manifest(synthetic_manifest), 2, seed=0, val_fraction=0.25),
+                            tmp_path / "folds.csv")
+    crops = export_lesion_crops(read_manifest(folded), tmp_path / "crops", margin=0.5)
+    train(load_config(write_tiny_config(crops, epochs=1)), tmp_path / "crop", fold=0)
+    assert load_bundle(tmp_path / "crop" / "checkpoints" / "best.ckpt").spec.crop_margin == 0.5
+    train(load_config(write_tiny_config(folded, epochs=1)), tmp_path / "whole", fold=0)
+    assert load_bundle(tmp_path / "whole" / "checkpoints" / "best.ckpt").spec.crop_margin is None
+
+
 def test_balance_by_an_unknown_column_is_a_config_error(tmp_path, synthetic_manifest, write_tiny_config):
     from buscad.errors import ConfigError
     from buscad.workflows import train

@@ -322,6 +322,7 @@ def export(
     as lesion crops: a manifest of crops around each lesion, to train a model for ``buscad predict --crop-model``."""
     from buscad.data.export import export_lesion_crops, export_monai, export_nnunet
     from buscad.data.manifest import read_manifest
+    from buscad.postprocess.stage_input import ROI_MARGIN
 
     frame = read_manifest(manifest)
     if margin is not None and fmt is not ExportFormat.crops:
@@ -334,7 +335,7 @@ def export(
                       f"$nnUNet_preprocessed/{target.name}/ (docs/benchmarks.md)", highlight=False, soft_wrap=True)
     elif fmt is ExportFormat.crops:
         crops = export_lesion_crops(frame, output, overwrite=overwrite,
-                                    **({} if margin is None else {"margin": margin}))
+                                    margin=ROI_MARGIN if margin is None else margin)
         kept = len(read_manifest(crops))
         console.print(f"{kept} lesion crops of {len(frame)} cases written to {crops} ({len(frame) - kept} without a "
                       f"lesion left out); train a crop model on it: buscad train CONFIG.yaml "

@@ -192,7 +192,7 @@ def crop_margin_of(frame: pd.DataFrame) -> float | None:
     whole images. Crops cut with several margins are refused: a crop stage cuts with one."""
     if "crop_margin" not in frame.columns:
         return None
-    margins = sorted({float(value) for value in frame["crop_margin"].dropna()})
+    margins = sorted(set(pd.to_numeric(frame["crop_margin"], errors="coerce").dropna().astype(float)))
     if len(margins) > 1:
         raise DataError(f"crops cut with several margins {margins}: a crop model learns from crops of one margin")
     return margins[0] if margins else None

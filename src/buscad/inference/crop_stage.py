@@ -28,9 +28,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from buscad.checkpoint import ModelSpec
 from buscad.errors import ModelError
 from buscad.postprocess.probability import p_malignant_given_lesion
-from buscad.checkpoint import ModelSpec
 from buscad.postprocess.stage_input import ROI_MARGIN
 from buscad.postprocess.stage_input import PixelBox as Box
 from buscad.prediction import MapResult
