@@ -132,6 +132,7 @@ def test_the_crop_stage_cuts_with_the_margin_its_crop_model_was_trained_on(tmp_p
         expected = combine(MapResult(plain.probability_map, _probabilities(plain)),
                            MapResult(closer.probability_map, _probabilities(closer)), box, LABELS)
         np.testing.assert_allclose(whole.analyze(image).probability_map, expected.probability_map, atol=1e-6)
+        assert whole.model_card()["crop_stage"]["crop_margin"] == crop_margin(stage.spec)
 
 
 def _probabilities(prediction: object) -> np.ndarray:

@@ -342,7 +342,8 @@ class Predictor:
         """What the model card of a cascade says of its crop model (or crop ensemble)."""
         files = [member.path.name for member in self.members] or [self.path.name]
         return {"files": files, "model_id": self.model_id, "checksum": self.checksum, "architecture": self.spec.name,
-                "preprocessing": self.spec.preprocessing.to_dict(), "temperature": self.spec.temperature}
+                "preprocessing": self.spec.preprocessing.to_dict(), "temperature": self.spec.temperature,
+                "crop_margin": crop_margin(self.spec)}
 
     @classmethod
     def default(cls, **kwargs: Any) -> Predictor:
